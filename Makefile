@@ -1,0 +1,53 @@
+# The two commands: `make run` serves, `make test` checks everything.
+# Both set up what they need on a fresh machine first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+COUCH_DIR := tests/couchdb
+
+.PHONY: run test lint fmt install couchdb-deps browser-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/runyard serve
+
+# The CouchDB-compatible server the store tests run against (pouchdb-server,
+# patched by a preload to answer like Apache CouchDB 3).
+couchdb-deps: $(COUCH_DIR)/node_modules/.installed-stamp
+
+$(COUCH_DIR)/node_modules/.installed-stamp: $(COUCH_DIR)/package.json $(COUCH_DIR)/package-lock.json
+	cd $(COUCH_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Browser tests use Debian's Chromium; a browser download never works here.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check actors web persistence tests bench
+	$(VENV)/bin/ruff format --check actors web persistence tests bench
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format actors web persistence tests bench
+	$(VENV)/bin/ruff check --fix actors web persistence tests bench
+
+test: $(STAMP) couchdb-deps browser-deps lint
+	$(PY) -m pytest
+
+bench: $(STAMP) couchdb-deps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(COUCH_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,340 @@
+"""The runtime's public language.
+
+Everything that crosses from one room to another (web -> registry, registry
+-> run, run/registry -> persistence) is one of these frozen dataclasses.  An
+internal Python service drives runyard with exactly the same messages the
+HTTP layer sends, so there is one behaviour to test, not two.
+
+How to send them: ``await ask(registry_ref, StartRun(...))`` on the runtime's
+event loop, or ``registry_ref.ask(StartRun(...), timeout=5)`` from any other
+thread (see ``docs/internals.md``).  Failures come back as the exceptions in
+:mod:`actors.errors`.
+
+Who answers what:
+
+=====================  =========================  ==============================
+message                answered by                reply
+=====================  =========================  ==============================
+``StartRun``           registry                   ``RunStarted``
+``GetRun``             registry                   ``RunRecord``
+``ListRuns``           registry                   ``RunPage``
+``Subscribe``          registry (-> run actor)    ``Subscription``
+``Unsubscribe``        registry (-> run actor)    ``None`` (tell)
+``StopRun``            registry (-> run actor)    ``StopAccepted``
+``DeleteRun``          registry                   ``None``
+``Evict``              registry                   ``int`` (records evicted)
+``Introspect``         registry (admins only)     ``RegistrySnapshot``
+``Shutdown``           registry                   ``None`` once every run ended
+``SaveRuns``           persistence                tell; acks with ``RunsPersisted``
+``LoadRun`` ...        persistence                the store's answer
+=====================  =========================  ==============================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from actors.records import JSON, RunRecord, RunStatus, RunSummary
+
+if TYPE_CHECKING:
+    import pykka
+
+    from actors.subscription import Subscription
+
+
+# --------------------------------------------------------------------------
+# Who is asking
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The identity every message that names a run carries.
+
+    Ownership is checked by the registry against ``user_id``; ``admin`` only
+    unlocks introspection, never someone else's trace.
+    """
+
+    user_id: str
+    admin: bool = False
+
+
+SYSTEM = Caller(user_id="system", admin=True)
+"""The runtime's own identity, for timers and shutdown; owns no runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """Restart a crashed agent for transient failures (OTP's ``transient`` child).
+
+    The default for a run is no policy at all: a crash ends the run
+    (OTP's ``temporary`` child).  ``backoff_s`` doubles after each restart.
+    """
+
+    max_restarts: int = 0
+    backoff_s: float = 0.1
+
+
+# --------------------------------------------------------------------------
+# Registry: runs
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    """Start ``agent`` from the catalog with ``input`` on behalf of ``caller``.
+
+    ``max_duration_s`` ends the run as ``error`` ("timed out") past that wall
+    time.  ``code``/``env`` are for the ``run-code`` agent: submitted code runs
+    in a child process with only ``env`` as its environment.
+    """
+
+    caller: Caller
+    agent: str
+    input: dict[str, JSON] = field(default_factory=dict)
+    max_duration_s: float | None = None
+    restart: RestartPolicy | None = None
+    code: str | None = None
+    env: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run_id: str
+    status: RunStatus
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GetRun:
+    """The run's whole record (events, result, error), live, cached or stored."""
+
+    caller: Caller
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListRuns:
+    """The caller's runs, newest first.
+
+    ``cursor`` is the opaque ``next_cursor`` of the previous page; the order
+    is (``started_at``, ``run_id``) descending, which never changes for a run,
+    so pages neither skip nor repeat while runs start and finish.
+    """
+
+    caller: Caller
+    status: RunStatus | None = None
+    agent: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    runs: tuple[RunSummary, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Replay ``trace[after_seq:]`` and follow live, in one step.
+
+    The run actor takes the replay slice and adds the subscriber in the same
+    handler, so nothing is missed and nothing is duplicated in between.
+    ``max_queue`` bounds the live queue; a subscriber that falls that far
+    behind gets :class:`Lagged` and is dropped.
+    """
+
+    caller: Caller
+    run_id: str
+    after_seq: int = 0
+    max_queue: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Leave a run's subscriber set; never stops the run."""
+
+    run_id: str
+    subscription: Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class StopRun:
+    """Ask a run to stop: cooperative first, cancelled/killed after the grace."""
+
+    caller: Caller
+    run_id: str
+    reason: str = "stopped by user"
+
+
+@dataclass(frozen=True, slots=True)
+class StopAccepted:
+    run_id: str
+    status: str = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRun:
+    """Forget a finished run, in memory and in the store."""
+
+    caller: Caller
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evict:
+    """Drop finished records older than the retention from memory.
+
+    With ``run_id`` set, drop that one record now (if it is finished and the
+    store has it).  The runtime sends ``Evict()`` periodically; tests send it
+    after moving a fake clock.
+    """
+
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Introspect:
+    caller: Caller
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRunInfo:
+    run_id: str
+    owner: str
+    agent: str
+    age_s: float
+    trace_length: int
+    subscribers: int
+    stopping: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    """What is alive right now: the operator's view."""
+
+    runs_by_status: dict[str, int]
+    live: tuple[LiveRunInfo, ...]
+    cached_finished: int
+    persistence_backlog: int
+    accepting: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Stop accepting runs, give live ones ``grace_s`` to finish, stop the rest.
+
+    Stopped runs end with reason ``"server shutdown"``; open subscriptions get
+    :class:`Closing` so clients know to come back later.
+    """
+
+    grace_s: float = 30.0
+    reason: str = "server shutdown"
+
+
+# --------------------------------------------------------------------------
+# What a subscription delivers after the replay
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The run is over: the last item of a subscription."""
+
+    record: RunRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Lagged:
+    """The subscriber fell behind and was cut off; resume with ``after_seq=last_seq``."""
+
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """The server is shutting down; the run may go on elsewhere later."""
+
+    last_seq: int
+    reason: str
+
+
+# --------------------------------------------------------------------------
+# Run actor -> registry (internal)
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A run actor's last word: its final record, sent before it stops."""
+
+    record: RunRecord
+
+
+# --------------------------------------------------------------------------
+# Persistence
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRuns:
+    """Write these records (batched); ack with :class:`RunsPersisted` to ``ack_to``.
+
+    A terminal record is never overwritten by a stale ``running`` one, in
+    either store.  Checkpoints of live runs use the same message.
+    """
+
+    records: tuple[RunRecord, ...]
+    ack_to: pykka.ActorRef[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunsPersisted:
+    """The store has acknowledged these (run_id, status) versions."""
+
+    saved: tuple[tuple[str, RunStatus], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadRun:
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRuns:
+    """A page of one owner's stored runs, newest first, strictly after ``before``."""
+
+    owner: str
+    status: RunStatus | None = None
+    agent: str | None = None
+    limit: int = 50
+    before: tuple[float, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteStored:
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverInterrupted:
+    """Mark runs a dead process left ``running`` as interrupted; reply: their ids."""
+
+    error: str = "interrupted: the server stopped before the run finished"
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeStored:
+    """Delete finished runs that finished before ``cutoff``; reply: how many."""
+
+    cutoff: float
+    batch: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """Reply: :class:`StoreHealth`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    up: bool
+    backlog: int
+    last_error: str | None

@@ -1,0 +1,86 @@
+"""The data a run is made of: its events, its record and its summary.
+
+These are plain frozen values so that they can cross threads and actors
+without copying or locking: the run actor builds them, everybody else reads
+them.  Times are POSIX seconds (float) inside the runtime; the web layer and
+the stores turn them into UTC ISO-8601 with ``Z`` at their edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+JSON: TypeAlias = Any
+"""A value that ``json.dumps`` accepts (dict, list, str, int, float, bool, None)."""
+
+RunStatus: TypeAlias = Literal["running", "success", "error", "stopped"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"success", "error", "stopped"})
+ALL_STATUSES: frozenset[str] = frozenset({"running", *TERMINAL_STATUSES})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a run's trace.
+
+    ``seq`` is dense (1, 2, 3, ...) within a run, so a reader that got event
+    ``n`` resumes exactly with ``after_seq=n``: no timestamps-as-ids, no
+    string comparison (see LESSONS.md).
+    """
+
+    seq: int
+    ts: float
+    type: str
+    data: dict[str, JSON]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run list shows: everything but the trace and the result."""
+
+    run_id: str
+    owner: str
+    agent: str
+    status: RunStatus
+    started_at: float
+    finished_at: float | None
+    event_count: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """The whole truth about one run, live or finished.
+
+    A finished record holds the very events its subscribers saw (the trace is
+    the stream; there is no second copy that could diverge).
+    """
+
+    run_id: str
+    owner: str
+    agent: str
+    status: RunStatus
+    input: dict[str, JSON]
+    started_at: float
+    finished_at: float | None = None
+    events: tuple[Event, ...] = ()
+    result: JSON = None
+    error: str | None = None
+    updated_at: float = 0.0
+    options: dict[str, JSON] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            run_id=self.run_id,
+            owner=self.owner,
+            agent=self.agent,
+            status=self.status,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            event_count=len(self.events),
+            error=self.error,
+        )

@@ -1,0 +1,1 @@
+"""Where runs live after they leave memory: the persistence actor and the stores."""
