@@ -24,6 +24,7 @@ message                answered by                reply
 ``DeleteRun``          registry                   ``None``
 ``Evict``              registry                   ``int`` (records evicted)
 ``Introspect``         registry (admins only)     ``RegistrySnapshot``
+``CheckHealth``        registry                   ``Health``
 ``Shutdown``           registry                   ``None`` once every run ended
 ``SaveRuns``           persistence                tell; acks with ``RunsPersisted``
 ``LoadRun`` ...        persistence                the store's answer
@@ -218,6 +219,19 @@ class RegistrySnapshot:
     cached_finished: int
     persistence_backlog: int
     accepting: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CheckHealth:
+    """Is the registry answering, and the store?  Reply: :class:`Health`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    accepting: bool
+    live_runs: int
+    store: StoreHealth | None
+    """None when the runtime has no store (memory only)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+from actors.jsonsafe import dumps_safe
+
 JSON: TypeAlias = Any
 """A value that ``json.dumps`` accepts (dict, list, str, int, float, bool, None)."""
 
@@ -32,6 +34,14 @@ class Event:
     ts: float
     type: str
     data: dict[str, JSON]
+    data_json: str = ""
+    """``data`` encoded once (compact JSON): fan-out and replay reuse it, never re-encode."""
+
+    def __post_init__(self) -> None:
+        if not self.data_json:
+            data, encoded = dumps_safe(self.data)
+            object.__setattr__(self, "data", data)
+            object.__setattr__(self, "data_json", encoded)
 
 
 @dataclass(frozen=True, slots=True)

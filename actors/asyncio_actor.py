@@ -1,0 +1,287 @@
+"""``AsyncioActor``: a pykka actor whose message loop is a task on an event loop.
+
+A live run must cost a task, not an OS thread (a ``ThreadingActor`` per run
+tops out near 22k threads and pays a cross-thread hop per event; see
+ARCHITECTURE.md).  This class plugs into pykka's own extension points
+(``_create_actor_inbox``, ``_create_future``, ``_start_actor_loop``), so
+``ActorRef.tell``/``ask``, proxies and ``ActorRegistry`` keep working, from
+the loop's thread and from any other thread.
+
+Differences from ``ThreadingActor``, each on purpose:
+
+* Futures are :class:`~actors.future.AsyncioFuture`: awaitable on the loop
+  without blocking it, ``get(timeout)`` from other threads.
+* ``on_failure`` *decides*: return :data:`RESUME` to keep the actor alive
+  after a failed ``tell`` handler (a supervisor that survives a bad message);
+  anything else stops it, as in pykka.
+* ``SystemExit``/``KeyboardInterrupt`` inside a handler stop this actor only;
+  pykka would stop every actor in the process.
+* A handler may return :class:`Forward` to hand the message, with the
+  original asker's reply future, to another actor (Akka's ``forward``), or a
+  coroutine to reply later without holding up the inbox (a "deferred reply").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+import threading
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar, Final
+
+import pykka
+from pykka._envelope import Envelope
+
+from actors.future import AsyncioFuture
+
+logger = logging.getLogger("runyard.actors")
+
+RESUME: Final = "resume"
+"""Return this from ``on_failure`` to keep the actor running."""
+
+_FAIRNESS_BATCH = 256
+"""Messages handled before the loop yields, so one busy actor cannot starve the rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Handler result: deliver ``message`` to ``target`` with the original reply future."""
+
+    target: pykka.ActorRef[Any]
+    message: Any
+
+
+class AsyncioInbox:
+    """A deque plus one loop-native waiter; ``put`` is safe from any thread."""
+
+    __slots__ = ("_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[Envelope[Any]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, envelope: Envelope[Any], /) -> None:
+        self._items.append(envelope)  # deque.append is atomic under the GIL
+        if asyncio._get_running_loop() is self._loop:
+            self._wake()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._wake)
+            except RuntimeError as exc:  # loop closed: the actor is gone for good
+                raise pykka.ActorDeadError("the actor's event loop is closed") from exc
+
+    def get(self) -> Envelope[Any]:
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+
+class AsyncioActor(pykka.Actor):
+    """Base class for actors that live on the runtime's event loop.
+
+    Handlers run on the loop thread, one message at a time, and must not
+    block.  Create actors with ``start()`` from the loop thread (or pass
+    ``loop=``); the loop defaults to the running loop, else to the loop the
+    runtime bound with :meth:`bind_loop`.
+    """
+
+    _default_loop: ClassVar[asyncio.AbstractEventLoop | None] = None
+
+    actor_inbox: AsyncioInbox
+
+    @classmethod
+    def bind_loop(cls, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Make ``loop`` the default for actors started from other threads."""
+        AsyncioActor._default_loop = loop
+
+    def __init__(
+        self, *args: Any, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any
+    ) -> None:
+        self.actor_loop = loop or asyncio._get_running_loop() or AsyncioActor._default_loop
+        if self.actor_loop is None:
+            msg = "no event loop: start AsyncioActors on the loop or bind one with bind_loop()"
+            raise RuntimeError(msg)
+        self._actor_task: asyncio.Task[None] | None = None
+        self._deferred: set[asyncio.Task[Any]] = set()
+        super().__init__(*args, **kwargs)
+
+    # -- pykka extension points --------------------------------------------
+
+    def _create_actor_inbox(self) -> AsyncioInbox:  # type: ignore[override]
+        assert self.actor_loop is not None
+        return AsyncioInbox(self.actor_loop)
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return AsyncioFuture()
+
+    def _start_actor_loop(self) -> None:
+        loop = self.actor_loop
+        assert loop is not None
+        if asyncio._get_running_loop() is loop:
+            self._actor_task = loop.create_task(self._run(), name=str(self))
+        else:
+            ready = threading.Event()
+
+            def create() -> None:
+                self._actor_task = loop.create_task(self._run(), name=str(self))
+                ready.set()
+
+            loop.call_soon_threadsafe(create)
+            ready.wait()
+
+    # -- the message loop --------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            self._actor_loop_setup()
+            inbox = self.actor_inbox
+            handled = 0
+            while not self.actor_stopped.is_set():
+                if inbox.empty():
+                    handled = 0
+                    await inbox.wait()
+                    continue
+                self._handle_envelope(inbox.get())
+                handled += 1
+                if handled >= _FAIRNESS_BATCH:
+                    handled = 0
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if not self.actor_stopped.is_set():
+                self._stop()
+            raise
+        finally:
+            self._actor_loop_teardown()
+
+    def _handle_envelope(self, envelope: Envelope[Any]) -> None:
+        reply_to = envelope.reply_to
+        try:
+            response = self._handle_receive(envelope.message)
+        except Exception:
+            if reply_to is not None:
+                reply_to.set_exception()
+            else:
+                self._failed(*sys.exc_info())
+            return
+        except (SystemExit, KeyboardInterrupt):
+            # pykka would stop every actor in the process; one actor's exit is its own.
+            exc_value = sys.exc_info()[1]
+            logger.error("%s raised %r; stopping this actor only", self, exc_value)
+            if reply_to is not None:
+                # Re-raising SystemExit in the asker would take its loop down too.
+                dead = pykka.ActorDeadError(f"{self} exited: {exc_value!r}")
+                reply_to.set_exception((type(dead), dead, None))
+            self._stop()
+            return
+        if isinstance(response, Forward):
+            if response.target.is_alive():
+                response.target.actor_inbox.put(Envelope(response.message, reply_to=reply_to))
+            elif reply_to is not None:
+                reply_to.set_exception(_dead(response.target))
+            return
+        if inspect.iscoroutine(response):
+            self._defer(response, reply_to)
+            return
+        if reply_to is not None:
+            reply_to.set(response)
+
+    def _defer(self, coro: Coroutine[Any, Any, Any], reply_to: pykka.Future[Any] | None) -> None:
+        assert self.actor_loop is not None
+        task = self.actor_loop.create_task(coro)
+        self._deferred.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._deferred.discard(t)
+            if t.cancelled():
+                if reply_to is not None:
+                    reply_to.set_exception(_dead(self.actor_ref))
+                return
+            exc = t.exception()
+            if exc is None:
+                if reply_to is not None:
+                    reply_to.set(t.result())
+            elif reply_to is not None:
+                reply_to.set_exception((type(exc), exc, exc.__traceback__))
+            elif isinstance(exc, Exception):
+                self._failed(type(exc), exc, exc.__traceback__)
+
+        task.add_done_callback(done)
+
+    def _failed(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """A ``tell`` handler raised: ``on_failure`` decides whether the actor goes on."""
+        try:
+            decision = self.on_failure(exc_type, exc_value, tb)
+        except Exception:
+            decision = None
+            logger.exception("on_failure of %s raised", self)
+        if decision == RESUME:
+            logger.info("%s resumed after %r", self, exc_value)
+            return
+        self._handle_failure(exc_type, exc_value, tb)
+
+    def _actor_loop_teardown(self) -> None:
+        super()._actor_loop_teardown()
+        for task in list(self._deferred):
+            task.cancel()
+
+    def on_failure(  # type: ignore[override]
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> str | None:
+        """Decide what a failed ``tell`` handler means; return :data:`RESUME` to go on."""
+        return None
+
+    async def wait_stopped(self) -> None:
+        """Wait until the actor's task has ended (on the actor's loop)."""
+        if self._actor_task is not None:
+            await asyncio.shield(self._actor_task)
+
+
+def _dead(ref: pykka.ActorRef[Any]) -> tuple[type[BaseException], BaseException, None]:
+    exc = pykka.ActorDeadError(f"{ref} is not alive")
+    return (type(exc), exc, None)
+
+
+async def ask(ref: pykka.ActorRef[Any], message: Any, *, timeout: float | None = None) -> Any:
+    """Ask any actor (asyncio or threading) from the event loop without blocking it.
+
+    Pykka's ``ref.ask`` makes a future of the *callee's* kind, and a
+    ``ThreadingFuture`` would block the loop when awaited.  Here the asker
+    brings an :class:`AsyncioFuture`; any pykka actor loop replies into it.
+    """
+    future: AsyncioFuture[Any] = AsyncioFuture()
+    if not ref.is_alive():
+        raise pykka.ActorDeadError(f"{ref} is not alive")
+    ref.actor_inbox.put(Envelope(message, reply_to=future))
+    if timeout is None:
+        return await future
+    async with asyncio.timeout(timeout):
+        return await future

@@ -1,0 +1,80 @@
+"""The agent contract: what an agent sees of its run.
+
+An agent is ``async def run(input_dict: dict, ctx: RunContext) -> JSON``.  It
+reports progress with ``ctx.emit(type, **data)`` and is asked to stop through
+``ctx.stopping`` / ``ctx.check_stop()``.  Everything else (numbering events,
+fan-out, persistence, time limits) is the run actor's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from actors.records import JSON
+
+
+class StopRequested(BaseException):
+    """Raised by :meth:`RunContext.check_stop` once the run was asked to stop.
+
+    A ``BaseException`` on purpose: agent code full of ``except Exception``
+    cannot swallow it by accident.
+    """
+
+
+class Agent(Protocol):
+    def __call__(self, input_dict: dict[str, JSON], ctx: RunContext) -> Awaitable[JSON]: ...
+
+
+EmitSink = Callable[[str, dict[str, JSON]], int]
+
+
+class RunContext:
+    """Handed to the agent; lives as long as the run.
+
+    ``emit`` is synchronous and cheap: the event is stamped, stored and fanned
+    out before it returns, so an agent never awaits its own bookkeeping.
+    """
+
+    __slots__ = ("_emit", "_stop_event", "attempt", "run_id", "user_id")
+
+    def __init__(self, run_id: str, user_id: str, emit: EmitSink) -> None:
+        self.run_id = run_id
+        self.user_id = user_id
+        self.attempt = 0
+        """0 on the first try; n on the n-th restart under a restart policy."""
+        self._emit = emit
+        self._stop_event = asyncio.Event()
+
+    def emit(self, type: str, /, **data: Any) -> int:
+        """Record one event of ``type`` with ``data``; returns its ``seq``."""
+        return self._emit(type, data)
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested; finish up and return."""
+        return self._stop_event.is_set()
+
+    def check_stop(self) -> None:
+        """Raise :class:`StopRequested` if a stop was requested."""
+        if self._stop_event.is_set():
+            raise StopRequested
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake and raise :class:`StopRequested` as soon as a stop arrives."""
+        if self._stop_event.is_set():
+            raise StopRequested
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stop_event.wait()
+        except TimeoutError:
+            return
+        raise StopRequested
+
+    async def wait_stop(self) -> None:
+        """Wait until a stop is requested."""
+        await self._stop_event.wait()
+
+    def _request_stop(self) -> None:
+        self._stop_event.set()

@@ -1,0 +1,49 @@
+"""One canonical JSON encoding, and a defensive fallback for values that have none.
+
+Agents hand the runtime arbitrary Python values.  A non-JSON value must never
+break a stream frame or a stored record (LESSONS.md), so every event payload
+is encoded exactly once, at emit time, with :func:`dumps`; what cannot be
+encoded is replaced by its ``repr`` inside a marker object, visibly, never
+dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; raises ``TypeError``/``ValueError`` for non-JSON values."""
+    return _encoder.encode(value)
+
+
+def make_safe(value: Any, _depth: int = 0) -> Any:
+    """A JSON version of ``value``: non-JSON leaves become ``{"__repr__": "..."}``."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"__repr__": repr(value)}
+    if _depth > 50:
+        return {"__repr__": "<nested too deep>"}
+    if isinstance(value, dict):
+        return {str(k): make_safe(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [make_safe(v, _depth + 1) for v in value]
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the run either
+        text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    return {"__repr__": text[:10_000]}
+
+
+def dumps_safe(value: Any) -> tuple[Any, str]:
+    """``(json_value, encoded)``: the value itself when it is JSON, else its safe copy."""
+    try:
+        return value, dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        safe = make_safe(value)
+        return safe, dumps(safe)

@@ -1,0 +1,156 @@
+"""``Runtime``: starts and stops the actor system on an event loop.
+
+The runtime owns the registry actor and the housekeeping timers (evicting
+expired finished runs from memory, purging old runs from the store).  It does
+not build the store: the caller hands it a persistence actor ref, so
+``actors`` never imports ``persistence`` (ARCHITECTURE.md: arrows point one
+way).  Without one, runs live in memory only.
+
+On the loop::
+
+    runtime = Runtime(RuntimeConfig(), persistence=persistence_ref)
+    await runtime.start()
+    started = await runtime.ask(StartRun(Caller("svc"), "ticker", {"n": 3}))
+    await runtime.shutdown()
+
+From another thread, see :class:`actors.background.BackgroundRuntime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+from pykka import messages as pykka_messages
+
+from actors.agents import AgentCatalog, builtin_catalog
+from actors.asyncio_actor import AsyncioActor, ask
+from actors.clock import Clock, SystemClock
+from actors.messages import Evict, PurgeStored, RecoverInterrupted, Shutdown
+from actors.registry import RegistryActor, RegistrySettings
+
+logger = logging.getLogger("runyard.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    retention_s: float = 3600.0
+    store_retention_s: float = 7 * 24 * 3600.0
+    stop_grace_s: float = 5.0
+    max_live_runs_per_user: int = 100
+    checkpoint_interval_s: float = 5.0
+    evict_interval_s: float = 30.0
+    purge_interval_s: float = 3600.0
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: RuntimeConfig | None = None,
+        *,
+        catalog: AgentCatalog | None = None,
+        persistence: pykka.ActorRef[Any] | None = None,
+        clock: Clock | None = None,
+        code_agent: Any = None,
+        stop_persistence: bool = True,
+    ) -> None:
+        self.config = config or RuntimeConfig()
+        self.catalog = catalog or builtin_catalog()
+        self.persistence = persistence
+        self.clock = clock or SystemClock()
+        self._code_agent = code_agent
+        self._stop_persistence = stop_persistence
+        self._registry: pykka.ActorRef[RegistryActor] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self.recovered: tuple[str, ...] = ()
+        """Run ids that a dead process had left ``running``, marked interrupted at start."""
+
+    @property
+    def registry(self) -> pykka.ActorRef[RegistryActor]:
+        if self._registry is None:
+            msg = "the runtime is not started"
+            raise RuntimeError(msg)
+        return self._registry
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            msg = "the runtime is not started"
+            raise RuntimeError(msg)
+        return self._loop
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        AsyncioActor.bind_loop(loop)
+        if self.persistence is not None:
+            # Before accepting runs: nothing may stay `running` from a dead process.
+            try:
+                self.recovered = tuple(await ask(self.persistence, RecoverInterrupted()))
+            except Exception as exc:
+                logger.warning("could not reconcile interrupted runs at start-up: %s", exc)
+            if self.recovered:
+                logger.info("marked %d interrupted run(s) as error", len(self.recovered))
+        config = self.config
+        self._registry = RegistryActor.start(
+            catalog=self.catalog,
+            settings=RegistrySettings(
+                retention_s=config.retention_s,
+                stop_grace_s=config.stop_grace_s,
+                max_live_runs_per_user=config.max_live_runs_per_user,
+                checkpoint_interval_s=config.checkpoint_interval_s,
+            ),
+            persistence=self.persistence,
+            clock=self.clock,
+            code_agent=self._code_agent,
+            loop=loop,
+        )
+        self._every(config.evict_interval_s, self._evict)
+        if self.persistence is not None:
+            self._purge()
+            self._every(config.purge_interval_s, self._purge)
+
+    async def ask(self, message: Any, *, timeout: float | None = None) -> Any:
+        """Send ``message`` to the registry and await its reply (loop side)."""
+        return await ask(self.registry, message, timeout=timeout)
+
+    async def shutdown(self, grace_s: float = 30.0, reason: str = "server shutdown") -> None:
+        """Give live runs ``grace_s`` to finish, stop the rest, then stop every actor."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        registry = self._registry
+        if registry is not None and registry.is_alive():
+            await ask(registry, Shutdown(grace_s=grace_s, reason=reason))
+            await ask(registry, pykka_messages._ActorStop())
+        if self.persistence is not None and self._stop_persistence and self.persistence.is_alive():
+            # The persistence actor flushes its backlog in on_stop; its thread ends after.
+            await ask(self.persistence, pykka_messages._ActorStop())
+        if AsyncioActor._default_loop is self._loop:
+            AsyncioActor.bind_loop(None)
+
+    # -- housekeeping ------------------------------------------------------
+
+    def _every(self, interval: float, action: Any) -> None:
+        if interval <= 0:
+            return
+
+        def tick() -> None:
+            action()
+            self._timers = [t for t in self._timers if not t.cancelled()]
+            self._timers.append(self.loop.call_later(interval, tick))
+
+        self._timers.append(self.loop.call_later(interval, tick))
+
+    def _evict(self) -> None:
+        if self._registry is not None and self._registry.is_alive():
+            self._registry.tell(Evict())
+
+    def _purge(self) -> None:
+        if self.persistence is not None and self.persistence.is_alive():
+            cutoff = self.clock.now() - self.config.store_retention_s
+            self.persistence.tell(PurgeStored(cutoff=cutoff))
