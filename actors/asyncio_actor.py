@@ -88,12 +88,14 @@ class AsyncioInbox:
             waiter.set_result(None)
 
     async def wait(self) -> None:
-        while not self._items:
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        """Return once woken: by a put, or by a stop decided outside the message loop."""
+        if self._items:
+            return
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
 
 class AsyncioActor(pykka.Actor):
@@ -208,7 +210,7 @@ class AsyncioActor(pykka.Actor):
 
     def _defer(self, coro: Coroutine[Any, Any, Any], reply_to: pykka.Future[Any] | None) -> None:
         assert self.actor_loop is not None
-        task = self.actor_loop.create_task(coro)
+        task = self.actor_loop.create_task(self._guard(coro))
         self._deferred.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
@@ -223,10 +225,23 @@ class AsyncioActor(pykka.Actor):
                     reply_to.set(t.result())
             elif reply_to is not None:
                 reply_to.set_exception((type(exc), exc, exc.__traceback__))
-            elif isinstance(exc, Exception):
+            elif isinstance(exc, Exception) and not self.actor_stopped.is_set():
                 self._failed(type(exc), exc, exc.__traceback__)
+                self.actor_inbox._wake()  # the message loop must see a stop decided here
 
         task.add_done_callback(done)
+
+    async def _guard(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a deferred reply; its ``SystemExit`` ends this actor, not the event loop."""
+        try:
+            return await coro
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Left alone, asyncio re-raises these out of the loop, ending every actor.
+            logger.error("%s raised %r in a deferred reply; stopping this actor only", self, exc)
+            if not self.actor_stopped.is_set():
+                self._stop()
+                self.actor_inbox._wake()
+            raise pykka.ActorDeadError(f"{self} exited: {exc!r}") from None
 
     def _failed(
         self,

@@ -9,6 +9,7 @@ fan-out, persistence, time limits) is the run actor's job.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -28,6 +29,13 @@ class Agent(Protocol):
 
 
 EmitSink = Callable[[str, dict[str, JSON]], int]
+
+EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
+"""Event types become SSE ``event:`` lines: no spaces or newlines that could forge a frame."""
+
+RESERVED_TYPES = frozenset({"run", "done", "error", "lagged", "closing", "stop_requested",
+                            "restart"})
+"""Types the run actor itself emits; an agent may not impersonate them."""
 
 
 class RunContext:
@@ -49,6 +57,12 @@ class RunContext:
 
     def emit(self, type: str, /, **data: Any) -> int:
         """Record one event of ``type`` with ``data``; returns its ``seq``."""
+        if not isinstance(type, str) or not EVENT_TYPE.fullmatch(type):
+            msg = f"event type {type!r} must match {EVENT_TYPE.pattern}"
+            raise ValueError(msg)
+        if type in RESERVED_TYPES:
+            msg = f"event type {type!r} is reserved for the runtime"
+            raise ValueError(msg)
         return self._emit(type, data)
 
     @property

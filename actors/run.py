@@ -280,6 +280,9 @@ class RunActor(AsyncioActor):
                         return _ChildExited("stopped", None, self._stop_reason)
                     continue
                 return self._crashed(exc)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                # asyncio would re-raise these out of the loop and end every run.
+                return self._crashed(exc)
             return self._succeeded(result)
 
     def _crashed(self, exc: BaseException) -> _ChildExited:

@@ -39,7 +39,7 @@ class Subscription:
         self.status_at_subscribe: RunStatus = status
         self.replay: list[Event] = replay or []
         """Events the run had when subscribing, ``seq > after_seq``, in order."""
-        self.after_seq = self.replay[-1].seq if self.replay else after_seq
+        self.after_seq = after_seq
         self._loop = loop
         self._max_queue = max_queue
         self._items: deque[Item] = deque()
@@ -47,7 +47,7 @@ class Subscription:
         self._closed = False
         self._replay_taken = False
         self._buffer: deque[Item] = deque()  # what __anext__ took but has not yielded yet
-        self.last_seq = self.after_seq
+        self.last_seq = self.replay[-1].seq if self.replay else after_seq
         """The seq of the last event handed to this subscription (replay or live)."""
 
     # -- producer side (the run actor, on the loop thread) -----------------
@@ -108,9 +108,19 @@ class Subscription:
         return items
 
     def get_batch(self, timeout: float | None = None) -> list[Item]:
-        """``next_batch`` for a consumer on another thread."""
-        future = asyncio.run_coroutine_threadsafe(self.next_batch(), self._loop)
-        return future.result(timeout)
+        """``next_batch`` for a consumer on another thread; ``TimeoutError`` after ``timeout``.
+
+        The timeout runs on the loop, so a batch is either handed over or left
+        queued: a timed-out call never takes items that nobody then receives.
+        """
+        future = asyncio.run_coroutine_threadsafe(self._next_batch_within(timeout), self._loop)
+        return future.result(None if timeout is None else timeout + 5.0)
+
+    async def _next_batch_within(self, timeout: float | None) -> list[Item]:
+        if timeout is None:
+            return await self.next_batch()
+        async with asyncio.timeout(timeout):
+            return await self.next_batch()
 
     def __aiter__(self) -> Subscription:
         return self

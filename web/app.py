@@ -1,0 +1,101 @@
+"""``create_app``: the composition root.
+
+This is the one place that picks the store (SQLite by default, CouchDB when
+``RUNYARD_COUCHDB_URL`` is set), starts the persistence actor and the
+runtime, and mounts the routes.  Everything else receives what it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pykka
+from fastapi import FastAPI
+
+from actors.agents import AgentCatalog
+from actors.clock import Clock
+from actors.runtime import Runtime, RuntimeConfig
+from persistence.actor import PersistenceActor
+from persistence.store import RunStore
+from web.auth import Authenticator, install_auth
+from web.config import Settings
+from web.errors import install_error_handlers
+from web.gateway import Gateway
+from web.loop_monitor import LoopMonitor
+from web.routes import ops, runs, stream
+
+API_DESCRIPTION = """Durable, reconnectable agent runs.  Start a run and get its `run_id` at
+once; follow it over SSE, leave, come back and resume exactly where you were;
+stop it; find it after it finished.  Every endpoint but `/healthz` needs a
+token (`Authorization: Bearer <token>` or the session cookie from
+`POST /auth/session`); you only ever see your own runs."""
+
+
+def build_store(settings: Settings) -> RunStore:
+    if settings.couchdb_url:
+        from persistence.couch_store import CouchStore
+
+        return CouchStore(settings.couchdb_url, db=settings.couchdb_db)
+    from persistence.sqlite_store import SQLiteStore
+
+    return SQLiteStore(settings.data_dir / "runs.sqlite3")
+
+
+def runtime_config(settings: Settings) -> RuntimeConfig:
+    return RuntimeConfig(
+        retention_s=settings.retention_s,
+        store_retention_s=settings.store_retention_s,
+        stop_grace_s=settings.stop_grace_s,
+        max_live_runs_per_user=settings.max_live_runs_per_user,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    catalog: AgentCatalog | None = None,
+    clock: Clock | None = None,
+    store: RunStore | None = None,
+    code_agent: Any = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    authenticator = Authenticator.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        persistence: pykka.ActorRef[Any] = PersistenceActor.start(store or build_store(settings))
+        runtime = Runtime(
+            runtime_config(settings),
+            catalog=catalog,
+            persistence=persistence,
+            clock=clock,
+            code_agent=code_agent,
+        )
+        await runtime.start()
+        monitor = LoopMonitor()
+        monitor.start()
+        gateway = Gateway(runtime)
+        app.state.gateway = gateway
+        app.state.loop_monitor = monitor
+        try:
+            yield
+        finally:
+            await gateway.drain(settings.shutdown_grace_s)
+            await runtime.shutdown(grace_s=0)
+            await monitor.stop()
+
+    app = FastAPI(
+        title="runyard",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app, settings)
+    install_auth(app, authenticator)
+    app.include_router(ops.router)
+    app.include_router(runs.router)
+    app.include_router(stream.router)
+    return app

@@ -1,0 +1,58 @@
+"""How a route reaches the runtime: the one object the app keeps in ``app.state``.
+
+Routes hold no run state; they ask the registry and shape the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from actors.messages import Closing, Shutdown
+from actors.runtime import Runtime
+from actors.subscription import Subscription
+
+
+class Gateway:
+    """The runtime plus the web layer's view of open streams (for shutdown)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.streams: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self.draining = asyncio.Event()
+
+    async def ask(self, message: Any) -> Any:
+        return await self.runtime.ask(message)
+
+    async def drain(self, grace_s: float, reason: str = "server shutdown") -> None:
+        """Refuse new runs, give live ones ``grace_s``, stop the rest, then close streams.
+
+        Runs stopped here end ``stopped`` with ``reason``; their streams get
+        ``done`` first.  Idempotent: the signal handler and the lifespan may
+        both call it.
+        """
+        if not self.draining.is_set():
+            self.draining.set()
+            registry = self.runtime.registry
+            if registry.is_alive():
+                await self.runtime.ask(Shutdown(grace_s=grace_s, reason=reason))
+            self.close_streams(reason)
+
+    def close_streams(self, reason: str) -> None:
+        """Tell every open stream to end with a 'come back later' frame."""
+        for sub in list(self.streams):
+            sub.close(Closing(last_seq=sub.last_seq, reason=reason))
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway = getattr(request.app.state, "gateway", None)
+    if not isinstance(gateway, Gateway):
+        msg = "the runtime is not running (app lifespan not started)"
+        raise RuntimeError(msg)
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]

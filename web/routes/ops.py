@@ -1,0 +1,103 @@
+"""Health, readiness, the agent catalog and the operators' registry view."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from actors.messages import CheckHealth, Health, Introspect, RegistrySnapshot
+from web.auth import AdminDep, CallerDep
+from web.errors import error_responses
+from web.gateway import GatewayDep
+from web.loop_monitor import LoopMonitor, rss_bytes
+from web.models import AgentModel, HealthResponse, LiveRunModel, RegistryView
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=HealthResponse, tags=["ops"], summary="Process is up")
+async def healthz() -> HealthResponse:
+    """Open without a token: it says nothing but "this process answers"."""
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "Not ready"}},
+    tags=["ops"],
+    summary="Registry and store answering",
+)
+async def readyz(gateway: GatewayDep) -> JSONResponse:
+    """503 while shutting down or while the store does not answer (writes are then queued)."""
+    try:
+        health: Health = await gateway.runtime.ask(CheckHealth(), timeout=5.0)
+    except Exception as exc:
+        return JSONResponse(
+            HealthResponse(status="unavailable", detail={"registry": repr(exc)}).model_dump(),
+            status_code=503,
+        )
+    store = health.store
+    detail = {
+        "accepting": health.accepting,
+        "live_runs": health.live_runs,
+        "store": None
+        if store is None
+        else {
+            "up": store.up,
+            "backlog": store.backlog,
+            "last_error": store.last_error,
+        },
+    }
+    ready = health.accepting and (store is None or store.up)
+    return JSONResponse(
+        HealthResponse(status="ok" if ready else "unavailable", detail=detail).model_dump(),
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get(
+    "/agents",
+    response_model=list[AgentModel],
+    responses=error_responses(401),
+    tags=["runs"],
+    summary="The agents a run can be started with",
+)
+async def list_agents(caller: CallerDep, gateway: GatewayDep) -> list[AgentModel]:
+    return [
+        AgentModel(name=e.name, description=" ".join(e.description.split()))
+        for e in gateway.runtime.catalog
+    ]
+
+
+@router.get(
+    "/ops/registry",
+    response_model=RegistryView,
+    responses=error_responses(401, 403),
+    tags=["ops"],
+    summary="What is alive right now (admins only)",
+)
+async def ops_registry(request: Request, admin: AdminDep, gateway: GatewayDep) -> RegistryView:
+    snap: RegistrySnapshot = await gateway.ask(Introspect(caller=admin))
+    monitor: LoopMonitor = request.app.state.loop_monitor
+    return RegistryView(
+        runs_by_status=snap.runs_by_status,
+        live=[
+            LiveRunModel(
+                run_id=r.run_id,
+                owner=r.owner,
+                agent=r.agent,
+                age_s=round(r.age_s, 3),
+                trace_length=r.trace_length,
+                subscribers=r.subscribers,
+                stopping=r.stopping,
+            )
+            for r in snap.live
+        ],
+        cached_finished=snap.cached_finished,
+        persistence_backlog=snap.persistence_backlog,
+        accepting=snap.accepting,
+        event_loop_lag_ms=round(monitor.lag_s * 1000, 3),
+        rss_bytes=rss_bytes(),
+        uptime_s=round(monitor.uptime_s, 3),
+    )

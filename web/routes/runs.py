@@ -1,0 +1,116 @@
+"""``/runs``: start, list, read, stop and delete runs (streams: :mod:`web.routes.stream`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+
+from actors.messages import DeleteRun, GetRun, ListRuns, RestartPolicy, StartRun, StopRun
+from actors.records import RunRecord
+from web.auth import CallerDep
+from web.errors import error_responses
+from web.gateway import GatewayDep
+from web.models import (
+    RunDetail,
+    RunListResponse,
+    RunStartedResponse,
+    StartRunRequest,
+    Status,
+    StopResponse,
+)
+from web.wire import record_json, summary_dict
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=RunStartedResponse,
+    responses=error_responses(400, 401, 413, 422, 429, 503),
+    summary="Start a catalog agent in the background",
+)
+async def start_run(
+    body: StartRunRequest, caller: CallerDep, gateway: GatewayDep, response: Response
+) -> RunStartedResponse:
+    """Answers at once with the `run_id`; the run goes on whether or not anyone watches."""
+    restart = None
+    if body.restart is not None:
+        restart = RestartPolicy(body.restart.max_restarts, body.restart.backoff_s)
+    started = await gateway.ask(
+        StartRun(
+            caller=caller,
+            agent=body.agent,
+            input=body.input_dict,
+            max_duration_s=body.max_duration_s,
+            restart=restart,
+        )
+    )
+    response.headers["Location"] = f"/runs/{started.run_id}"
+    return RunStartedResponse(run_id=started.run_id, status=started.status)
+
+
+@router.get(
+    "",
+    response_model=RunListResponse,
+    responses=error_responses(400, 401, 422),
+    summary="List your runs, newest first",
+)
+async def list_runs(
+    caller: CallerDep,
+    gateway: GatewayDep,
+    status: Annotated[Status | None, Query(description="Only runs with this status.")] = None,
+    agent: Annotated[str | None, Query(max_length=64, description="Only this agent.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> JSONResponse:
+    page = await gateway.ask(
+        ListRuns(caller=caller, status=status, agent=agent, limit=limit, cursor=cursor)
+    )
+    return JSONResponse(
+        {"runs": [summary_dict(s) for s in page.runs], "next_cursor": page.next_cursor}
+    )
+
+
+@router.get(
+    "/{run_id}",
+    response_model=RunDetail,
+    responses=error_responses(401, 403, 404),
+    summary="A run's record: status, events, result, error",
+)
+async def get_run(run_id: str, caller: CallerDep, gateway: GatewayDep) -> Response:
+    """Live, recently finished or long finished (from the store): the same answer."""
+    record: RunRecord = await gateway.ask(GetRun(caller=caller, run_id=run_id))
+    return Response(record_json(record), media_type="application/json")
+
+
+@router.post(
+    "/{run_id}/stop",
+    status_code=202,
+    response_model=StopResponse,
+    responses=error_responses(401, 403, 404, 409),
+    summary="Stop a run: cooperative first, cancelled after the grace period",
+)
+async def stop_run(run_id: str, caller: CallerDep, gateway: GatewayDep) -> StopResponse:
+    """202 means the stop is under way; the run's stream ends with `done` status `stopped`.
+
+    A run that already finished answers 409 saying how it finished.
+    """
+    accepted = await gateway.ask(StopRun(caller=caller, run_id=run_id))
+    return StopResponse(run_id=accepted.run_id, status="stopping")
+
+
+@router.delete(
+    "/{run_id}",
+    status_code=204,
+    responses=error_responses(401, 403, 404, 409),
+    summary="Delete a finished run from memory and from the store",
+)
+async def delete_run(run_id: str, caller: CallerDep, gateway: GatewayDep) -> Response:
+    """A running run answers 409: stop it first."""
+    await gateway.ask(DeleteRun(caller=caller, run_id=run_id))
+    return Response(status_code=204)

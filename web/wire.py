@@ -1,0 +1,59 @@
+"""The JSON shapes of runs on the wire, built from pre-encoded event data.
+
+A trace can hold 100,000 events.  Each event's data was encoded once when it
+was emitted (``Event.data_json``), so a run's JSON and its SSE frames are
+assembled from those strings instead of re-encoding every event for every
+reader.  The shapes match the response models in :mod:`web.models`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from actors.jsonsafe import dumps_safe
+from actors.records import Event, RunRecord, RunSummary
+from web.timefmt import iso_utc, iso_utc_or_none
+
+
+def event_json(event: Event) -> str:
+    return (
+        f'{{"seq":{event.seq},"ts":"{iso_utc(event.ts)}","type":{json.dumps(event.type)},'
+        f'"data":{event.data_json}}}'
+    )
+
+
+def sse_event_frame(event: Event) -> str:
+    """``id``/``event``/``data`` lines of one trace event (JSON is always one line)."""
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {event_json(event)}\n\n"
+
+
+def sse_event_frames(events: Iterable[Event]) -> bytes:
+    return "".join(map(sse_event_frame, events)).encode()
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    finished = summary.finished_at
+    return {
+        "run_id": summary.run_id,
+        "agent": summary.agent,
+        "status": summary.status,
+        "started_at": iso_utc(summary.started_at),
+        "finished_at": iso_utc_or_none(finished),
+        "duration_s": None if finished is None else round(finished - summary.started_at, 6),
+        "event_count": summary.event_count,
+        "error": summary.error,
+    }
+
+
+def record_json(record: RunRecord) -> bytes:
+    """The whole run as JSON bytes, events spliced in from their pre-encoded form."""
+    head = summary_dict(record.summary())
+    head["owner"] = record.owner
+    head["input_dict"] = record.input
+    head["result"] = record.result
+    head["options"] = record.options
+    _, encoded = dumps_safe(head)  # a stored record may predate today's checks
+    events = ",".join(map(event_json, record.events))
+    return f'{encoded[:-1]},"events":[{events}]}}'.encode()
