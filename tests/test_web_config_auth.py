@@ -1,0 +1,499 @@
+"""Settings, users/tokens, sessions and the auth dependencies (web.config, web.auth).
+
+The HTTP part runs a tiny FastAPI app in-process through httpx's ASGI
+transport; it also checks the error shape from web.errors that auth relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from actors.messages import Caller
+from web.auth import (
+    SECRET_FILE_NAME,
+    SESSION_COOKIE,
+    AdminDep,
+    Authenticator,
+    CallerDep,
+    SessionSigner,
+    User,
+    hash_token,
+    install_auth,
+    load_or_create_secret,
+    load_users,
+    parse_tokens_env,
+    parse_tokens_toml,
+    with_local_admin,
+)
+from web.config import ConfigError, Settings, describe_settings, load_settings
+from web.errors import install_error_handlers
+
+KEY = b"k" * 32
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No RUNYARD_* from the developer's shell leaks into these tests."""
+    for name in list(os.environ):
+        if name.upper().startswith("RUNYARD_"):
+            monkeypatch.delenv(name)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --------------------------------------------------------------------------
+# Settings
+
+
+@pytest.mark.timeout(10)
+def test_settings_names_and_defaults_match_architecture() -> None:
+    s = Settings()
+    assert (s.host, s.port, s.data_dir) == ("127.0.0.1", 8000, Path("./runyard-data"))
+    assert (s.couchdb_url, s.couchdb_db) == (None, "runyard_runs")
+    assert (s.tokens, s.tokens_file) == (None, None)
+    assert (s.retention_s, s.store_retention_s) == (3600, 604800)
+    assert (s.stop_grace_s, s.shutdown_grace_s, s.max_live_runs_per_user) == (5, 30, 100)
+    assert (s.max_body_bytes, s.heartbeat_s) == (1024 * 1024, 10)
+    assert all(info.description for info in describe_settings())
+
+
+@pytest.mark.timeout(10)
+def test_settings_read_prefixed_env_and_empty_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNYARD_PORT", "9001")
+    monkeypatch.setenv("RUNYARD_RETENTION_S", "2.5")
+    monkeypatch.setenv("RUNYARD_COUCHDB_URL", "")
+    s = load_settings()
+    assert (s.port, s.retention_s, s.couchdb_url) == (9001, 2.5, None)
+    assert load_settings(port=1234, host=None).port == 1234  # None override keeps env
+
+
+@pytest.mark.timeout(10)
+def test_settings_errors_name_the_variable_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNYARD_PORT", "eighty")
+    monkeypatch.setenv("RUNYARD_MAX_LIVE_RUNS_PER_USER", "0")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "RUNYARD_PORT" in text
+    assert "'eighty'" in text
+    assert "RUNYARD_MAX_LIVE_RUNS_PER_USER" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.timeout(10)
+def test_settings_errors_do_not_echo_secrets() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tokens=["alice:s3cret"])
+    assert "RUNYARD_TOKENS" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    assert "s3cret" not in repr(Settings(tokens="alice:s3cret"))
+
+
+# --------------------------------------------------------------------------
+# Users from RUNYARD_TOKENS
+
+
+@pytest.mark.timeout(10)
+def test_tokens_env_parses_users_and_admin_flag() -> None:
+    users = parse_tokens_env(" alice:tok-a:admin , bob:tok-b,,")
+    assert [(u.user_id, u.admin) for u in users] == [("alice", True), ("bob", False)]
+    assert users[0].token_sha256 == hashlib.sha256(b"tok-a").digest()
+    assert "tok-a" not in repr(users[0])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("alice:a,s3cr3t", "entry 2 has no ':'"),
+        ("bob:s3cr3t:root", "entry 1 ('bob'): expected user:token"),
+        ("bob:s3cr3t:admin:x", "entry 1 ('bob'): expected user:token"),
+        ("bob:", "entry 1 ('bob'): token must be non-empty"),
+        ("bob:s3c r3t", "no whitespace"),
+        (":s3cr3t", "user id must be"),
+        ("b/ob:s3cr3t", "user id must be"),
+    ],
+)
+@pytest.mark.timeout(10)
+def test_tokens_env_malformed_entries_are_named_without_the_token(
+    value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_tokens_env(value)
+    text = str(info.value)
+    assert text.startswith("RUNYARD_TOKENS entry")
+    assert expected in text
+    assert "s3c" not in text
+
+
+# --------------------------------------------------------------------------
+# Users from RUNYARD_TOKENS_FILE
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "users.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.timeout(10)
+def test_tokens_file_with_token_and_token_sha256(tmp_path: Path) -> None:
+    digest = hashlib.sha256(b"carol-token").hexdigest().upper()
+    path = write(
+        tmp_path,
+        f"""
+[[users]]
+id = "alice"
+token = "alice-token"
+admin = true
+
+[[users]]
+id = "carol"
+token_sha256 = "{digest}"
+""",
+    )
+    users = parse_tokens_toml(path)
+    assert [(u.user_id, u.admin) for u in users] == [("alice", True), ("carol", False)]
+    auth = Authenticator(users, SessionSigner(KEY))
+    assert auth.authenticate_token("carol-token") == Caller("carol", admin=False)
+    assert auth.authenticate_token("alice-token") == Caller("alice", admin=True)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('[[users]]\nid = "a"\ntoken = "t"\n[[users]]\nid = "b"\n', "users[2] (id 'b')"),
+        ('[[users]]\nid = "a"\ntoken = "t"\ntoken_sha256 = "' + "0" * 64 + '"\n', "exactly one"),
+        ('[[users]]\nid = "a"\ntoken_sha256 = "abc"\n', "64 hex digits"),
+        ('[[users]]\nid = "a"\ntoken = "t"\nadmn = true\n', "unknown key(s) ['admn']"),
+        ('[[users]]\nid = "a"\ntoken = "t"\nadmin = "yes"\n', "admin must be true or false"),
+        ('[[users]]\ntoken = "t"\n', "users[1]: id is required"),
+        ('[[users]]\nid = "a"\ntoken = 5\n', "token must be a string"),
+        ('users = "alice"\n', "expected one or more [[users]]"),
+        ("", "expected one or more [[users]]"),
+        ('[[user]]\nid = "a"\n', "unknown top-level key(s) ['user']"),
+        ("[[users]\n", "not valid TOML"),
+    ],
+)
+@pytest.mark.timeout(10)
+def test_tokens_file_malformed_is_named(tmp_path: Path, body: str, expected: str) -> None:
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        parse_tokens_toml(path)
+    assert expected in str(info.value)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.timeout(10)
+def test_tokens_file_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_tokens_toml(tmp_path / "nope.toml")
+
+
+@pytest.mark.timeout(10)
+def test_load_users_merges_sources_and_refuses_duplicates(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[users]]\nid = "carol"\ntoken = "c"\n')
+    users = load_users(Settings(tokens="alice:a", tokens_file=path))
+    assert [u.user_id for u in users] == ["alice", "carol"]
+    with pytest.raises(ConfigError, match="'carol' is configured more than once"):
+        load_users(Settings(tokens="carol:x", tokens_file=path))
+    with pytest.raises(ConfigError, match="'alice' and 'bob' have the same token"):
+        load_users(Settings(tokens="alice:same,bob:same"))
+
+
+@pytest.mark.timeout(10)
+def test_local_admin_only_without_configured_users(tmp_path: Path) -> None:
+    settings, token = with_local_admin(Settings(data_dir=tmp_path))
+    assert token is not None
+    assert len(token) >= 40
+    users = load_users(settings)
+    assert [(u.user_id, u.admin) for u in users] == [("admin", True)]
+    assert Authenticator(users, SessionSigner(KEY)).authenticate_token(token) == Caller(
+        "admin", admin=True
+    )
+    assert with_local_admin(Settings(tokens="bob:b"))[1] is None
+    assert with_local_admin(Settings(data_dir=tmp_path))[1] != token  # fresh each start
+
+
+# --------------------------------------------------------------------------
+# Token check
+
+
+def many_users(n: int) -> list[User]:
+    return [User(f"user{i}", hash_token(f"token-{i}"), admin=i == 0) for i in range(n)]
+
+
+@pytest.mark.timeout(10)
+def test_authenticate_token_returns_the_right_caller() -> None:
+    auth = Authenticator(many_users(50), SessionSigner(KEY))
+    for i in (0, 1, 25, 49):
+        assert auth.authenticate_token(f"token-{i}") == Caller(f"user{i}", admin=i == 0)
+    for wrong in ("token-50", "token-", "token-1 ", "", "TOKEN-1", "token-10x"):
+        assert auth.authenticate_token(wrong) is None
+
+
+@pytest.mark.timeout(10)
+def test_authenticate_token_compares_every_user_even_after_a_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    real = hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append(len(a))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", counting)  # the module web.auth calls
+    auth = Authenticator(many_users(20), SessionSigner(KEY))
+    assert auth.authenticate_token("token-0") == Caller("user0", admin=True)  # first user
+    assert calls == [32] * 20  # no early exit; always equal-length digests
+    calls.clear()
+    assert auth.authenticate_token("nobody") is None
+    assert calls == [32] * 20
+
+
+# --------------------------------------------------------------------------
+# Sessions
+
+
+@pytest.mark.timeout(10)
+def test_session_round_trip_and_expiry() -> None:
+    clock = FakeClock()
+    signer = SessionSigner(KEY, ttl_s=100, clock=clock)
+    issued = signer.issue("alice@example.org")
+    assert issued.expires_at == clock.now + 100
+    assert signer.verify(issued.value) == "alice@example.org"
+    clock.now += 99
+    assert signer.verify(issued.value) == "alice@example.org"
+    clock.now += 1
+    assert signer.verify(issued.value) is None
+
+
+@pytest.mark.timeout(10)
+def test_session_tampering_is_rejected() -> None:
+    signer = SessionSigner(KEY, clock=FakeClock())
+    value = signer.issue("bob").value
+    version, user, issued, expires, mac = value.split(".")
+    alice = signer.issue("alice").value.split(".")[1]
+    forged = [
+        f"{version}.{alice}.{issued}.{expires}.{mac}",  # other user, old mac
+        f"{version}.{user}.{issued}.{int(expires) + 10**6}.{mac}",  # extended expiry
+        f"{version}.{user}.{issued}.{expires}.{mac[:-2]}AA",  # altered mac
+        f"v2.{user}.{issued}.{expires}.{mac}",
+        f"{version}.{user}.{issued}.{expires}",
+        value + ".x",
+        "",
+        "garbage",
+        "v1.%%%.1.2.%%%",
+        "v1.Ym9i.1.notanumber.AAAA",
+    ]
+    for bad in forged:
+        assert signer.verify(bad) is None, bad
+    assert SessionSigner(b"x" * 32, clock=FakeClock()).verify(value) is None  # other key
+
+
+@pytest.mark.timeout(10)
+def test_session_of_removed_user_fails_and_admin_flag_comes_from_config() -> None:
+    signer = SessionSigner(KEY, clock=FakeClock())
+    cookie = signer.issue("bob").value
+    before = Authenticator([User("bob", hash_token("b"), admin=False)], signer)
+    assert before.authenticate_session(cookie) == Caller("bob", admin=False)
+    promoted = Authenticator([User("bob", hash_token("b"), admin=True)], signer)
+    assert promoted.authenticate_session(cookie) == Caller("bob", admin=True)
+    removed = Authenticator([User("carol", hash_token("c"))], signer)
+    assert removed.authenticate_session(cookie) is None
+
+
+@pytest.mark.timeout(10)
+def test_secret_file_created_0600_and_reused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data" / "nested"
+    key = load_or_create_secret(data_dir)
+    path = data_dir / SECRET_FILE_NAME
+    assert len(key) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_secret(data_dir) == key  # survives a restart
+    assert [p.name for p in data_dir.iterdir()] == [SECRET_FILE_NAME]  # no temp file left
+
+
+@pytest.mark.parametrize("content", ["not hex\n", "abcd\n"])
+@pytest.mark.timeout(10)
+def test_secret_file_malformed_is_refused(tmp_path: Path, content: str) -> None:
+    (tmp_path / SECRET_FILE_NAME).write_text(content)
+    with pytest.raises(ConfigError, match="delete it to make a new one"):
+        load_or_create_secret(tmp_path)
+
+
+# --------------------------------------------------------------------------
+# Over HTTP: require_caller, require_admin, /auth/session, error shape
+
+
+class StartBody(BaseModel):
+    agent: str
+    limit: int = 1
+
+
+def make_app(tmp_path: Path, clock: FakeClock | None = None) -> FastAPI:
+    settings = Settings(data_dir=tmp_path, tokens="alice:tok-a:admin,bob:tok-b", max_body_bytes=200)
+    app = FastAPI()
+    install_error_handlers(app, settings)
+    install_auth(app, Authenticator.from_settings(settings, clock=clock or FakeClock()))
+
+    @app.get("/me")
+    async def me(caller: CallerDep) -> dict[str, object]:
+        return {"user_id": caller.user_id, "admin": caller.admin}
+
+    @app.get("/ops")
+    async def ops(caller: AdminDep) -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.post("/runs")
+    async def start(body: StartBody, caller: CallerDep) -> dict[str, str]:
+        return {"agent": body.agent}
+
+    return app
+
+
+def run(app: FastAPI, steps: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
+    """Send requests in order on one client (cookies persist between them)."""
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [await client.request(m, url, **kw) for m, url, kw in steps]
+
+    return asyncio.run(go())
+
+
+async def chunks(piece: bytes, count: int) -> AsyncIterator[bytes]:
+    """A body without Content-Length (chunked upload)."""
+    for _ in range(count):
+        yield piece
+
+
+def error_of(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    return response.status_code, body["error"]["code"]
+
+
+@pytest.mark.timeout(10)
+def test_http_bearer_and_401s(tmp_path: Path) -> None:
+    none, basic, wrong, ok = run(
+        make_app(tmp_path),
+        [
+            ("GET", "/me", {}),
+            ("GET", "/me", {"headers": {"Authorization": "Basic dTpw"}}),
+            ("GET", "/me", {"headers": {"Authorization": "Bearer tok-x"}}),
+            ("GET", "/me", {"headers": {"Authorization": "bearer tok-b"}}),
+        ],
+    )
+    for r in (none, basic, wrong):
+        assert error_of(r) == (401, "unauthorized")
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert ok.json() == {"user_id": "bob", "admin": False}
+
+
+@pytest.mark.timeout(10)
+def test_http_admin_only(tmp_path: Path) -> None:
+    bob, alice = run(
+        make_app(tmp_path),
+        [
+            ("GET", "/ops", {"headers": {"Authorization": "Bearer tok-b"}}),
+            ("GET", "/ops", {"headers": {"Authorization": "Bearer tok-a"}}),
+        ],
+    )
+    assert error_of(bob) == (403, "forbidden")
+    assert alice.json() == {"ok": True}
+
+
+@pytest.mark.timeout(10)
+def test_http_session_cookie_flow(tmp_path: Path) -> None:
+    clock = FakeClock()
+    app = make_app(tmp_path, clock)
+    no_bearer, login, me, bad_bearer_wins, logout, after = run(
+        app,
+        [
+            ("POST", "/auth/session", {}),
+            ("POST", "/auth/session", {"headers": {"Authorization": "Bearer tok-b"}}),
+            ("GET", "/me", {}),
+            ("GET", "/me", {"headers": {"Authorization": "Bearer wrong"}}),
+            ("DELETE", "/auth/session", {}),
+            ("GET", "/me", {}),
+        ],
+    )
+    assert error_of(no_bearer) == (401, "unauthorized")
+    assert login.status_code == 200
+    assert login.json()["user_id"] == "bob"
+    assert login.json()["expires_at"].endswith("Z")
+    cookie = login.headers["set-cookie"].lower()
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert "path=/" in cookie
+    assert me.json() == {"user_id": "bob", "admin": False}
+    assert error_of(bad_bearer_wins) == (401, "unauthorized")
+    assert logout.status_code == 204
+    assert "max-age=0" in logout.headers["set-cookie"].lower()
+    assert error_of(after) == (401, "unauthorized")
+
+
+@pytest.mark.timeout(10)
+def test_http_session_survives_restart_and_expires(tmp_path: Path) -> None:
+    clock = FakeClock()
+    (login,) = run(
+        make_app(tmp_path, clock),
+        [("POST", "/auth/session", {"headers": {"Authorization": "Bearer tok-a"}})],
+    )
+    cookie = login.cookies[SESSION_COOKIE]
+    restarted = make_app(tmp_path, clock)  # same data dir: same key
+    with_cookie = {"headers": {"Cookie": f"{SESSION_COOKIE}={cookie}"}}
+    (me,) = run(restarted, [("GET", "/me", with_cookie)])
+    assert me.json() == {"user_id": "alice", "admin": True}
+    clock.now += 8 * 24 * 3600
+    (expired,) = run(restarted, [("GET", "/me", with_cookie)])
+    assert error_of(expired) == (401, "unauthorized")
+    assert "session expired" in expired.json()["error"]["message"]
+
+
+@pytest.mark.timeout(10)
+def test_http_error_shape_for_validation_json_routing_and_size(tmp_path: Path) -> None:
+    auth = {"Authorization": "Bearer tok-a"}
+    json_h = {**auth, "content-type": "application/json"}
+    invalid, malformed, missing, too_big, chunked, ok = run(
+        make_app(tmp_path),
+        [
+            ("POST", "/runs", {"headers": auth, "json": {"limit": "many"}}),
+            ("POST", "/runs", {"headers": json_h, "content": b"{not json"}),
+            ("GET", "/nowhere", {"headers": auth}),
+            ("POST", "/runs", {"headers": json_h, "content": b"x" * 500}),
+            ("POST", "/runs", {"headers": json_h, "content": chunks(b"x" * 150, 3)}),
+            ("POST", "/runs", {"headers": auth, "json": {"agent": "echo"}}),
+        ],
+    )
+    assert error_of(invalid) == (422, "validation_error")
+    message = invalid.json()["error"]["message"]
+    assert "agent: Field required" in message
+    assert "limit:" in message
+    assert error_of(malformed) == (400, "malformed_json")
+    assert error_of(missing) == (404, "not_found")
+    assert error_of(too_big) == (413, "payload_too_large")
+    assert error_of(chunked) == (413, "payload_too_large")
+    assert ok.json() == {"agent": "echo"}

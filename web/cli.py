@@ -1,0 +1,135 @@
+"""``runyard`` console script: ``runyard serve [--host H] [--port P]``.
+
+Configuration is the ``RUNYARD_*`` environment (:mod:`web.config`); the two
+flags only override host and port.  ``--help`` prints every setting with its
+default and description, so an operator never has to read the source.
+
+With no users configured, ``serve`` creates a local admin with a random
+token and prints a URL that signs in with it (as Jupyter does).  The socket
+is bound before that URL is printed, so ``--port 0`` shows the real port.
+
+Shutdown: :class:`web.server.RunyardServer` drains on the first SIGINT/SIGTERM
+while still answering (new starts 503, live runs get their grace, streams end
+with a final frame), then lets uvicorn stop.  ``timeout_graceful_shutdown``
+bounds what uvicorn waits for open connections afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import TextIO
+
+from web.auth import LOCAL_ADMIN_ID, load_users, with_local_admin
+from web.config import ConfigError, Settings, describe_settings, load_settings
+
+SHUTDOWN_MARGIN_S = 5.0
+"""Beyond shutdown + stop grace: time to write final records and frames."""
+
+
+def settings_help() -> str:
+    """The ``--help`` epilog: one entry per ``RUNYARD_*`` setting."""
+    lines = ["settings (environment variables):"]
+    for info in describe_settings():
+        lines.append(f"  {info.env_var}  (default: {info.default})")
+        lines += textwrap.wrap(
+            info.description, width=78, initial_indent="      ", subsequent_indent="      "
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runyard",
+        description="Durable, reconnectable agent runs over REST and SSE.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the HTTP API",
+        description="Serve the HTTP API and dashboard with uvicorn.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", help="interface to listen on (overrides RUNYARD_HOST)")
+    serve.add_argument("--port", type=int, help="TCP port (overrides RUNYARD_PORT; 0 = any)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        build_parser().print_help(sys.stderr)
+        return 2
+    try:
+        settings = load_settings(host=args.host, port=args.port)
+        settings, token = with_local_admin(settings)
+        load_users(settings)  # refuse malformed users before anything starts
+    except ConfigError as exc:
+        print(f"runyard: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings, token)
+
+
+def graceful_timeout_s(settings: Settings) -> int:
+    return math.ceil(settings.shutdown_grace_s + settings.stop_grace_s + SHUTDOWN_MARGIN_S)
+
+
+def serve(settings: Settings, local_admin_token: str | None = None) -> int:
+    """Build the app, bind, print the sign-in URL if needed, serve until a signal."""
+    import uvicorn
+
+    from web.server import RunyardServer
+
+    # Imported here, by name: the CLI (and ``--help``) must work without
+    # building the app, and web.app imports the whole runtime.
+    create_app = importlib.import_module("web.app").create_app
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"runyard: {exc}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_timeout_s(settings),
+    )
+    server = RunyardServer(config, app, grace_s=settings.shutdown_grace_s)
+    sock = config.bind_socket()  # exits with uvicorn's message if the port is taken
+    if local_admin_token is not None:
+        print_sign_in(settings.host, sock.getsockname()[1], local_admin_token, sys.stdout)
+    server.run(sockets=[sock])
+    return 0
+
+
+def sign_in_url(host: str, port: int, token: str) -> str:
+    """``http://HOST:PORT/?token=...``, with a wildcard host shown as loopback."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/?token={token}"
+
+
+def print_sign_in(host: str, port: int, token: str, out: TextIO) -> None:
+    url = sign_in_url(host, port, token)
+    base = url.split("?", 1)[0]
+    print(
+        f"\nrunyard: no users configured (RUNYARD_TOKENS, RUNYARD_TOKENS_FILE);\n"
+        f"created the local admin {LOCAL_ADMIN_ID!r} with a new token for this run.\n"
+        f"Open in a browser:\n    {url}\n"
+        f"or call the API:\n    curl -H 'Authorization: Bearer {token}' {base}runs\n",
+        file=out,
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""runyard's settings: one ``RUNYARD_*`` environment variable per field.
+
+The names and defaults are fixed by ARCHITECTURE.md ("Configuration and
+command line"): operators and scripts rely on them, so renaming a field here
+is a breaking change.  Every field carries a description because
+``runyard serve --help`` prints them (see :func:`describe_settings`).
+
+:func:`load_settings` is the way in for the CLI and the app: it turns
+pydantic's ``ValidationError`` into a :class:`ConfigError` whose message names
+the environment variable and the offending value, one line per problem, so a
+typo in a deployment reads as ``RUNYARD_PORT: Input should be a valid integer
+(got 'eighty')`` instead of a pydantic traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RUNYARD_"
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says what to fix.
+
+    Raised for bad ``RUNYARD_*`` values and for malformed user/token
+    configuration (:mod:`web.auth`); the CLI prints it and exits with 2.
+    """
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set, read from ``RUNYARD_*`` variables.
+
+    Keyword arguments override the environment (tests build
+    ``Settings(data_dir=tmp_path, retention_s=1)`` directly).  Values that
+    hold secrets (tokens, a CouchDB URL with credentials) are kept out of
+    ``repr`` so a logged settings object does not leak them.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        # RUNYARD_COUCHDB_URL= (empty) must mean "unset", not "CouchDB at ''".
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="Interface to listen on.")
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="TCP port to listen on (0 picks a free port)."
+    )
+    data_dir: Path = Field(
+        default=Path("./runyard-data"),
+        description="Directory for the SQLite store, the session key and other local state.",
+    )
+    couchdb_url: str | None = Field(
+        default=None,
+        repr=False,
+        description=(
+            "CouchDB server URL, credentials allowed (http://user:pass@host:5984); "
+            "set means CouchDB is the store, unset means SQLite under the data dir."
+        ),
+    )
+    couchdb_db: str = Field(
+        default="runyard_runs", min_length=1, description="CouchDB database name."
+    )
+    tokens: str | None = Field(
+        default=None,
+        repr=False,
+        description="Users and their bearer tokens: user:token[:admin],user2:token2",
+    )
+    tokens_file: Path | None = Field(
+        default=None,
+        description=(
+            "TOML file of users: [[users]] with id, token or token_sha256, admin. "
+            "Without this and RUNYARD_TOKENS, `runyard serve` creates a local admin."
+        ),
+    )
+    retention_s: float = Field(
+        default=3600, ge=0, description="Seconds a finished run stays in memory."
+    )
+    store_retention_s: float = Field(
+        default=604800, ge=0, description="Seconds the store keeps finished runs."
+    )
+    stop_grace_s: float = Field(
+        default=5,
+        ge=0,
+        description="Seconds of cooperative stop before an agent is cancelled or killed.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30, ge=0, description="Seconds live runs get to finish on SIGTERM/SIGINT."
+    )
+    max_live_runs_per_user: int = Field(
+        default=100, ge=1, description="Per-user cap on live (running) runs."
+    )
+    max_body_bytes: int = Field(
+        default=MIB, ge=1, description="Largest accepted request body in bytes (else 413)."
+    )
+    heartbeat_s: float = Field(
+        default=10, gt=0, description="Seconds between SSE heartbeat comments."
+    )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment plus ``overrides``, or a readable :class:`ConfigError`.
+
+    ``None`` overrides are dropped so the CLI can pass ``host=args.host``
+    without clobbering ``RUNYARD_HOST`` when the flag was not given.
+    """
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the variable (``RUNYARD_PORT``) and the bad value."""
+    lines = ["invalid runyard configuration:"]
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in err["loc"]) or "settings"
+        name = f"{ENV_PREFIX}{field.upper()}"
+        secret = field in _SECRET_FIELDS
+        shown = "" if secret else f" (got {_short(err.get('input'))})"
+        lines.append(f"  {name}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+_SECRET_FIELDS = frozenset({"tokens", "couchdb_url"})
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class SettingInfo:
+    """One row of the ``--help`` table."""
+
+    env_var: str
+    default: str
+    description: str
+
+
+def describe_settings() -> list[SettingInfo]:
+    """Every setting with its environment variable, default and description, in field order."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = "unset" if field.default is None else str(field.default)
+        if isinstance(field.default, Path) and not field.default.is_absolute():
+            default = f"./{default}"  # str(Path("./x")) drops the "./" the docs show
+        rows.append(SettingInfo(f"{ENV_PREFIX}{name.upper()}", default, field.description or ""))
+    return rows
