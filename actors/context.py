@@ -33,8 +33,9 @@ EmitSink = Callable[[str, dict[str, JSON]], int]
 EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 """Event types become SSE ``event:`` lines: no spaces or newlines that could forge a frame."""
 
-RESERVED_TYPES = frozenset({"run", "done", "error", "lagged", "closing", "stop_requested",
-                            "restart"})
+RESERVED_TYPES = frozenset(
+    {"run", "done", "error", "lagged", "closing", "stop_requested", "restart"}
+)
 """Types the run actor itself emits; an agent may not impersonate them."""
 
 

@@ -20,6 +20,8 @@ message                answered by                reply
 ``ListRuns``           registry                   ``RunPage``
 ``Subscribe``          registry (-> run actor)    ``Subscription``
 ``Unsubscribe``        registry (-> run actor)    ``None`` (tell)
+``WatchRuns``          registry                   ``Feed`` of ``RunChange``
+``Unwatch``            registry                   ``None`` (tell)
 ``StopRun``            registry (-> run actor)    ``StopAccepted``
 ``DeleteRun``          registry                   ``None``
 ``Evict``              registry                   ``int`` (records evicted)
@@ -41,6 +43,7 @@ from actors.records import JSON, RunRecord, RunStatus, RunSummary
 if TYPE_CHECKING:
     import pykka
 
+    from actors.feed import Feed
     from actors.subscription import Subscription
 
 
@@ -244,6 +247,32 @@ class Shutdown:
 
     grace_s: float = 30.0
     reason: str = "server shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRuns:
+    """Follow the caller's run lifecycle (started, stopping, finished, deleted).
+
+    Reply: a :class:`~actors.feed.Feed` of :class:`RunChange`.  Changes are not
+    numbered: a watcher that reconnects lists the runs again, then watches.
+    """
+
+    caller: Caller
+    max_queue: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    feed: Feed
+
+
+@dataclass(frozen=True, slots=True)
+class RunChange:
+    """One lifecycle change of one of the watcher's runs."""
+
+    kind: str
+    """``started``, ``stopping``, ``finished`` or ``deleted``."""
+    summary: RunSummary
 
 
 # --------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from actors.errors import (
     StillRunning,
     TooManyLiveRuns,
 )
+from actors.feed import Feed
 from actors.messages import (
     SYSTEM,
     Caller,
@@ -57,6 +58,7 @@ from actors.messages import (
     LoadRun,
     QueryRuns,
     RegistrySnapshot,
+    RunChange,
     RunEnded,
     RunPage,
     RunsPersisted,
@@ -69,6 +71,8 @@ from actors.messages import (
     StoreStatus,
     Subscribe,
     Unsubscribe,
+    Unwatch,
+    WatchRuns,
 )
 from actors.records import ALL_STATUSES, RunRecord, RunSummary
 from actors.run import LiveRun, RunActor, RunSettings
@@ -117,6 +121,7 @@ class RegistryActor(AsyncioActor):
         self._live_per_user: Counter[str] = Counter()
         self._accepting = True
         self._idle: asyncio.Event | None = None
+        self._watchers: dict[str, dict[Feed, None]] = {}
 
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))
@@ -186,6 +191,7 @@ class RegistryActor(AsyncioActor):
                 options=options,
             )
             self._persistence.tell(SaveRuns((stub,)))
+        self._publish(user, "started", _live_summary(live))
         return RunStarted(run_id=run_id, status="running", started_at=started_at)
 
     def _resolve_agent(self, msg: StartRun) -> Agent:
@@ -307,6 +313,9 @@ class RegistryActor(AsyncioActor):
         if live is not None:
             self._check_owner(msg.caller, live.owner, msg.run_id)
             assert live.ref is not None
+            if not live.stopping:
+                summary = _live_summary(live)
+                self._publish(live.owner, "stopping", summary)
             return Forward(live.ref, msg)
         cached = self._cache.get(msg.run_id)
         if cached is not None:
@@ -327,14 +336,16 @@ class RegistryActor(AsyncioActor):
         if cached is not None:
             self._check_owner(msg.caller, cached.record.owner, msg.run_id)
             del self._cache[msg.run_id]
+            self._publish(cached.record.owner, "deleted", cached.record.summary())
             if self._persistence is None:
                 return None
             return self._ask_store(DeleteStored(msg.run_id))
         return self._delete_stored(msg)
 
     async def _delete_stored(self, msg: DeleteRun) -> None:
-        await self._load_owned(msg.caller, msg.run_id)
+        record = await self._load_owned(msg.caller, msg.run_id)
         await self._ask_store(DeleteStored(msg.run_id))
+        self._publish(record.owner, "deleted", record.summary())
 
     # -- lifecycle of finished runs ----------------------------------------
 
@@ -351,6 +362,7 @@ class RegistryActor(AsyncioActor):
             self._persistence.tell(SaveRuns((record,), ack_to=self.actor_ref))
         if live.ref is not None:
             live.ref.stop(block=False)
+        self._publish(record.owner, "finished", record.summary())
         if not self._live and self._idle is not None:
             self._idle.set()
 
@@ -379,6 +391,29 @@ class RegistryActor(AsyncioActor):
         for run_id in expired:
             del self._cache[run_id]
         return len(expired)
+
+    # -- lifecycle feed ----------------------------------------------------
+
+    def _watch(self, msg: WatchRuns) -> Feed:
+        assert self.actor_loop is not None
+        feed = Feed(msg.caller.user_id, self.actor_loop, msg.max_queue)
+        self._watchers.setdefault(msg.caller.user_id, {})[feed] = None
+        return feed
+
+    def _unwatch(self, msg: Unwatch) -> None:
+        feeds = self._watchers.get(msg.feed.user_id)
+        if feeds is not None:
+            feeds.pop(msg.feed, None)
+            if not feeds:
+                del self._watchers[msg.feed.user_id]
+
+    def _publish(self, user_id: str, kind: str, summary: RunSummary) -> None:
+        feeds = self._watchers.get(user_id)
+        if not feeds:
+            return
+        change = RunChange(kind=kind, summary=summary)
+        for feed in [f for f in feeds if not f.push(change)]:
+            del feeds[feed]
 
     # -- operators ---------------------------------------------------------
 
@@ -489,6 +524,8 @@ class RegistryActor(AsyncioActor):
         Introspect: _introspect,
         CheckHealth: _health,
         Shutdown: _shutdown,
+        WatchRuns: _watch,
+        Unwatch: _unwatch,
     }
 
 

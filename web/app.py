@@ -24,7 +24,7 @@ from web.config import Settings
 from web.errors import install_error_handlers
 from web.gateway import Gateway
 from web.loop_monitor import LoopMonitor
-from web.routes import ops, runs, stream
+from web.routes import feed, ops, runs, stream
 
 API_DESCRIPTION = """Durable, reconnectable agent runs.  Start a run and get its `run_id` at
 once; follow it over SSE, leave, come back and resume exactly where you were;
@@ -96,6 +96,7 @@ def create_app(
     install_error_handlers(app, settings)
     install_auth(app, authenticator)
     app.include_router(ops.router)
+    app.include_router(feed.router)  # before runs: /runs/feed is not a run id
     app.include_router(runs.router)
     app.include_router(stream.router)
     return app

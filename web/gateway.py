@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from actors.feed import Feed
 from actors.messages import Closing, Shutdown
 from actors.runtime import Runtime
 from actors.subscription import Subscription
@@ -21,7 +22,7 @@ class Gateway:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.streams: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self.streams: weakref.WeakSet[Subscription | Feed] = weakref.WeakSet()
         self.draining = asyncio.Event()
 
     async def ask(self, message: Any) -> Any:
@@ -43,8 +44,9 @@ class Gateway:
 
     def close_streams(self, reason: str) -> None:
         """Tell every open stream to end with a 'come back later' frame."""
-        for sub in list(self.streams):
-            sub.close(Closing(last_seq=sub.last_seq, reason=reason))
+        for stream in list(self.streams):
+            last_seq = stream.last_seq if isinstance(stream, Subscription) else 0
+            stream.close(Closing(last_seq=last_seq, reason=reason))
 
 
 def get_gateway(request: Request) -> Gateway:

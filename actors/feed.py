@@ -1,0 +1,35 @@
+"""``Feed``: one watcher's stream of lifecycle changes of their own runs.
+
+A dashboard's run list updates from this instead of polling.  It is bounded
+like a subscription: a watcher that stops reading is cut off with
+:class:`~actors.messages.Lagged` (``last_seq`` 0: changes carry no seq) and
+simply lists its runs again when it comes back.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+from actors.messages import Closing, Lagged, RunChange
+from actors.outbox import Outbox
+
+FeedItem: TypeAlias = RunChange | Lagged | Closing
+
+
+class Feed(Outbox[FeedItem]):
+    def __init__(self, user_id: str, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.user_id = user_id
+
+    def push(self, change: RunChange) -> bool:
+        """Queue a change; False when the watcher lagged and was cut off."""
+        if self._closed:
+            return False
+        if self.full():
+            self._close_with(Lagged(last_seq=0))
+            return False
+        self._put(change)
+        return True
+
+    def close(self, final: Lagged | Closing) -> None:
+        self._close_with(final)

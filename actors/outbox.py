@@ -1,0 +1,75 @@
+"""``Outbox``: a bounded queue from an actor to exactly one consumer, drained in batches.
+
+The producer is an actor on the loop thread; it never blocks and never
+waits for the consumer.  When the consumer falls ``max_queue`` items behind,
+the producer closes the outbox with a final item saying so instead of
+growing memory.  The consumer takes everything queued at once, so one wake-up
+serves a whole burst: that is what makes fan-out to many readers cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Outbox(Generic[T]):
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_queue: int) -> None:
+        self._loop = loop
+        self._max_queue = max_queue
+        self._items: deque[T] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    # -- producer side (an actor, on the loop thread) ----------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    def full(self) -> bool:
+        return len(self._items) >= self._max_queue
+
+    def _put(self, item: T) -> None:
+        self._items.append(item)
+        self._wake()
+
+    def _close_with(self, final: T) -> None:
+        """Queue the terminal item; nothing is queued after it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._put(final)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- consumer side -----------------------------------------------------
+
+    async def next_batch(self) -> list[T]:
+        """Everything queued now, waiting if nothing is; ``[]`` once closed and drained."""
+        while not self._items:
+            if self._closed:
+                return []
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def get_batch(self, timeout: float | None = None) -> list[T]:
+        """``next_batch`` for a consumer on another thread."""
+        future = asyncio.run_coroutine_threadsafe(self.next_batch(), self._loop)
+        return future.result(timeout)
