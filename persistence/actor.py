@@ -41,7 +41,7 @@ from actors.messages import (
     StoreHealth,
     StoreStatus,
 )
-from actors.records import RunRecord, RunStatus, RunSummary
+from actors.records import Event, RunRecord, RunStatus, RunSummary
 from persistence.store import RunStore
 
 __all__ = ["PersistenceActor"]
@@ -446,9 +446,22 @@ class PersistenceActor(pykka.ThreadingActor):
             entry = self._pending.get(record.run_id)
             if entry is not None and entry.record.finished:
                 continue  # its terminal version is about to be written
+            # The trace gets the same closing `done` event a live run ends with,
+            # so a replay of an interrupted run ends the way every stream does.
+            done = Event(
+                seq=len(record.events) + 1,
+                ts=now,
+                type="done",
+                data={"status": "error", "result": None, "error": error},
+            )
             self._merge(
                 dataclasses.replace(
-                    record, status="error", error=error, finished_at=now, updated_at=now
+                    record,
+                    status="error",
+                    error=error,
+                    finished_at=now,
+                    updated_at=now,
+                    events=(*record.events, done),
                 ),
                 None,
             )

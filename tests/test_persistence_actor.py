@@ -300,13 +300,17 @@ def test_recover_interrupted_keeps_checkpointed_events(tmp_path: Path) -> None:
     assert got.status == "error"
     assert got.error == "interrupted: the server stopped before the run finished"
     assert got.finished_at is not None
-    assert got.events == rec("i-1", status="running", events=5).events
+    checkpointed = rec("i-1", status="running", events=5).events
+    assert got.events[:-1] == checkpointed
+    done = got.events[-1]
+    assert (done.seq, done.type) == (6, "done")
+    assert done.data == {"status": "error", "result": None, "error": got.error}
     assert ask(ref, RecoverInterrupted()) == ()
     ref.stop(timeout=WAIT)
     stored = read_back(path, "i-1")
     assert stored is not None
     assert stored.status == "error"
-    assert len(stored.events) == 5
+    assert len(stored.events) == 6  # the 5 checkpointed events and the closing `done`
     assert read_back(path, "done") == rec("done")
 
 

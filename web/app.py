@@ -49,6 +49,7 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         store_retention_s=settings.store_retention_s,
         stop_grace_s=settings.stop_grace_s,
         max_live_runs_per_user=settings.max_live_runs_per_user,
+        checkpoint_interval_s=settings.checkpoint_s,
     )
 
 

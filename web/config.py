@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=MIB, ge=1, description="Largest accepted request body in bytes (else 413)."
     )
+    checkpoint_s: float = Field(
+        default=5,
+        gt=0,
+        le=5,
+        description="Seconds between checkpoints of a live run's trace to the store "
+        "(a crash loses at most this much).",
+    )
     heartbeat_s: float = Field(
         default=10, gt=0, description="Seconds between SSE heartbeat comments."
     )
