@@ -70,6 +70,16 @@ class Outbox(Generic[T]):
         return items
 
     def get_batch(self, timeout: float | None = None) -> list[T]:
-        """``next_batch`` for a consumer on another thread."""
-        future = asyncio.run_coroutine_threadsafe(self.next_batch(), self._loop)
-        return future.result(timeout)
+        """``next_batch`` for a consumer on another thread; ``TimeoutError`` after ``timeout``.
+
+        The timeout runs on the loop, so a batch is either handed over or left
+        queued: a timed-out call never takes items that nobody then receives.
+        """
+        future = asyncio.run_coroutine_threadsafe(self._next_batch_within(timeout), self._loop)
+        return future.result(None if timeout is None else timeout + 5.0)
+
+    async def _next_batch_within(self, timeout: float | None) -> list[T]:
+        if timeout is None:
+            return await self.next_batch()
+        async with asyncio.timeout(timeout):
+            return await self.next_batch()
