@@ -1,0 +1,376 @@
+"""``CodeAgent``: the in-server side of run-code, an ordinary agent.
+
+The registry calls :func:`make_code_agent`'s factory with the ``StartRun``
+that carries ``code``; the agent it returns is supervised by a
+:class:`~actors.run.RunActor` like any catalog agent, so stop, time limits,
+restarts, persistence and streaming need nothing special.  The agent's
+coroutine:
+
+1. spawns ``python -I -X utf8 -c BOOTSTRAP`` (:mod:`actors.code.child`) with
+   ``asyncio.create_subprocess_exec`` (nothing blocks the loop), in a new
+   session (its own process group), in a fresh temporary directory, with a
+   minimal environment: ``HOME``/``TMPDIR`` (the temporary directory),
+   ``LANG``, and the request's ``env``; nothing from the server's
+   environment (``RUNYARD_TOKENS`` and friends never reach submitted code);
+2. sends the job over the socket of :mod:`actors.code.protocol`; the child
+   lowers its own rlimits (address space, CPU seconds, file size, open
+   files, no core dumps) before it executes the code;
+3. relays every event frame to ``ctx.emit`` as it arrives, and the child's
+   raw fd 1/2 output as ``stdout`` events;
+4. forwards a cooperative stop (``ctx.stopping``) to the child;
+5. returns the child's result, or raises its exception (same type name and
+   message, the child's traceback as a note), ``StopRequested`` when the
+   code stopped, or :class:`ChildCrashed` with the reason when the child
+   died without a word (exit code, signal, out of memory).
+
+When the coroutine is cancelled (the run actor does that ``stop_grace``
+after a stop, and at ``max_duration_s``), its ``finally`` kills the whole
+process group with SIGKILL and reaps it; a ``while True: pass`` agent ends
+within the grace.  The group is killed after a normal end too, so processes
+the code started cannot outlive its run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import functools
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actors.code import protocol
+from actors.code.child import BOOTSTRAP, EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
+from actors.code.validate import check_code, check_env
+from actors.context import Agent, RunContext, StopRequested
+from actors.messages import StartRun
+from actors.records import JSON
+
+MIB = 1024 * 1024
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+"""The directory holding ``actors/``: the child imports :mod:`actors.code.child` from here."""
+STDERR_TAIL_BYTES = 2048
+REAP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSettings:
+    """Limits and knobs for run-code children (one set per runtime)."""
+
+    memory_mib: int = 1024
+    """Address-space limit (RLIMIT_AS) of a child; allocations past it fail."""
+    cpu_s: int | None = None
+    """CPU-seconds limit (RLIMIT_CPU).  None: ``max_duration_s`` + ``cpu_margin_s``
+    for runs with a wall-time limit, ``default_cpu_s`` for runs without one."""
+    cpu_margin_s: int = 5
+    default_cpu_s: int = 3600
+    file_size_mib: int = 256
+    """Largest file a child may write (RLIMIT_FSIZE)."""
+    open_files: int = 256
+    """File descriptors a child may hold (RLIMIT_NOFILE)."""
+    max_event_bytes: int = protocol.DEFAULT_MAX_EVENT_BYTES
+    """An event whose data encodes to more is truncated with a marker."""
+    max_result_bytes: int = protocol.DEFAULT_MAX_RESULT_BYTES
+    python: str = sys.executable
+    """The interpreter children run on (the server's own by default)."""
+    exit_grace_s: float = 2.0
+    """How long a child that reported its outcome may take to exit before it is killed."""
+
+
+class ChildCrashed(Exception):
+    """The child died without reporting an outcome; the message says how."""
+
+
+class ChildProtocolError(Exception):
+    """The child sent something other than the protocol's frames; it was killed."""
+
+
+class ChildException(Exception):
+    """Base of the exceptions re-raised from the child, named like the original."""
+
+
+@functools.lru_cache(maxsize=256)
+def _exception_class(name: str) -> type[ChildException]:
+    cls = type(name, (ChildException,), {"__module__": "builtins"})
+    return cls
+
+
+def child_exception(name: str, message: str, child_traceback: str) -> ChildException:
+    """An exception that reads like the child's (``ValueError: boom``), its traceback as a note."""
+    if not (name.isidentifier() and len(name) <= 100):
+        name = "ChildException"
+    exc = _exception_class(name)(message)
+    if child_traceback:
+        exc.add_note("Traceback in the child process:\n" + child_traceback.rstrip("\n"))
+    return exc
+
+
+def make_code_agent(settings: CodeSettings | None = None) -> Callable[[StartRun], Agent]:
+    """The registry's ``code_agent``: ``StartRun(code=...)`` -> a :class:`CodeAgent`.
+
+    Refuses invalid code (:class:`~actors.code.validate.InvalidCode`, 422) and
+    an unusable ``env`` before a run exists, for internal callers too.
+    """
+    chosen = settings or CodeSettings()
+
+    def code_agent(msg: StartRun) -> Agent:
+        if msg.code is None:
+            msg_ = "StartRun carries no code"
+            raise ValueError(msg_)
+        check_code(msg.code)
+        check_env(msg.env)
+        return CodeAgent(msg.code, env=msg.env, max_duration_s=msg.max_duration_s, settings=chosen)
+
+    return code_agent
+
+
+class CodeAgent:
+    """One run's submitted code, run in a child process each time the agent is called."""
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        max_duration_s: float | None = None,
+        settings: CodeSettings | None = None,
+    ) -> None:
+        self.code = code
+        self.env = dict(env or {})
+        self.settings = settings or CodeSettings()
+        self.cpu_s = self._cpu_limit(max_duration_s)
+
+    def _cpu_limit(self, max_duration_s: float | None) -> int:
+        s = self.settings
+        if s.cpu_s is not None:
+            return s.cpu_s
+        if max_duration_s is not None:
+            return math.ceil(max_duration_s) + s.cpu_margin_s
+        return s.default_cpu_s
+
+    # -- what the child gets -----------------------------------------------
+
+    def child_env(self, workdir: str) -> dict[str, str]:
+        """The child's whole environment: a few basics and the request's ``env``."""
+        return {"HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", **self.env}
+
+    def job(self, input_dict: dict[str, JSON], ctx: RunContext) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "t": "job",
+            "code": self.code,
+            "input": input_dict,
+            "run_id": ctx.run_id,
+            "user_id": ctx.user_id,
+            "attempt": ctx.attempt,
+            "limits": {
+                "as_bytes": s.memory_mib * MIB,
+                "cpu_s": self.cpu_s,
+                "fsize_bytes": s.file_size_mib * MIB,
+                "nofile": s.open_files,
+                "core_bytes": 0,
+            },
+            "max_event_bytes": s.max_event_bytes,
+            "max_result_bytes": s.max_result_bytes,
+        }
+
+    # -- the run -------------------------------------------------------------
+
+    async def __call__(self, input_dict: dict[str, JSON], ctx: RunContext) -> JSON:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        workdir = tempfile.mkdtemp(prefix="runyard-code-")
+        parent_sock, child_sock = socket.socketpair()
+        proc: asyncio.subprocess.Process | None = None
+        writer: asyncio.StreamWriter | None = None
+        side: list[asyncio.Task[None]] = []
+        stderr_tail = bytearray()
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    s.python,
+                    "-I",
+                    "-X",
+                    "utf8",
+                    "-c",
+                    BOOTSTRAP,
+                    PACKAGE_ROOT,
+                    str(child_sock.fileno()),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    pass_fds=(child_sock.fileno(),),
+                    cwd=workdir,
+                    env=self.child_env(workdir),
+                    start_new_session=True,
+                )
+            finally:
+                child_sock.close()
+            reader, writer = await asyncio.open_connection(sock=parent_sock, limit=1 << 20)
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            chunk = max(1024, min(64 * 1024, s.max_event_bytes // 4))
+            pumps = [
+                loop.create_task(_pump(proc.stdout, "stdout", ctx, chunk, None)),
+                loop.create_task(_pump(proc.stderr, "stderr", ctx, chunk, stderr_tail)),
+            ]
+            side = [*pumps, loop.create_task(_forward_stop(ctx, writer))]
+
+            outcome: dict[str, Any] | None = None
+            try:
+                writer.write(protocol.encode(self.job(input_dict, ctx)))
+                await writer.drain()
+                outcome = await self._relay(reader, ctx)
+            except (ConnectionError, OSError):
+                outcome = None  # the child went away; its exit status says why
+
+            if outcome is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(s.exit_grace_s):
+                        await proc.wait()
+            else:
+                await proc.wait()
+            _kill_group(proc.pid)
+            # Output still in the pipes belongs to this run: take it before returning.
+            await asyncio.wait(pumps, timeout=1.0)
+            return self._outcome(outcome, proc, bytes(stderr_tail))
+        finally:
+            for task in side:
+                task.cancel()
+            if proc is not None:
+                _kill_group(proc.pid)
+                if proc.returncode is None:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(REAP_TIMEOUT_S):
+                            await proc.wait()
+            if writer is not None:
+                writer.close()
+            else:
+                parent_sock.close()
+            _remove_later(loop, workdir)
+
+    async def _relay(self, reader: asyncio.StreamReader, ctx: RunContext) -> dict[str, Any] | None:
+        """Events to ``ctx.emit`` as they come; returns the outcome frame, or None at EOF."""
+        s = self.settings
+        limit = protocol.frame_limit(s.max_event_bytes, s.max_result_bytes)
+        while True:
+            try:
+                message = await protocol.read_message(reader, limit)
+            except protocol.ProtocolError as exc:
+                raise ChildProtocolError(f"the child broke the protocol: {exc}") from None
+            if message is None:
+                return None
+            kind = message["t"]
+            if kind == "event":
+                type_, data = message.get("type"), message.get("data")
+                if not isinstance(type_, str) or not isinstance(data, dict):
+                    raise ChildProtocolError("the child sent a malformed event frame")
+                try:
+                    ctx.emit(type_, **data)
+                except ValueError as exc:  # a type the ctx in the child would have refused
+                    raise ChildProtocolError(f"the child sent an invalid event: {exc}") from None
+            elif kind in ("result", "error", "stopped"):
+                return message
+            else:
+                raise ChildProtocolError(f"the child sent an unknown frame {kind!r}")
+
+    def _outcome(
+        self, outcome: dict[str, Any] | None, proc: asyncio.subprocess.Process, stderr_tail: bytes
+    ) -> JSON:
+        if outcome is None:
+            raise ChildCrashed(self.death_reason(proc.returncode, stderr_tail))
+        kind = outcome["t"]
+        if kind == "result":
+            return outcome.get("value")
+        if kind == "stopped":
+            raise StopRequested
+        name = str(outcome.get("type") or "ChildException")
+        message = str(outcome.get("message") or "")
+        if name == "MemoryError":
+            limit = f"out of memory (address-space limit {self.settings.memory_mib} MiB)"
+            message = f"{limit}: {message}" if message else limit
+        raise child_exception(name, message, str(outcome.get("traceback") or ""))
+
+    def death_reason(self, returncode: int | None, stderr_tail: bytes) -> str:
+        """Why a child ended without reporting: the text a run's ``error`` shows."""
+        s = self.settings
+        tail = stderr_tail.decode("utf-8", "replace").strip()
+        memory = f"out of memory (address-space limit {s.memory_mib} MiB)"
+        if returncode is None:
+            reason = "child ended without reporting an outcome"
+        elif returncode < 0:
+            reason = f"killed by signal {_signal_name(-returncode)}"
+            if -returncode == signal.SIGXCPU:
+                reason = f"CPU time limit exceeded ({self.cpu_s} s): {reason}"
+            elif -returncode == signal.SIGXFSZ:
+                reason = f"file size limit exceeded ({s.file_size_mib} MiB): {reason}"
+        elif returncode == EXIT_OUT_OF_MEMORY:
+            return memory
+        elif returncode == EXIT_BAD_JOB:
+            reason = "child could not read its job"
+        elif returncode == EXIT_REPORT_FAILED:
+            reason = "child could not report its outcome"
+        else:
+            reason = f"child exited with code {returncode}"
+        if any(hint in tail for hint in ("MemoryError", "Cannot allocate memory", "out of memory")):
+            reason = f"{memory}: {reason}"
+        if tail:
+            reason = f"{reason}; stderr: {tail[-500:]}"
+        return reason
+
+
+async def _pump(
+    stream: asyncio.StreamReader,
+    name: str,
+    ctx: RunContext,
+    chunk: int,
+    tail: bytearray | None,
+) -> None:
+    """The child's raw fd output (subprocesses, C code, fatal errors) as ``stdout`` events."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    while True:
+        data = await stream.read(chunk)
+        text = decoder.decode(data, final=not data)
+        if tail is not None and data:
+            tail += data
+            del tail[:-STDERR_TAIL_BYTES]
+        if text:
+            ctx.emit("stdout", stream=name, text=text)
+        if not data:
+            return
+
+
+async def _forward_stop(ctx: RunContext, writer: asyncio.StreamWriter) -> None:
+    await ctx.wait_stop()
+    with contextlib.suppress(ConnectionError, OSError):
+        writer.write(protocol.encode({"t": "stop"}))
+        await writer.drain()
+
+
+def _remove_later(loop: asyncio.AbstractEventLoop, workdir: str) -> None:
+    """Delete the run's directory off the loop (it may hold many files)."""
+    try:
+        loop.run_in_executor(None, shutil.rmtree, workdir, True)
+    except RuntimeError:  # the executor is shut down: the loop is closing anyway
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
