@@ -41,9 +41,21 @@ def make_safe(value: Any, _depth: int = 0) -> Any:
 
 
 def dumps_safe(value: Any) -> tuple[Any, str]:
-    """``(json_value, encoded)``: the value itself when it is JSON, else its safe copy."""
+    """``(json_value, encoded)``: the value itself when it is JSON, else its safe copy.
+
+    Lone surrogates (``"\\ud800"``) are valid in a Python ``str`` but not in
+    UTF-8: they would fail later, in a socket write or a store's encoder, far
+    from their cause.  They become ``?`` here, once.
+    """
     try:
-        return value, dumps(value)
+        encoded = dumps(value)
     except (TypeError, ValueError, RecursionError):
-        safe = make_safe(value)
-        return safe, dumps(safe)
+        value = make_safe(value)
+        encoded = dumps(value)
+    if not encoded.isascii():
+        try:
+            encoded.encode("utf-8")
+        except UnicodeEncodeError:
+            encoded = encoded.encode("utf-8", "replace").decode("utf-8")
+            value = json.loads(encoded)
+    return value, encoded

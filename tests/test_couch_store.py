@@ -1,0 +1,268 @@
+"""CouchStore behaviour the shared store contract cannot show.
+
+Trace splitting (no document over ``chunk_bytes``, only changed chunks
+written), ``_rev`` races between two writers, the Mango indexes and the
+database's ``_security``. Runs against the CouchDB-compatible test server
+(``couch_url``); each test has its own database and its own event loop
+(aiocouch binds its HTTP session to the loop that opened it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from actors.records import Event, RunRecord, RunStatus
+from persistence.couch_store import CouchStore
+
+pytestmark = [pytest.mark.couchdb]
+
+T = TypeVar("T")
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[[Coroutine[Any, Any, T]], T]]:
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
+@pytest.fixture
+def http(couch_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=couch_url, timeout=120) as client:  # URL credentials: basic auth
+        yield client
+
+
+@pytest.fixture
+def stores(
+    couch_url: str,
+    couch_db_name: str,
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    http: httpx.Client,
+) -> Iterator[Callable[..., CouchStore]]:
+    """Opens CouchStores on this test's database; closes them and drops it after."""
+    opened: list[CouchStore] = []
+
+    def open_store(**kwargs: Any) -> CouchStore:
+        store = CouchStore(couch_url, db=couch_db_name, **kwargs)
+        run(store.open())
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        run(store.close())
+    http.delete(f"/{couch_db_name}")
+
+
+def record(
+    run_id: str,
+    status: RunStatus,
+    events: tuple[Event, ...] = (),
+    *,
+    updated_at: float = T0 + 1,
+    result: Any = None,
+) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        owner="alice",
+        agent="echo",
+        status=status,
+        input={"prompt": "hi"},
+        started_at=T0,
+        finished_at=None if status == "running" else T0 + 10,
+        events=events,
+        result=result,
+        error=None if status != "error" else "boom",
+        updated_at=updated_at,
+    )
+
+
+def all_docs(http: httpx.Client, db: str) -> list[dict[str, Any]]:
+    rows = http.get(f"/{db}/_all_docs", params={"include_docs": "true"}).json()["rows"]
+    return [row["doc"] for row in rows if not row["id"].startswith("_design/")]
+
+
+def encoded_size(doc: dict[str, Any]) -> int:
+    return len(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+@pytest.mark.timeout(300)
+def test_thirty_megabyte_trace_is_split_and_round_trips(
+    stores: Callable[..., CouchStore],
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    http: httpx.Client,
+    couch_db_name: str,
+) -> None:
+    store = stores()
+    line = "log line ✓ 日本語 " + "x" * 3000
+    events = [
+        Event(seq=i, ts=T0 + i / 1000, type="log", data={"i": i, "line": line})
+        for i in range(1, 10_001)
+    ]
+    # One event far bigger than a chunk (split into parts) and a result too big
+    # for the run doc (spilled into parts).
+    events[4_999] = Event(seq=5_000, ts=T0 + 5, type="blob", data={"text": "ü" * 2_500_000})
+    trace = tuple(events)
+    big_result = {"rows": ["r" * 100] * 20_000}
+
+    checkpoint = record("big", "running", trace[:6_000])
+    run(store.save(checkpoint))
+    first_chunks = {
+        d["_id"]: d["_rev"] for d in all_docs(http, couch_db_name) if ":trace:" in d["_id"]
+    }
+
+    final = record("big", "success", trace, result=big_result)
+    run(store.save(final))
+    assert run(store.get("big")) == final
+    assert run(store.list_for_user("alice"))[0].event_count == 10_000
+
+    docs = all_docs(http, couch_db_name)
+    assert sum(encoded_size(d) for d in docs) > 30_000_000
+    assert max(encoded_size(d) for d in docs) <= store.chunk_bytes
+    run_doc = next(d for d in docs if d["_id"] == "big")
+    chunk_ids = {d["_id"] for d in docs if ":trace:" in d["_id"]}
+    assert len(chunk_ids) == len(run_doc["trace"]) > 30  # no leftovers of the checkpoint
+    assert any(len(ref) == 4 for ref in run_doc["trace"])  # the big event's parts
+    assert "result" in run_doc["spilled"]
+    # A checkpoint's full chunks are kept as they are: never rewritten, only the
+    # tail chunk is replaced by a longer one.
+    kept = set(first_chunks) & chunk_ids
+    assert len(kept) >= len(first_chunks) - 1
+    assert all(rev.startswith("1-") for rev in first_chunks.values())
+    assert all(d["_rev"].startswith("1-") for d in docs if d["_id"] in chunk_ids)
+
+
+@pytest.mark.timeout(60)
+def test_stale_writers_lose_to_the_terminal_status(
+    stores: Callable[..., CouchStore], run: Callable[[Coroutine[Any, Any, Any]], Any]
+) -> None:
+    events = tuple(Event(seq=i, ts=T0 + i, type="log", data={"i": i}) for i in range(1, 9))
+    a, b = stores(), stores()
+    run(a.save(record("r", "running", events[:2])))
+
+    # b read the run doc while it was running (its _rev is now stale) ...
+    snapshot = run(b._docs_by_id(["r"]))
+    stale_read = b._docs_by_id
+    reads = 0
+
+    async def first_read_is_stale(ids: Any) -> dict[str, dict[str, Any]]:
+        nonlocal reads
+        reads += 1
+        return snapshot if reads == 1 else await stale_read(ids)
+
+    b._docs_by_id = first_read_is_stale  # type: ignore[method-assign]
+    # ... then a finished the run ...
+    final = record("r", "stopped", events[:5], updated_at=T0 + 5)
+    run(a.save(final))
+    # ... and b's later checkpoint, written with the stale _rev, conflicts, re-reads
+    # and gives way: the terminal status and its trace stay.
+    run(b.save(record("r", "running", events, updated_at=T0 + 9)))
+    assert reads == 2
+    assert run(a.get("r")) == final
+
+    # The other way round: b's running write got in first, a's terminal write
+    # with a stale _rev conflicts, re-reads and wins.
+    run(a.save(record("s", "running", events[:1])))
+    snapshot = run(a._docs_by_id(["s"]))
+    run(b.save(record("s", "running", events[:6], updated_at=T0 + 6)))
+    reads = 0
+    stale_read = a._docs_by_id
+    a._docs_by_id = first_read_is_stale  # type: ignore[method-assign]
+    done = record("s", "error", events[:7], updated_at=T0 + 7)
+    run(a.save(done))
+    assert run(b.get("s")) == done
+
+    # Truly concurrent: a flood of running checkpoints against one terminal write.
+    async def race() -> None:
+        checkpoints = [
+            b.save(record("t", "running", events[:n], updated_at=T0 + n)) for n in range(1, 8)
+        ]
+        await asyncio.gather(
+            *checkpoints[:3], a.save(record("t", "success", events)), *checkpoints[3:]
+        )
+
+    run(race())
+    assert run(a.get("t")) == record("t", "success", events)
+
+
+@pytest.mark.timeout(60)
+def test_mango_indexes_exist(
+    stores: Callable[..., CouchStore], http: httpx.Client, couch_db_name: str
+) -> None:
+    stores()
+    indexes = http.get(f"/{couch_db_name}/_index").json()["indexes"]
+    fields = {
+        idx["ddoc"]: [next(iter(f)) for f in idx["def"]["fields"]] for idx in indexes if idx["ddoc"]
+    }
+    assert fields == {
+        "_design/runyard-by-owner": ["owner", "started_at", "run_id"],
+        "_design/runyard-by-status": ["status", "run_id"],
+        "_design/runyard-by-finished": ["finished_at"],
+    }
+    stores()  # opening again is harmless
+    assert len(http.get(f"/{couch_db_name}/_index").json()["indexes"]) == len(indexes)
+
+
+@pytest.mark.timeout(60)
+def test_database_is_not_public(
+    stores: Callable[..., CouchStore],
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    http: httpx.Client,
+    couch_url: str,
+    couch_db_name: str,
+) -> None:
+    run(stores().save(record("secret", "success")))
+    security = http.get(f"/{couch_db_name}/_security").json()
+    assert "_admin" in security["members"]["roles"]
+    parts = urlsplit(couch_url)
+    anonymous = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+    with httpx.Client(base_url=anonymous, timeout=30) as nobody:
+        assert nobody.get(f"/{couch_db_name}/secret").status_code == 401
+        assert nobody.get(f"/{couch_db_name}/_all_docs").status_code == 401
+        assert nobody.post(f"/{couch_db_name}/_find", json={"selector": {}}).status_code == 401
+
+
+@pytest.mark.timeout(60)
+def test_delete_and_purge_remove_every_chunk(
+    stores: Callable[..., CouchStore],
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    http: httpx.Client,
+    couch_db_name: str,
+) -> None:
+    store = stores(chunk_bytes=8192)
+    events = tuple(Event(seq=i, ts=T0 + i, type="log", data={"t": "y" * 500}) for i in range(1, 60))
+    run(store.save_many([record("keep", "success", events), record("gone", "success", events)]))
+    run(store.save(record("old", "success", events)))
+    assert len([d for d in all_docs(http, couch_db_name) if d["_id"].startswith("gone:")]) > 3
+    # An orphan chunk, as a write interrupted between its steps leaves one.
+    assert http.put(f"/{couch_db_name}/gone:trace:999-999", json={"events": []}).status_code == 201
+
+    assert run(store.delete("gone")) is True
+    assert run(store.delete("gone")) is False
+    assert not [d for d in all_docs(http, couch_db_name) if d["_id"].startswith("gone")]
+
+    assert run(store.purge_older_than(T0 + 11, batch=1)) == 2
+    assert [d["_id"] for d in all_docs(http, couch_db_name)] == []
+
+
+@pytest.mark.timeout(60)
+def test_unencodable_text_does_not_break_the_write(
+    stores: Callable[..., CouchStore], run: Callable[[Coroutine[Any, Any, Any]], Any]
+) -> None:
+    store = stores()
+    lone = "\ud800"  # a lone surrogate: valid in a Python str, not in UTF-8
+    bad = record("odd", "error", (Event(seq=1, ts=T0, type="log", data={"s": lone}),))
+    run(store.save(bad))
+    got = run(store.get("odd"))
+    assert got is not None
+    assert got.status == "error"
+    assert got.events[0].data == {"s": "?"}
