@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from actors.agents import AgentCatalog
 from actors.clock import Clock
+from actors.code.agent import make_code_agent
 from actors.runtime import Runtime, RuntimeConfig
 from persistence.actor import PersistenceActor
 from persistence.store import RunStore
@@ -24,7 +25,7 @@ from web.config import Settings
 from web.errors import install_error_handlers
 from web.gateway import Gateway
 from web.loop_monitor import LoopMonitor
-from web.routes import feed, ops, runs, stream
+from web.routes import dashboard, feed, ops, run_code, runs, stream
 
 API_DESCRIPTION = """Durable, reconnectable agent runs.  Start a run and get its `run_id` at
 once; follow it over SSE, leave, come back and resume exactly where you were;
@@ -72,7 +73,7 @@ def create_app(
             catalog=catalog,
             persistence=persistence,
             clock=clock,
-            code_agent=code_agent,
+            code_agent=code_agent if code_agent is not None else make_code_agent(),
         )
         await runtime.start()
         monitor = LoopMonitor()
@@ -96,8 +97,10 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app, settings)
     install_auth(app, authenticator)
+    app.include_router(dashboard.router)
     app.include_router(ops.router)
     app.include_router(feed.router)  # before runs: /runs/feed is not a run id
     app.include_router(runs.router)
     app.include_router(stream.router)
+    app.include_router(run_code.router)
     return app

@@ -302,3 +302,51 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(Exception, internal_error_handler)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_openapi_error_shape(app)
+
+
+def install_openapi_error_shape(app: FastAPI) -> None:
+    """Make ``/openapi.json`` show :class:`ErrorBody` for every 422.
+
+    FastAPI adds a 422 with its own ``HTTPValidationError`` schema to every
+    route with parameters that does not declare 422 itself (``/runs/{run_id}``
+    and friends).  This app never sends that shape: its 422s go through
+    :func:`validation_error_handler`.  So the generated schema is corrected
+    once, when it is first built.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            use_error_body_for_validation_errors(generate())
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_REF_PREFIX: Final = "#/components/schemas/"
+
+
+def use_error_body_for_validation_errors(schema: dict[str, Any]) -> None:
+    """Replace FastAPI's default 422 schema with :class:`ErrorBody`, in place."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    default_ref = f"{_REF_PREFIX}HTTPValidationError"
+    replaced = False
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            response = operation.get("responses", {}).get("422")
+            content = (response or {}).get("content", {}).get("application/json", {})
+            if content.get("schema", {}).get("$ref") == default_ref:
+                content["schema"] = {"$ref": f"{_REF_PREFIX}ErrorBody"}
+                response["description"] = _DESCRIPTIONS[422]
+                replaced = True
+    if not replaced:
+        return
+    if "ErrorBody" not in components:
+        body = ErrorBody.model_json_schema(ref_template=_REF_PREFIX + "{model}")
+        components.update(body.pop("$defs", {}))
+        components["ErrorBody"] = body
+    if default_ref not in json.dumps(schema):
+        components.pop("HTTPValidationError", None)
+        if f"{_REF_PREFIX}ValidationError" not in json.dumps(schema):
+            components.pop("ValidationError", None)

@@ -1,0 +1,171 @@
+"""``/agents/run-code``: submit agent code; it runs in a child process, in the background.
+
+Two ways in, one run: ``start`` answers 202 with the ``run_id`` at once;
+``stream`` answers with the run's SSE stream (first frame ``event: run``
+carrying the ``run_id``, so a client can come back with
+``GET /runs/{run_id}/stream``).  Closing that stream only leaves the run's
+subscriber set; the run goes on.
+
+The code is checked here first (``compile()`` and ``ast``, never executed in
+the server): a syntax error, a missing ``run`` or a ``run`` that is not
+``async def`` is a 422 whose error names the ``line`` and the ``reason``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sse_starlette import EventSourceResponse
+
+from actors.code.validate import MAX_ENV_VARS, InvalidCode, check_code, env_problem
+from actors.messages import Caller, RunStarted, StartRun, Subscribe
+from web.auth import CallerDep
+from web.errors import error_responses
+from web.gateway import Gateway, GatewayDep
+from web.models import MAX_DURATION_S, RunStartedResponse
+from web.streaming import sse_response_kwargs, stream_subscription
+
+router = APIRouter(prefix="/agents/run-code", tags=["run-code"])
+
+DEFAULT_AGENT_NAME = "run-code"
+MAX_CODE_CHARS = 256 * 1024
+
+EXAMPLE_CODE = """import asyncio
+
+async def run(input_dict, ctx):
+    for i in range(input_dict.get("n", 3)):
+        ctx.check_stop()
+        print("step", i)
+        ctx.emit("progress", step=i)
+        await asyncio.sleep(0.1)
+    return {"steps": input_dict.get("n", 3)}
+"""
+
+
+class RunCodeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"code": EXAMPLE_CODE, "input_dict": {"n": 3}}]},
+    )
+    code: str = Field(
+        min_length=1,
+        max_length=MAX_CODE_CHARS,
+        description="Python source defining `async def run(input_dict, ctx)`.",
+    )
+    input_dict: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to `run` as its first argument."
+    )
+    agent_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description=f"The name recorded on the run (default `{DEFAULT_AGENT_NAME}`).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_ENV_VARS,
+        description="The child process's environment variables (names like identifiers); "
+        "the server's own environment is never passed on.",
+    )
+    max_duration_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_DURATION_S,
+        description="Wall-time limit; past it the child is killed and the run ends `error`.",
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
+        problem = env_problem(env)
+        if problem is not None:
+            raise ValueError(problem)
+        return env
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = error_responses(400, 401, 413, 422, 429, 503)
+RESPONSES[422] = {
+    **RESPONSES[422],
+    "description": "The code is not a run-code agent: code `invalid_code`, and besides "
+    "`message` the error carries `line` and `column` (1-based, null when the problem has no "
+    "position) and `reason`.  Or another field is invalid: code `validation_error`.",
+}
+
+
+def invalid_code_response(exc: InvalidCode) -> JSONResponse:
+    detail = {
+        "code": exc.code,
+        "message": exc.message,
+        "line": exc.line,
+        "column": exc.column,
+        "reason": exc.reason,
+    }
+    return JSONResponse({"error": detail}, status_code=exc.http_status)
+
+
+async def _start(body: RunCodeRequest, caller: Caller, gateway: Gateway) -> RunStarted:
+    check_code(body.code)
+    started: RunStarted = await gateway.ask(
+        StartRun(
+            caller=caller,
+            agent=body.agent_name or DEFAULT_AGENT_NAME,
+            input=body.input_dict,
+            max_duration_s=body.max_duration_s,
+            code=body.code,
+            env=dict(body.env),
+        )
+    )
+    return started
+
+
+@router.post(
+    "/start",
+    status_code=202,
+    response_model=RunStartedResponse,
+    responses=RESPONSES,
+    summary="Run submitted agent code in the background",
+)
+async def start_code_run(
+    body: RunCodeRequest, caller: CallerDep, gateway: GatewayDep, response: Response
+) -> Response | RunStartedResponse:
+    """Answers at once with the `run_id`; follow it with `GET /runs/{run_id}/stream`."""
+    try:
+        started = await _start(body, caller, gateway)
+    except InvalidCode as exc:
+        return invalid_code_response(exc)
+    response.headers["Location"] = f"/runs/{started.run_id}"
+    return RunStartedResponse(run_id=started.run_id, status=started.status)
+
+
+@router.post(
+    "/stream",
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "The run's SSE stream, as `GET /runs/{run_id}/stream`: first "
+            "`event: run` (run_id, status, agent), then the trace, ending with `event: done`. "
+            "Closing it does not stop the run.",
+        },
+        **RESPONSES,
+    },
+    response_class=EventSourceResponse,
+    summary="Run submitted agent code and follow it over SSE",
+)
+async def stream_code_run(
+    body: RunCodeRequest, request: Request, caller: CallerDep, gateway: GatewayDep
+) -> Response:
+    """The streaming start: same body as `/start`, answered with the run's events."""
+    try:
+        started = await _start(body, caller, gateway)
+    except InvalidCode as exc:
+        return invalid_code_response(exc)
+    # Subscribed from seq 0 before the response starts: nothing the run emits is missed.
+    sub = await gateway.ask(Subscribe(caller=caller, run_id=started.run_id))
+    settings = request.app.state.settings
+    return EventSourceResponse(
+        stream_subscription(gateway, sub, agent=body.agent_name or DEFAULT_AGENT_NAME),
+        **sse_response_kwargs(settings.heartbeat_s),
+    )
