@@ -21,23 +21,38 @@ def dumps(value: Any) -> str:
     return _encoder.encode(value)
 
 
-def make_safe(value: Any, _depth: int = 0) -> Any:
+def make_safe(value: Any) -> Any:
     """A JSON version of ``value``: non-JSON leaves become ``{"__repr__": "..."}``."""
+    return _safe(value, set())
+
+
+def _safe(value: Any, active: set[int]) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"__repr__": repr(value)}
-    if _depth > 50:
-        return {"__repr__": "<nested too deep>"}
-    if isinstance(value, dict):
-        return {str(k): make_safe(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [make_safe(v, _depth + 1) for v in value]
+    if isinstance(value, dict | list | tuple):
+        if id(value) in active or len(active) > 100:
+            return {"__repr__": "<cycle>" if id(value) in active else "<nested too deep>"}
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {
+                    k if isinstance(k, str) else _repr(k): _safe(v, active)
+                    for k, v in value.items()
+                }
+            return [_safe(v, active) for v in value]
+        finally:
+            active.discard(id(value))
+    return {"__repr__": _repr(value)}
+
+
+def _repr(value: Any) -> str:
     try:
         text = repr(value)
     except Exception as exc:  # a broken __repr__ must not break the run either
         text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
-    return {"__repr__": text[:10_000]}
+    return text[:10_000]
 
 
 def dumps_safe(value: Any) -> tuple[Any, str]:

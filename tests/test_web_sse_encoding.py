@@ -106,13 +106,13 @@ def test_odd_values_still_encode_as_json() -> None:
         "bytes": b"\x00",
     }
     decoded = json.loads(dumps_json(odd))  # strict JSON: browsers reject NaN
-    assert decoded["nan"] == "nan"
-    assert decoded["inf"] == "-inf"
-    assert decoded["obj"].startswith("<object object")
+    assert decoded["nan"] == {"__repr__": "nan"}
+    assert decoded["inf"] == {"__repr__": "-inf"}
+    assert decoded["obj"]["__repr__"].startswith("<object object")
     assert decoded["tuple_key"] == {"(1, 2)": "v"}
-    assert decoded["cycle"] == [1, "<cycle>"]
+    assert decoded["cycle"] == [1, {"__repr__": "<cycle>"}]
     (event,) = parse_stream(encode_frame("done", {"result": odd}, id=9))
-    assert event["data"]["result"]["nan"] == "nan"
+    assert event["data"]["result"]["nan"] == {"__repr__": "nan"}
 
 
 # --------------------------------------------------------------------------

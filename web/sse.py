@@ -54,14 +54,13 @@ Facts that matter for the route code:
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from sse_starlette import ServerSentEvent
 
 from actors.errors import InvalidRequest
+from actors.jsonsafe import dumps_safe
 from actors.records import JSON
 
 CACHE_CONTROL: Final = "no-cache"
@@ -101,49 +100,10 @@ def dumps_json(value: JSON) -> str:
     """Compact JSON, UTF-8 text kept as-is; never raises for odd values.
 
     A non-JSON result once broke the final frame (LESSONS.md): values
-    ``json`` cannot encode (objects, NaN/Infinity, non-string keys, cycles)
-    become strings or ``null`` instead of an exception, because a frame that
-    cannot be written would end the stream with nothing.
+    ``json`` cannot encode become visible ``{"__repr__": ...}`` markers, the
+    runtime's one canonical fallback (:mod:`actors.jsonsafe`).
     """
-    try:
-        return json.dumps(value, **_JSON_OPTIONS)
-    except (TypeError, ValueError):
-        return json.dumps(_sanitize(value, set()), **_JSON_OPTIONS)
-
-
-_JSON_OPTIONS: Final[dict[str, Any]] = {
-    "ensure_ascii": False,
-    "separators": (",", ":"),
-    "allow_nan": False,
-    "default": lambda obj: _describe(obj),
-}
-
-
-def _describe(obj: object) -> str:
-    text = repr(obj)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _sanitize(value: object, active: set[int]) -> JSON:
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, dict | list | tuple):
-        if id(value) in active:
-            return "<cycle>"
-        active.add(id(value))
-        try:
-            if isinstance(value, dict):
-                return {_key(k): _sanitize(v, active) for k, v in value.items()}
-            return [_sanitize(item, active) for item in value]
-        finally:
-            active.discard(id(value))
-    return _describe(value)
-
-
-def _key(key: object) -> str:
-    return key if isinstance(key, str) else _describe(key)
+    return dumps_safe(value)[1]
 
 
 def encode_frame(event: str, data: JSON, id: int | None = None) -> bytes:
