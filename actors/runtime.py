@@ -124,14 +124,23 @@ class Runtime:
             timer.cancel()
         self._timers.clear()
         registry = self._registry
-        if registry is not None and registry.is_alive():
-            await ask(registry, Shutdown(grace_s=grace_s, reason=reason))
-            await ask(registry, pykka_messages._ActorStop())
-        if self.persistence is not None and self._stop_persistence and self.persistence.is_alive():
-            # The persistence actor flushes its backlog in on_stop; its thread ends after.
-            await ask(self.persistence, pykka_messages._ActorStop())
-        if AsyncioActor._default_loop is self._loop:
-            AsyncioActor.bind_loop(None)
+        try:
+            if registry is not None and registry.is_alive():
+                await ask(registry, Shutdown(grace_s=grace_s, reason=reason))
+                await ask(registry, pykka_messages._ActorStop())
+        except pykka.ActorDeadError:
+            # Torn down from outside: a forced exit (second signal) ends
+            # ``asyncio.run``, which cancels every task, the registry's too.
+            logger.warning("the registry stopped before an orderly shutdown")
+        finally:
+            # Whatever happened above, the persistence thread must stop: it is
+            # not a daemon thread, so a live one keeps the process from exiting.
+            persistence = self.persistence
+            if persistence is not None and self._stop_persistence and persistence.is_alive():
+                # The persistence actor flushes its backlog in on_stop; its thread ends after.
+                await ask(persistence, pykka_messages._ActorStop())
+            if AsyncioActor._default_loop is self._loop:
+                AsyncioActor.bind_loop(None)
 
     # -- housekeeping ------------------------------------------------------
 

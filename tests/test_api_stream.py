@@ -1,0 +1,253 @@
+"""SSE streams against a real server: framing, headers, closing, exact resume."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api_helpers import (
+    assert_error,
+    done_of,
+    frames,
+    get_run,
+    iter_frames,
+    open_stream,
+    start,
+    trace_seqs,
+    wait_finished,
+)
+from tests.live_server import LiveServer, make_settings, wait_until
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    settings = make_settings(
+        Path(tmp_path_factory.mktemp("stream")), heartbeat_s=0.2, shutdown_grace_s=0.2
+    )
+    with LiveServer(settings) as server:
+        yield server
+
+
+@pytest.fixture
+def alice(live: LiveServer) -> Iterator[httpx.Client]:
+    with live.client("alice") as client:
+        yield client
+
+
+@pytest.mark.timeout(20)
+def test_first_frame_is_run_last_is_done_and_headers_stop_proxies(alice: httpx.Client) -> None:
+    run_id = start(alice, "ticker", n=3, interval=0.01)
+    with open_stream(alice, run_id) as es:
+        assert es.response.status_code == 200
+        assert es.response.headers["content-type"].startswith("text/event-stream")
+        assert es.response.headers["cache-control"] == "no-cache"
+        assert es.response.headers["x-accel-buffering"] == "no"
+        fs = list(iter_frames(es))
+
+    first = fs[0]
+    assert first.event == "run"
+    assert first.id == ""  # the run frame is not a trace event: no id to resume from
+    assert first.data["run_id"] == run_id
+    assert first.data["status"] == "running"
+    assert [f.event for f in fs[1:]] == ["tick", "tick", "tick", "done"]
+    assert trace_seqs(fs) == [1, 2, 3, 4]
+    assert [f.data["data"]["i"] for f in fs[1:4]] == [1, 2, 3]
+    for f in fs[1:]:
+        assert f.data["seq"] == f.seq
+        assert f.data["type"] == f.event
+        assert f.data["ts"].endswith("Z")
+    assert done_of(fs) == {"status": "success", "result": {"ticks": 3}, "error": None}
+
+
+@pytest.mark.timeout(20)
+def test_closing_the_stream_does_not_stop_the_run(live: LiveServer, alice: httpx.Client) -> None:
+    n = 12
+    run_id = start(alice, "ticker", n=n, interval=0.08)
+    fs = frames(alice, run_id, limit=3)  # run + 2 ticks, then disconnect
+    assert [f.event for f in fs] == ["run", "tick", "tick"]
+    assert get_run(alice, run_id)["status"] == "running"
+
+    with live.client("root") as root:
+        # The server noticed the disconnect: the run lost its subscriber, not its life.
+        def unsubscribed() -> bool:
+            live_runs = root.get("/ops/registry").json()["live"]
+            mine = [r for r in live_runs if r["run_id"] == run_id]
+            return not mine or mine[0]["subscribers"] == 0
+
+        wait_until(unsubscribed, 10, "the closed stream to leave the subscriber set")
+
+    run = wait_finished(alice, run_id)
+    assert run["status"] == "success", run
+    assert run["error"] is None
+    assert run["result"] == {"ticks": n}
+    assert [e["type"] for e in run["events"]] == ["tick"] * n + ["done"]
+    assert [e["seq"] for e in run["events"]] == list(range(1, n + 2))
+
+
+def _resume_kwargs(how: str, seq: int) -> dict[str, int]:
+    return {"last_event_id": seq} if how == "header" else {"after": seq}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_reconnect_replays_then_goes_live_without_gap_or_duplicate(
+    alice: httpx.Client, how: str
+) -> None:
+    n = 12
+    run_id = start(alice, "ticker", n=n, interval=0.08)
+    first = frames(alice, run_id, limit=4)  # run, seq 1..3
+    assert trace_seqs(first) == [1, 2, 3]
+
+    with open_stream(alice, run_id, **_resume_kwargs(how, 3)) as es:
+        second = list(iter_frames(es))
+
+    # Still running when we came back: part of this connection was replay, part live.
+    assert second[0].event == "run"
+    assert second[0].data["status"] == "running"
+    assert second[0].data["after"] == 3
+    seqs = trace_seqs(second)
+    assert seqs == list(range(4, n + 2)), seqs
+    assert done_of(second)["status"] == "success"
+    assert trace_seqs(first) + seqs == list(range(1, n + 2))
+
+
+@pytest.mark.timeout(40)
+def test_resume_at_random_cut_points_of_a_fast_run(alice: httpx.Client) -> None:
+    """``chatty`` emits as fast as it can; we cut and resume at random points.
+
+    The union of what every connection received is exactly 1..N, in order.
+    """
+    rng = random.Random(20240611)
+    n = 30_000
+    run_id = start(alice, "chatty", n=n, batch=5)
+    received: list[int] = []
+    connections = 0
+    live_reconnects = 0
+    last = 0
+    done: dict[str, object] | None = None
+    while done is None:
+        how = rng.choice(["header", "query"])
+        cut = rng.randint(1, 2_000)
+        kwargs = _resume_kwargs(how, last) if last else {}
+        with open_stream(alice, run_id, **kwargs) as es:
+            assert es.response.status_code == 200
+            connections += 1
+            got = 0
+            for f in iter_frames(es):
+                if f.event == "run":
+                    assert f.data["after"] == last
+                    live_reconnects += f.data["status"] == "running" and connections > 1
+                    continue
+                if f.event == "lagged":
+                    assert f.seq == last, (f, last)  # resume from what we really have
+                    break
+                assert f.seq == last + 1, (f.seq, last, connections)
+                received.append(f.seq)
+                last = f.seq
+                if f.event == "done":
+                    done = f.data["data"]
+                    break
+                got += 1
+                if got >= cut:
+                    break
+    assert received == list(range(1, n + 2))
+    assert done == {"status": "success", "result": {"sent": n}, "error": None}
+    assert connections > 3
+    assert live_reconnects >= 1, f"all {connections} reconnects came after the end: not live"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_cursor_past_the_end_waits_for_live_events(alice: httpx.Client, how: str) -> None:
+    run_id = start(alice, "ticker", n=6, interval=0.2)
+    assert get_run(alice, run_id)["event_count"] < 4
+    with open_stream(alice, run_id, **_resume_kwargs(how, 4)) as es:
+        fs = list(iter_frames(es))
+    assert fs[0].event == "run"
+    assert fs[0].data["after"] == 4
+    assert trace_seqs(fs) == [5, 6, 7]
+    assert [f.data["data"].get("i") for f in fs[1:3]] == [5, 6]
+    assert done_of(fs)["status"] == "success"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"after": "abc"}, {}),
+        ({"after": "-1"}, {}),
+        ({"after": "1.5"}, {}),
+        ({}, {"Last-Event-ID": "-1"}),
+        ({}, {"Last-Event-ID": "abc"}),
+        ({"after": "1"}, {"Last-Event-ID": "x"}),  # the header wins, and it is bad
+    ],
+)
+def test_malformed_cursor_is_400(
+    alice: httpx.Client, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    run_id = start(alice, "echo", x=1)
+    resp = alice.get(f"/runs/{run_id}/stream", params=params, headers=headers)
+    message = assert_error(resp, 400, "invalid_cursor")
+    assert ("Last-Event-ID" if headers else "after") in message
+    assert wait_finished(alice, run_id)["status"] == "success"
+
+
+@pytest.mark.timeout(20)
+def test_finished_run_stream_replays_everything_then_done(alice: httpx.Client) -> None:
+    run_id = start(alice, "failer", events=2, message="kaput")
+    run = wait_finished(alice, run_id)
+    assert run["status"] == "error"
+    fs = frames(alice, run_id)
+    assert fs[0].event == "run"
+    assert fs[0].data["status"] == "error"
+    assert [f.event for f in fs[1:]] == ["step", "step", "error", "done"]
+    assert trace_seqs(fs) == [1, 2, 3, 4]
+    assert done_of(fs) == {"status": "error", "result": None, "error": "RuntimeError: kaput"}
+    # Resuming a finished run after its last event: just `done`'s absence, then the end.
+    tail = frames(alice, run_id, after=4)
+    assert [f.event for f in tail] == ["run"]
+
+
+@pytest.mark.timeout(20)
+def test_heartbeat_comments_keep_an_idle_stream_alive(live: LiveServer) -> None:
+    with live.client("alice") as client:
+        run_id = start(client, "sleeper", seconds=30)
+        lines: list[str] = []
+        with client.stream("GET", f"/runs/{run_id}/stream") as resp:
+            for line in resp.iter_lines():
+                lines.append(line)
+                if lines.count(": heartbeat") >= 2:
+                    break
+        assert lines[0].startswith("event: run")
+        assert client.post(f"/runs/{run_id}/stop").status_code == 202
+        assert wait_finished(client, run_id)["status"] == "stopped"
+
+
+@pytest.mark.timeout(40)
+def test_a_client_that_stops_reading_is_cut_off_with_lagged_then_resumes_exactly(
+    alice: httpx.Client,
+) -> None:
+    """The subscriber queue is bounded: a stalled reader gets ``lagged`` with its seq."""
+    n = 20_000  # 2 KB each: more than the socket buffers plus the 10,000-event queue
+    run_id = start(alice, "chatty", n=n, size=2000, batch=100)
+    with open_stream(alice, run_id) as es:
+        it = iter_frames(es)
+        assert next(it).event == "run"
+        # Stop reading until the run is over; the server must not wait for us.
+        assert wait_finished(alice, run_id, 30)["status"] == "success"
+        first = list(it)
+    lagged = first[-1]
+    assert lagged.event == "lagged", [f.event for f in first[-2:]]
+    assert lagged.data["last_seq"] == lagged.seq
+    assert "Last-Event-ID" in lagged.data["message"]
+    got = trace_seqs(first)
+    assert got == list(range(1, lagged.seq + 1))  # exactly what was delivered
+    assert lagged.seq < n
+
+    rest = frames(alice, run_id, last_event_id=lagged.seq)
+    assert trace_seqs(rest) == list(range(lagged.seq + 1, n + 2))
+    assert done_of(rest) == {"status": "success", "result": {"sent": n}, "error": None}
