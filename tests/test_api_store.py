@@ -3,14 +3,16 @@
 The server runs with a 60 s retention and a hand-moved clock; after the clock
 passes the retention, an explicit ``Evict()`` drops finished records from
 memory and ``/ops/registry`` confirms the cache is empty, so every later
-answer comes from the SQLite store.
+answer comes from the store: SQLite, and the CouchDB-compatible server.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,15 +24,43 @@ from tests.live_server import LiveServer, make_settings, wait_until
 RETENTION_S = 60
 
 
+STORES = [pytest.param("sqlite"), pytest.param("couch", marks=pytest.mark.couchdb)]
+
+
+def store_settings(kind: str, data_dir: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings that select the store: nothing for SQLite, a fresh database for CouchDB."""
+    if kind == "sqlite":
+        return {}
+    return {
+        "couchdb_url": request.getfixturevalue("couch_url"),
+        "couchdb_db": f"api_{uuid.uuid4().hex[:12]}",
+    }
+
+
+@pytest.fixture(scope="module", params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture(scope="module")
-def clock() -> ManualClock:
+def clock(store_kind: str) -> ManualClock:
     return ManualClock()
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, clock: ManualClock) -> Iterator[LiveServer]:
+def live(
+    tmp_path_factory: pytest.TempPathFactory,
+    clock: ManualClock,
+    store_kind: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[LiveServer]:
+    data_dir = Path(tmp_path_factory.mktemp("store"))
     settings = make_settings(
-        Path(tmp_path_factory.mktemp("store")), retention_s=RETENTION_S, shutdown_grace_s=0.2
+        data_dir,
+        retention_s=RETENTION_S,
+        shutdown_grace_s=0.2,
+        **store_settings(store_kind, data_dir, request),
     )
     with LiveServer(settings, clock=clock) as server:
         yield server
@@ -198,9 +228,14 @@ def test_pagination_across_store_cache_and_live_runs(live: LiveServer, clock: Ma
 
 
 @pytest.mark.timeout(30)
-def test_store_survives_a_restart_with_the_same_data_dir(tmp_path: Path) -> None:
-    """A fresh process on the same data dir answers from the store alone."""
-    settings = make_settings(tmp_path, shutdown_grace_s=0.2)
+@pytest.mark.parametrize("kind", STORES)
+def test_store_survives_a_restart_with_the_same_data_dir(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """A fresh process on the same data dir (or database) answers from the store alone."""
+    settings = make_settings(
+        tmp_path, shutdown_grace_s=0.2, **store_settings(kind, tmp_path, request)
+    )
     with LiveServer(settings) as first, first.client("alice") as alice:
         run_id = start(alice, "ticker", n=3, interval=0)
         before = wait_finished(alice, run_id)
