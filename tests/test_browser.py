@@ -433,7 +433,8 @@ def test_runs_list_updates_live_without_reload(server: LiveServer, page: Page) -
 
     assert page.evaluate("window.__same_document") is True, "the page must not have reloaded"
     for text in page.locator("tbody tr[data-run-id]").all_inner_texts():
-        assert "null" not in text and "undefined" not in text, text
+        assert "null" not in text, text
+        assert "undefined" not in text, text
     screenshot(page, "runs-list.png")
 
 
