@@ -35,7 +35,11 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, set[str]]] = {
 def schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     settings = make_settings(Path(tmp_path_factory.mktemp("openapi")), shutdown_grace_s=0.2)
     with LiveServer(settings) as server:
-        resp = httpx.get(f"{server.base_url}/openapi.json")  # open, like /docs
+        assert httpx.get(f"{server.base_url}/openapi.json").status_code == 401
+        for viewer in ("/docs", "/redoc"):
+            assert httpx.get(f"{server.base_url}{viewer}").status_code == 404
+        with server.client("alice") as alice:
+            resp = alice.get("/openapi.json")
         assert resp.status_code == 200
         yield resp.json()
 

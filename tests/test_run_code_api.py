@@ -17,7 +17,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.api_helpers import Frame, get_run, iter_frames, wait_finished
-from tests.live_server import LiveServer, make_settings, wait_until
+from tests.live_server import TOKENS, LiveServer, make_settings, wait_until
 
 STOP_GRACE_S = 0.5
 
@@ -225,7 +225,9 @@ def test_a_crash_is_reported_on_the_run(alice: httpx.Client) -> None:
 
 @pytest.mark.timeout(20)
 def test_both_endpoints_are_in_the_openapi_schema(live: LiveServer) -> None:
-    schema = httpx.get(f"{live.base_url}/openapi.json").json()
+    schema = httpx.get(
+        f"{live.base_url}/openapi.json", headers={"Authorization": f"Bearer {TOKENS['alice']}"}
+    ).json()
     start = schema["paths"]["/agents/run-code/start"]["post"]
     stream = schema["paths"]["/agents/run-code/stream"]["post"]
     assert {"202", "401", "422"} <= set(start["responses"])

@@ -25,7 +25,7 @@ from web.config import Settings
 from web.errors import install_error_handlers
 from web.gateway import Gateway
 from web.loop_monitor import LoopMonitor
-from web.routes import dashboard, feed, ops, run_code, runs, stream
+from web.routes import dashboard, feed, ops, run_code, runs, schema, stream
 
 API_DESCRIPTION = """Durable, reconnectable agent runs.  Start a run and get its `run_id` at
 once; follow it over SSE, leave, come back and resume exactly where you were;
@@ -93,6 +93,10 @@ def create_app(
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # Served by web.routes.schema, behind a token; no open HTML viewers.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app, settings)
@@ -103,4 +107,5 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(stream.router)
     app.include_router(run_code.router)
+    app.include_router(schema.router)
     return app
