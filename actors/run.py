@@ -85,6 +85,8 @@ class _ChildExited:
 
 
 class RunActor(AsyncioActor):
+    register_globally = False  # the RegistryActor is the registry of runs
+
     def __init__(
         self,
         *,
@@ -115,6 +117,10 @@ class RunActor(AsyncioActor):
         self._cancelled_by_stop = False
         self._final: RunRecord | None = None
         self._checkpointed_len = 0
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+        # Armed by the first event after a checkpoint, so a run that emits
+        # nothing (100,000 sleepers) costs no timer at all.
+        self._checkpointing = persistence is not None and settings.checkpoint_interval_s > 0
         self._loop_thread: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -123,8 +129,6 @@ class RunActor(AsyncioActor):
         loop = self._loop()
         self._loop_thread = threading.get_ident()
         self._child = loop.create_task(self._supervise(), name=f"run {self.run_id}")
-        if self._persistence is not None and self._settings.checkpoint_interval_s > 0:
-            self._schedule(self._settings.checkpoint_interval_s, self._checkpoint)
 
     def on_stop(self) -> None:
         self._cancel_timers()
@@ -167,6 +171,10 @@ class RunActor(AsyncioActor):
         event = Event(seq, self._clock.now(), str(type), safe, encoded)
         self._trace.append(event)
         self.live.trace_length = seq
+        if self._checkpointing and self._checkpoint_timer is None:
+            self._checkpoint_timer = self._loop().call_later(
+                self._settings.checkpoint_interval_s, self._checkpoint
+            )
         lagged = None
         for sub in self._subs:
             if not sub.push(event):
@@ -358,12 +366,12 @@ class RunActor(AsyncioActor):
         )
 
     def _checkpoint(self) -> None:
+        self._checkpoint_timer = None
         if self._final is not None or self._persistence is None:
             return
         if len(self._trace) > self._checkpointed_len:
             self._checkpointed_len = len(self._trace)
             self._persistence.tell(SaveRuns((self.record(),)))
-        self._schedule(self._settings.checkpoint_interval_s, self._checkpoint)
 
     # -- helpers -----------------------------------------------------------
 
@@ -380,3 +388,6 @@ class RunActor(AsyncioActor):
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None

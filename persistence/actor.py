@@ -88,6 +88,7 @@ class PersistenceActor(pykka.ThreadingActor):
         retry_max_s: float = 2.0,
         batch_max: int = 500,
         stop_timeout_s: float = 5.0,
+        linger_s: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_max < 1:
@@ -97,6 +98,15 @@ class PersistenceActor(pykka.ThreadingActor):
         self._retry_max_s = max(retry_max_s, retry_initial_s)
         self._batch_max = batch_max
         self._stop_timeout_s = stop_timeout_s
+        self._linger_s = linger_s
+        """How long the first write after idle waits for company (Kafka's linger.ms).
+
+        A run that finishes within it is written once, not as a ``running``
+        stub and then again; a burst shares one transaction.  Records wait in
+        memory meanwhile, readable through ``LoadRun``; ``batch_max`` still
+        flushes at once.
+        """
+        self._linger_timer: threading.Timer | None = None
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
@@ -130,6 +140,10 @@ class PersistenceActor(pykka.ThreadingActor):
     def _shutdown(self) -> None:
         """Final bounded flush, then close the store and the loop: no thread survives."""
         self._cancel_retry_timer()
+        linger, self._linger_timer = self._linger_timer, None
+        if linger is not None:
+            linger.cancel()
+            linger.join()
         loop = self._loop
         if loop is None:
             return
@@ -231,12 +245,15 @@ class PersistenceActor(pykka.ThreadingActor):
     # ---------------------------------------------------------------- writes
 
     def _merge(self, record: RunRecord, ack_to: pykka.ActorRef[Any] | None) -> None:
-        """Latest wins, except that a terminal record is never replaced by a running one."""
+        """Latest wins, except that a terminal record is never replaced by a running one,
+        nor a running one by a running one with a shorter trace (a late stub)."""
         entry = self._pending.get(record.run_id)
         if entry is None:
             self._pending[record.run_id] = _Pending(record, [ack_to] if ack_to else [])
             return
-        if record.finished or not entry.record.finished:
+        if record.finished or (
+            not entry.record.finished and len(record.events) >= len(entry.record.events)
+        ):
             entry.record = record
         if ack_to is not None and all(a.actor_urn != ack_to.actor_urn for a in entry.ack_to):
             entry.ack_to.append(ack_to)
@@ -250,6 +267,17 @@ class PersistenceActor(pykka.ThreadingActor):
             # Queued behind everything already in the inbox: by the time it is
             # handled, a whole burst of SaveRuns has been merged.
             self._flush_queued = True
+            if self._linger_s > 0:
+                timer = threading.Timer(self._linger_s, self._linger_due)
+                timer.name = f"{self.actor_ref.actor_class.__name__}-linger"
+                timer.daemon = True
+                self._linger_timer = timer
+                timer.start()
+            else:
+                self.actor_ref.tell(_Flush())
+
+    def _linger_due(self) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(_Flush())
 
     def _on_flush(self, retry: bool) -> None:
@@ -257,6 +285,7 @@ class PersistenceActor(pykka.ThreadingActor):
             self._retry_timer = None
         else:
             self._flush_queued = False
+            self._linger_timer = None
             if self._retry_timer is not None:
                 return
         self._flush()

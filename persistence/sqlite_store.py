@@ -83,8 +83,11 @@ ON CONFLICT (run_id) DO UPDATE SET
     result = excluded.result,
     options = excluded.options,
     event_count = excluded.event_count
-WHERE runs.status = 'running' OR excluded.status <> 'running'
+WHERE excluded.status <> 'running'
+   OR (runs.status = 'running' AND excluded.event_count >= runs.event_count)
 """
+# A terminal record always wins; a `running` one only replaces a `running`
+# one and never shrinks its trace (a stub that arrives after a checkpoint).
 
 _SUMMARY_COLUMNS = "run_id, owner, agent, status, started_at, finished_at, event_count, error"
 _RECORD_COLUMNS = (

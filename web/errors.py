@@ -224,6 +224,11 @@ class BodySizeLimitMiddleware:
         if declared is not None and declared > limit:
             await _send_too_large(send, limit)
             return
+        if declared is not None or scope["method"] in _BODYLESS:
+            # The HTTP server reads exactly Content-Length bytes, and a GET or
+            # HEAD has no body: nothing to count, so no wrapper on the hot path.
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         exceeded = False
@@ -260,6 +265,9 @@ class BodySizeLimitMiddleware:
             if started:
                 raise
             await _send_too_large(send, limit)
+
+
+_BODYLESS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _content_length(scope: Scope) -> int | None:

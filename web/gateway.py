@@ -49,7 +49,8 @@ class Gateway:
             stream.close(Closing(last_seq=last_seq, reason=reason))
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    # async on purpose: FastAPI runs a plain-def dependency in its thread pool.
     gateway = getattr(request.app.state, "gateway", None)
     if not isinstance(gateway, Gateway):
         msg = "the runtime is not running (app lifespan not started)"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_last: tuple[int, str] = (-1, "")
+"""The last second formatted; one tuple, swapped whole, so threads can share it."""
 
 
 def iso_utc(ts: float) -> str:
@@ -20,9 +22,16 @@ def iso_utc(ts: float) -> str:
     carries into the next second instead of printing ``.1000`` or
     truncating to ``.999`` through float error.
     """
+    global _last
     millis = round(ts * 1000)
-    moment = _EPOCH + timedelta(milliseconds=millis)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+    second, rest = divmod(millis, 1000)
+    cached_second, prefix = _last
+    if second != cached_second:
+        # Formatting the date is most of the cost, and a burst of events
+        # shares its second: format it once per second.
+        prefix = f"{_EPOCH + timedelta(seconds=second):%Y-%m-%dT%H:%M:%S}"
+        _last = (second, prefix)
+    return f"{prefix}.{rest:03d}Z"
 
 
 def iso_utc_or_none(ts: float | None) -> str | None:
