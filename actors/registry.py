@@ -347,6 +347,8 @@ class RegistryActor(AsyncioActor):
         if cached is not None:
             self._check_owner(msg.caller, cached.record.owner, msg.run_id)
             del self._cache[msg.run_id]
+            # Not yet sent to the store: it must not arrive after the delete.
+            self._outgoing.pop(msg.run_id, None)
             self._publish(cached.record.owner, "deleted", cached.record.summary())
             if self._persistence is None:
                 return None
