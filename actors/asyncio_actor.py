@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Final
 
 import pykka
+from pykka import messages as pykka_messages
 from pykka._envelope import Envelope
 
 from actors.future import AsyncioFuture
@@ -57,20 +58,34 @@ class Forward:
 
 
 class AsyncioInbox:
-    """A deque plus one loop-native waiter; ``put`` is safe from any thread."""
+    """A deque plus one loop-native waiter; ``put`` is safe from any thread.
 
-    __slots__ = ("_items", "_loop", "_waiter")
+    Direct hand-off: a message put on the loop thread while the actor is
+    parked (its inbox empty, no handler running) is handled at once, in the
+    sender's step, instead of waking the actor's task for the next loop
+    iteration.  The actor still handles one message at a time and each
+    sender's messages in order (the inbox was empty), but a route that asks
+    the registry gets its answer without two trips around the event loop.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("_actor", "_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, actor: AsyncioActor) -> None:
         self._loop = loop
+        self._actor = actor
         self._items: deque[Envelope[Any]] = deque()
         self._waiter: asyncio.Future[None] | None = None
 
     def put(self, envelope: Envelope[Any], /) -> None:
-        self._items.append(envelope)  # deque.append is atomic under the GIL
         if asyncio._get_running_loop() is self._loop:
+            waiter = self._waiter
+            idle = not self._items and waiter is not None and not waiter.done()
+            if idle and self._actor._handle_directly(envelope):
+                return
+            self._items.append(envelope)
             self._wake()
         else:
+            self._items.append(envelope)  # deque.append is atomic under the GIL
             try:
                 self._loop.call_soon_threadsafe(self._wake)
             except RuntimeError as exc:  # loop closed: the actor is gone for good
@@ -142,13 +157,14 @@ class AsyncioActor(pykka.Actor):
             raise RuntimeError(msg)
         self._actor_task: asyncio.Task[None] | None = None
         self._deferred: set[asyncio.Task[Any]] = set()
+        self._handling = False
         super().__init__(*args, **kwargs)
 
     # -- pykka extension points --------------------------------------------
 
     def _create_actor_inbox(self) -> AsyncioInbox:  # type: ignore[override]
         assert self.actor_loop is not None
-        return AsyncioInbox(self.actor_loop)
+        return AsyncioInbox(self.actor_loop, self)
 
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
@@ -181,7 +197,11 @@ class AsyncioActor(pykka.Actor):
                     handled = 0
                     await inbox.wait()
                     continue
-                self._handle_envelope(inbox.get())
+                self._handling = True
+                try:
+                    self._handle_envelope(inbox.get())
+                finally:
+                    self._handling = False
                 handled += 1
                 if handled >= _FAIRNESS_BATCH:
                     handled = 0
@@ -192,6 +212,24 @@ class AsyncioActor(pykka.Actor):
             raise
         finally:
             self._actor_loop_teardown()
+
+    def _handle_directly(self, envelope: Envelope[Any]) -> bool:
+        """Handle ``envelope`` in the sender's step if this actor is idle; see AsyncioInbox."""
+        if (
+            self._handling
+            or self.actor_stopped.is_set()
+            # A stop goes through the task, so the task has ended when the stop is answered.
+            or isinstance(envelope.message, pykka_messages._ActorStop)
+        ):
+            return False
+        self._handling = True
+        try:
+            self._handle_envelope(envelope)
+        finally:
+            self._handling = False
+        if self.actor_stopped.is_set():
+            self.actor_inbox._wake()  # the parked task must see the stop and tear down
+        return True
 
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         reply_to = envelope.reply_to

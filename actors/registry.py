@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pykka
+from pykka import messages as pykka_messages
 
 from actors.agents import AgentCatalog
 from actors.asyncio_actor import AsyncioActor, Forward, ask
@@ -374,7 +375,8 @@ class RegistryActor(AsyncioActor):
         if self._persistence is not None:
             self._persist(record)
         if live.ref is not None:
-            live.ref.stop(block=False)
+            # A plain tell: ref.stop() would build two futures nobody waits on.
+            live.ref.tell(pykka_messages._ActorStop())
         self._publish(record.owner, "finished", record.summary())
         if not self._live and self._idle is not None:
             self._idle.set()

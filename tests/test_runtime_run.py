@@ -259,10 +259,12 @@ def test_cooperative_stop_ends_stopped(agent: str, input: dict[str, Any], result
         async with running_runtime(config(stop_grace_s=30)) as rt:
             started = await rt.ask(StartRun(ALICE, agent, input))
             sub = await rt.ask(Subscribe(ALICE, started.run_id))
+            first = await anext(sub)  # the agent is running: now stop it
             t0 = time.monotonic()
             accepted = await rt.ask(StopRun(ALICE, started.run_id, reason="enough"))
             assert accepted == StopAccepted(run_id=started.run_id, status="stopping")
-            events, terminal = await collect(sub)
+            rest, terminal = await collect(sub)
+            events = [first, *rest]
             assert time.monotonic() - t0 < 5
         record = terminal.record
         assert record.status == "stopped"
@@ -282,9 +284,11 @@ def test_stubborn_agent_is_cancelled_after_stop_grace() -> None:
         async with running_runtime(config(stop_grace_s=0.2)) as rt:
             started = await rt.ask(StartRun(ALICE, "stubborn"))
             sub = await rt.ask(Subscribe(ALICE, started.run_id))
+            first = await anext(sub)  # the agent is running (and ignoring stops)
             t0 = time.monotonic()
             await rt.ask(StopRun(ALICE, started.run_id))
-            events, terminal = await collect(sub)
+            rest, terminal = await collect(sub)
+            events = [first, *rest]
             elapsed = time.monotonic() - t0
         assert 0.2 <= elapsed < 3
         assert terminal.record.status == "stopped"
