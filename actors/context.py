@@ -39,6 +39,16 @@ RESERVED_TYPES = frozenset(
 """Types the run actor itself emits; an agent may not impersonate them."""
 
 
+def check_event_type(type: object) -> None:
+    """Refuse a type an agent may not emit (malformed, or the runtime's own)."""
+    if not isinstance(type, str) or not EVENT_TYPE.fullmatch(type):
+        msg = f"event type {type!r} must match {EVENT_TYPE.pattern}"
+        raise ValueError(msg)
+    if type in RESERVED_TYPES:
+        msg = f"event type {type!r} is reserved for the runtime"
+        raise ValueError(msg)
+
+
 class RunContext:
     """Handed to the agent; lives as long as the run.
 
@@ -58,12 +68,7 @@ class RunContext:
 
     def emit(self, type: str, /, **data: Any) -> int:
         """Record one event of ``type`` with ``data``; returns its ``seq``."""
-        if not isinstance(type, str) or not EVENT_TYPE.fullmatch(type):
-            msg = f"event type {type!r} must match {EVENT_TYPE.pattern}"
-            raise ValueError(msg)
-        if type in RESERVED_TYPES:
-            msg = f"event type {type!r} is reserved for the runtime"
-            raise ValueError(msg)
+        check_event_type(type)
         return self._emit(type, data)
 
     @property

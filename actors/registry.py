@@ -216,30 +216,32 @@ class RegistryActor(AsyncioActor):
 
     # -- reading -----------------------------------------------------------
 
+    def _in_memory(self, caller: Caller, run_id: str) -> LiveRun | _Cached | None:
+        """The run if memory holds it, after the ownership check; None: ask the store."""
+        found: LiveRun | _Cached | None = self._live.get(run_id) or self._cache.get(run_id)
+        if found is not None:
+            owner = found.owner if isinstance(found, LiveRun) else found.record.owner
+            self._check_owner(caller, owner, run_id)
+        return found
+
     def _get(self, msg: GetRun) -> Any:
-        live = self._live.get(msg.run_id)
-        if live is not None:
-            self._check_owner(msg.caller, live.owner, msg.run_id)
-            assert live.ref is not None
-            return Forward(live.ref, msg)
-        cached = self._cache.get(msg.run_id)
-        if cached is not None:
-            self._check_owner(msg.caller, cached.record.owner, msg.run_id)
-            return cached.record
+        found = self._in_memory(msg.caller, msg.run_id)
+        if isinstance(found, LiveRun):
+            assert found.ref is not None
+            return Forward(found.ref, msg)
+        if found is not None:
+            return found.record
         return self._load_owned(msg.caller, msg.run_id)
 
     def _subscribe(self, msg: Subscribe) -> Any:
         if msg.after_seq < 0:
             raise InvalidRequest("after_seq must be >= 0")
-        live = self._live.get(msg.run_id)
-        if live is not None:
-            self._check_owner(msg.caller, live.owner, msg.run_id)
-            assert live.ref is not None
-            return Forward(live.ref, msg)
-        cached = self._cache.get(msg.run_id)
-        if cached is not None:
-            self._check_owner(msg.caller, cached.record.owner, msg.run_id)
-            return self._finished_subscription(cached.record, msg.after_seq)
+        found = self._in_memory(msg.caller, msg.run_id)
+        if isinstance(found, LiveRun):
+            assert found.ref is not None
+            return Forward(found.ref, msg)
+        if found is not None:
+            return self._finished_subscription(found.record, msg.after_seq)
         return self._subscribe_stored(msg)
 
     async def _subscribe_stored(self, msg: Subscribe) -> Subscription:
@@ -321,18 +323,14 @@ class RegistryActor(AsyncioActor):
     # -- stopping and deleting ---------------------------------------------
 
     def _stop_run(self, msg: StopRun) -> Any:
-        live = self._live.get(msg.run_id)
-        if live is not None:
-            self._check_owner(msg.caller, live.owner, msg.run_id)
-            assert live.ref is not None
-            if not live.stopping:
-                summary = _live_summary(live)
-                self._publish(live.owner, "stopping", summary)
-            return Forward(live.ref, msg)
-        cached = self._cache.get(msg.run_id)
-        if cached is not None:
-            self._check_owner(msg.caller, cached.record.owner, msg.run_id)
-            raise _already_finished(cached.record)
+        found = self._in_memory(msg.caller, msg.run_id)
+        if isinstance(found, LiveRun):
+            assert found.ref is not None
+            if not found.stopping:
+                self._publish(found.owner, "stopping", _live_summary(found))
+            return Forward(found.ref, msg)
+        if found is not None:
+            raise _already_finished(found.record)
         return self._stop_stored(msg)
 
     async def _stop_stored(self, msg: StopRun) -> Any:
@@ -340,21 +338,18 @@ class RegistryActor(AsyncioActor):
         raise _already_finished(record)
 
     def _delete(self, msg: DeleteRun) -> Any:
-        live = self._live.get(msg.run_id)
-        if live is not None:
-            self._check_owner(msg.caller, live.owner, msg.run_id)
+        found = self._in_memory(msg.caller, msg.run_id)
+        if isinstance(found, LiveRun):
             raise StillRunning(f"run {msg.run_id} is still running; stop it first")
-        cached = self._cache.get(msg.run_id)
-        if cached is not None:
-            self._check_owner(msg.caller, cached.record.owner, msg.run_id)
-            del self._cache[msg.run_id]
-            # Not yet sent to the store: it must not arrive after the delete.
-            self._outgoing.pop(msg.run_id, None)
-            self._publish(cached.record.owner, "deleted", cached.record.summary())
-            if self._persistence is None:
-                return None
-            return self._ask_store(DeleteStored(msg.run_id))
-        return self._delete_stored(msg)
+        if found is None:
+            return self._delete_stored(msg)
+        del self._cache[msg.run_id]
+        # Not yet sent to the store: it must not arrive after the delete.
+        self._outgoing.pop(msg.run_id, None)
+        self._publish(found.record.owner, "deleted", found.record.summary())
+        if self._persistence is None:
+            return None
+        return self._ask_store(DeleteStored(msg.run_id))
 
     async def _delete_stored(self, msg: DeleteRun) -> None:
         record = await self._load_owned(msg.caller, msg.run_id)

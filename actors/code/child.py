@@ -49,7 +49,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from actors.code import protocol
-from actors.context import EVENT_TYPE, RESERVED_TYPES, StopRequested
+from actors.context import StopRequested, check_event_type
 
 MODULE_NAME = "__agent__"
 FILENAME = "<agent>"
@@ -109,12 +109,7 @@ class ChildContext:
 
     def emit(self, type: str, /, **data: Any) -> None:
         """Record one event of ``type`` with ``data`` in this run's trace."""
-        if not isinstance(type, str) or not EVENT_TYPE.fullmatch(type):
-            msg = f"event type {type!r} must match {EVENT_TYPE.pattern}"
-            raise ValueError(msg)
-        if type in RESERVED_TYPES:
-            msg = f"event type {type!r} is reserved for the runtime"
-            raise ValueError(msg)
+        check_event_type(type)
         _flush_streams()
         self._channel.event(type, data)
 
