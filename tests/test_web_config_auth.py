@@ -1,4 +1,4 @@
-"""Settings, users/tokens, sessions and the auth dependencies (web.config, web.auth).
+"""Settings, users/tokens, sessions and the auth dependencies (web.config, users, sessions, auth).
 
 The HTTP part runs a tiny FastAPI app in-process through httpx's ASGI
 transport; it also checks the error shape from web.errors that auth relies on.
@@ -21,24 +21,18 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from actors.messages import Caller
-from web.auth import (
-    SECRET_FILE_NAME,
-    SESSION_COOKIE,
-    AdminDep,
-    Authenticator,
-    CallerDep,
-    SessionSigner,
+from web.auth import SESSION_COOKIE, AdminDep, Authenticator, CallerDep, install_auth
+from web.config import ConfigError, Settings, describe_settings, load_settings
+from web.errors import install_error_handlers
+from web.sessions import SECRET_FILE_NAME, SessionSigner, load_or_create_secret
+from web.users import (
     User,
     hash_token,
-    install_auth,
-    load_or_create_secret,
     load_users,
     parse_tokens_env,
     parse_tokens_toml,
     with_local_admin,
 )
-from web.config import ConfigError, Settings, describe_settings, load_settings
-from web.errors import install_error_handlers
 
 KEY = b"k" * 32
 

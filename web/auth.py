@@ -1,21 +1,11 @@
-"""Who is calling: users from configuration, bearer tokens, browser sessions.
+"""Who is calling: the ``Authenticator``, the request dependencies, the session routes.
 
-Three parts, each small:
-
-* **Users** come from ``RUNYARD_TOKENS`` (``user:token[:admin],...``) and/or
-  ``RUNYARD_TOKENS_FILE`` (TOML ``[[users]]`` with ``id``, ``token`` or
-  ``token_sha256``, ``admin``).  Malformed configuration is refused at start-up
-  with a :class:`web.config.ConfigError` naming the entry, never the token.
-  Only SHA-256 digests of tokens are kept in memory.
 * **Tokens** are checked by :class:`Authenticator` in constant time (see
-  :meth:`Authenticator.authenticate_token` for why it loops over every user).
-* **Sessions** let a browser's ``EventSource`` (which cannot set headers)
-  authenticate: ``POST /auth/session`` trades a bearer token for an HttpOnly,
-  SameSite=Strict cookie holding an HMAC-signed ``(user_id, issued, expires)``.
-  The HMAC key lives in ``<data_dir>/session.key`` (0600) so sessions survive
-  restarts; deleting that file signs everyone out.  The cookie carries no
-  privileges: the admin flag is read from the current configuration at every
-  request, and removing a user from the configuration ends their sessions.
+  :meth:`Authenticator.authenticate_token` for why it loops over every user);
+  the users come from :mod:`web.users`.
+* **Sessions** (:mod:`web.sessions`) let a browser authenticate its
+  ``EventSource`` with a cookie; removing a user from the configuration ends
+  their sessions.
 
 Routes use :func:`require_caller` / :func:`require_admin` (or the
 ``CallerDep`` / ``AdminDep`` aliases).  ``create_app`` calls
@@ -24,21 +14,10 @@ Routes use :func:`require_caller` / :func:`require_admin` (or the
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
 import hmac
-import logging
-import os
-import re
-import secrets
-import tempfile
 import time
-import tomllib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Final
+from collections.abc import Callable, Iterable
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel
@@ -46,286 +25,13 @@ from starlette.exceptions import HTTPException
 
 from actors.errors import NotAdmin
 from actors.messages import Caller
-from web.config import ConfigError, Settings
+from web.config import Settings
 from web.errors import error_responses
+from web.sessions import IssuedSession, SessionSigner, load_or_create_secret
 from web.timefmt import iso_utc
-
-log = logging.getLogger(__name__)
+from web.users import User, hash_token, load_users
 
 SESSION_COOKIE: Final = "runyard_session"
-SESSION_TTL_S: Final = 7 * 24 * 3600.0
-SECRET_FILE_NAME: Final = "session.key"
-LOCAL_ADMIN_ID: Final = "admin"
-USER_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-"""User ids appear in URLs, logs and store queries: keep them plain."""
-
-_SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
-
-
-# --------------------------------------------------------------------------
-# Users
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    user_id: str
-    token_sha256: bytes = field(repr=False)
-    admin: bool = False
-
-    def caller(self) -> Caller:
-        return Caller(user_id=self.user_id, admin=self.admin)
-
-
-def hash_token(token: str) -> bytes:
-    """SHA-256 of the token's UTF-8 bytes: what is stored and compared."""
-    return hashlib.sha256(token.encode("utf-8")).digest()
-
-
-def parse_tokens_env(value: str, source: str = "RUNYARD_TOKENS") -> list[User]:
-    """``user:token[:admin],user2:token2`` -> users; blank entries are ignored.
-
-    Error messages name the entry by position and user id and never echo a
-    token (an entry without ``:`` might be a bare token, so it is not shown).
-    """
-    users = []
-    for index, raw in enumerate(value.split(","), start=1):
-        entry = raw.strip()
-        if not entry:
-            continue
-        where = f"{source} entry {index}"
-        parts = entry.split(":")
-        if len(parts) == 1:
-            raise ConfigError(f"{where} has no ':'; expected user:token or user:token:admin")
-        user_id, token, *flags = parts
-        where = f"{where} ({user_id!r})"
-        if len(flags) > 1 or (flags and flags[0] != "admin"):
-            raise ConfigError(
-                f"{where}: expected user:token or user:token:admin "
-                "(tokens cannot contain ':' or ',')"
-            )
-        users.append(_make_user(where, user_id, token=token, admin=bool(flags)))
-    return users
-
-
-def parse_tokens_toml(path: Path) -> list[User]:
-    """Users from a TOML file of ``[[users]]`` (``id``, ``token``/``token_sha256``, ``admin``)."""
-    try:
-        with path.open("rb") as fh:
-            document = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"RUNYARD_TOKENS_FILE {path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"RUNYARD_TOKENS_FILE {path}: not valid TOML: {exc}") from None
-    return parse_users_document(document, f"RUNYARD_TOKENS_FILE {path}")
-
-
-_USER_KEYS: Final = frozenset({"id", "token", "token_sha256", "admin"})
-
-
-def parse_users_document(document: Mapping[str, Any], source: str) -> list[User]:
-    """Validate a parsed TOML document; unknown keys are errors (a typo'd ``admn`` must fail)."""
-    extra = set(document) - {"users"}
-    if extra:
-        raise ConfigError(f"{source}: unknown top-level key(s) {sorted(extra)}; expected [[users]]")
-    entries = document.get("users")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{source}: expected one or more [[users]] tables")
-    users = []
-    for index, entry in enumerate(entries, start=1):
-        where = f"{source}: users[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a table with id and token or token_sha256")
-        if isinstance(entry.get("id"), str):
-            where = f"{where} (id {entry['id']!r})"
-        unknown = set(entry) - _USER_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-        admin = entry.get("admin", False)
-        if not isinstance(admin, bool):
-            raise ConfigError(f"{where}: admin must be true or false")
-        user_id = entry.get("id")
-        if not isinstance(user_id, str):
-            raise ConfigError(f"{where}: id is required and must be a string")
-        token, digest = entry.get("token"), entry.get("token_sha256")
-        if (token is None) == (digest is None):
-            raise ConfigError(f"{where}: give exactly one of token or token_sha256")
-        if token is not None and not isinstance(token, str):
-            raise ConfigError(f"{where}: token must be a string")
-        if digest is not None and not (isinstance(digest, str) and _SHA256_HEX.fullmatch(digest)):
-            raise ConfigError(
-                f"{where}: token_sha256 must be 64 hex digits (sha256sum of the token)"
-            )
-        users.append(_make_user(where, user_id, token=token, token_sha256=digest, admin=admin))
-    return users
-
-
-def _make_user(
-    where: str,
-    user_id: str,
-    *,
-    token: str | None = None,
-    token_sha256: str | None = None,
-    admin: bool = False,
-) -> User:
-    if not USER_ID_PATTERN.fullmatch(user_id):
-        raise ConfigError(
-            f"{where}: user id must be 1-64 characters of letters, digits, '_', '.', '@', '-' "
-            "and start with a letter or digit"
-        )
-    if token_sha256 is not None:
-        return User(user_id, bytes.fromhex(token_sha256), admin)
-    if not token or token != token.strip() or any(ch.isspace() for ch in token):
-        raise ConfigError(f"{where}: token must be non-empty and contain no whitespace")
-    return User(user_id, hash_token(token), admin)
-
-
-def load_users(settings: Settings) -> list[User]:
-    """Users from both sources together; duplicate ids or shared tokens are refused.
-
-    A token shared by two users could not say who is calling, and a
-    duplicated id would silently keep one of two tokens.
-    """
-    users: list[User] = []
-    if settings.tokens:
-        users += parse_tokens_env(settings.tokens)
-    if settings.tokens_file is not None:
-        users += parse_tokens_toml(settings.tokens_file)
-    by_id: dict[str, User] = {}
-    by_digest: dict[bytes, User] = {}
-    for user in users:
-        if user.user_id in by_id:
-            raise ConfigError(f"user {user.user_id!r} is configured more than once")
-        other = by_digest.get(user.token_sha256)
-        if other is not None:
-            raise ConfigError(f"users {other.user_id!r} and {user.user_id!r} have the same token")
-        by_id[user.user_id] = user
-        by_digest[user.token_sha256] = user
-    return users
-
-
-def users_configured(settings: Settings) -> bool:
-    return bool(settings.tokens) or settings.tokens_file is not None
-
-
-def with_local_admin(settings: Settings) -> tuple[Settings, str | None]:
-    """With no users configured, add one local admin with a fresh random token.
-
-    Returns the settings to run with and the token to show the operator
-    (``None`` when users were configured).  The token is new at every start,
-    as Jupyter's is; it is never written to disk.
-    """
-    if users_configured(settings):
-        return settings, None
-    token = secrets.token_urlsafe(32)  # [A-Za-z0-9_-]: safe in RUNYARD_TOKENS and URLs
-    local = settings.model_copy(update={"tokens": f"{LOCAL_ADMIN_ID}:{token}:admin"})
-    return local, token
-
-
-# --------------------------------------------------------------------------
-# Sessions
-
-
-def load_or_create_secret(data_dir: Path) -> bytes:
-    """The session HMAC key from ``<data_dir>/session.key``, created 0600 if missing.
-
-    Created under a temporary name and hard-linked into place, so two
-    processes starting together agree on one key and nobody reads a
-    half-written file.
-    """
-    path = data_dir / SECRET_FILE_NAME
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{SECRET_FILE_NAME}.")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            with contextlib.suppress(FileExistsError):  # another process won: use its key
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    return _read_secret(path)
-
-
-def _read_secret(path: Path) -> bytes:
-    mode = path.stat().st_mode
-    if mode & 0o077:
-        log.warning("%s is readable by other users (mode %o); chmod 600 it", path, mode & 0o777)
-    try:
-        key = bytes.fromhex(path.read_text().strip())
-    except ValueError:
-        raise ConfigError(
-            f"{path}: expected a hex-encoded key; delete it to make a new one"
-        ) from None
-    if len(key) < 32:
-        raise ConfigError(f"{path}: key is shorter than 32 bytes; delete it to make a new one")
-    return key
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedSession:
-    value: str
-    """The cookie value."""
-    expires_at: float
-
-
-class SessionSigner:
-    """Signs and verifies session cookie values: ``v1.<user b64>.<issued>.<expires>.<mac b64>``.
-
-    Stateless on purpose: no session table to persist or replicate; the
-    price is that one session cannot be revoked alone (remove the user or
-    rotate the key).
-    """
-
-    VERSION: Final = "v1"
-
-    def __init__(
-        self, key: bytes, ttl_s: float = SESSION_TTL_S, clock: Callable[[], float] = time.time
-    ) -> None:
-        if len(key) < 32:
-            raise ValueError("session key must be at least 32 bytes")
-        self._key = key
-        self.ttl_s = ttl_s
-        self._clock = clock
-
-    def issue(self, user_id: str) -> IssuedSession:
-        issued = int(self._clock())
-        expires = issued + int(self.ttl_s)
-        body = f"{self.VERSION}.{_b64(user_id.encode())}.{issued}.{expires}"
-        return IssuedSession(f"{body}.{_b64(self._mac(body))}", float(expires))
-
-    def verify(self, value: str) -> str | None:
-        """The user id if ``value`` is ours, untampered and unexpired; else ``None``."""
-        parts = value.split(".")
-        if len(parts) != 5 or parts[0] != self.VERSION:
-            return None
-        body, mac = ".".join(parts[:4]), parts[4]
-        try:
-            presented = _unb64(mac)
-            user_id = _unb64(parts[1]).decode("utf-8")
-            expires = int(parts[3])
-        except ValueError:
-            return None
-        if not hmac.compare_digest(presented, self._mac(body)):
-            return None
-        if expires <= self._clock():
-            return None
-        return user_id
-
-    def _mac(self, body: str) -> bytes:
-        return hmac.new(self._key, f"runyard-session|{body}".encode(), hashlib.sha256).digest()
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    if not text.isascii():
-        raise ValueError("not base64")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
 
 # --------------------------------------------------------------------------
 # Authenticator

@@ -24,8 +24,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import TextIO
 
-from web.auth import LOCAL_ADMIN_ID, load_users, with_local_admin
 from web.config import ConfigError, Settings, describe_settings, load_settings
+from web.users import LOCAL_ADMIN_ID, load_users, with_local_admin
 
 SHUTDOWN_MARGIN_S = 5.0
 """Beyond shutdown + stop grace: time to write final records and frames."""

@@ -29,7 +29,7 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message says what to fix.
 
     Raised for bad ``RUNYARD_*`` values and for malformed user/token
-    configuration (:mod:`web.auth`); the CLI prints it and exits with 2.
+    configuration (:mod:`web.users`); the CLI prints it and exits with 2.
     """
 
 
