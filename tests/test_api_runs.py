@@ -308,3 +308,15 @@ def test_stream_of_a_stopped_run_says_stopped(alice: httpx.Client) -> None:
     fs = frames(alice, run_id)
     assert fs[0].data["status"] == "stopped"
     assert done_of(fs)["status"] == "stopped"
+
+
+@pytest.mark.timeout(30)
+def test_a_large_trace_reads_whole_and_in_order(alice: httpx.Client) -> None:
+    """Above LARGE_TRACE events the body is encoded off the loop: same answer."""
+    run_id = start(alice, "chatty", n=5_000)
+    record = wait_finished(alice, run_id)
+    seqs = [e["seq"] for e in record["events"]]
+    assert seqs == list(range(1, 5_002))  # 5,000 chats and done
+    assert record["event_count"] == 5_001
+    assert record["events"][2_500]["data"] == {"i": 2_501}
+    assert record["result"] == {"sent": 5_000}
