@@ -3,12 +3,14 @@
 Documents (one database, ``_id`` = run id for the run):
 
 - the **run doc** ``<run_id>``: the summary fields, ``input``, ``result``,
-  ``error``, ``options``, ``event_count`` and ``trace``: the list of the trace
-  chunks that hold the events, in order. Times are float POSIX seconds
+  ``error``, ``options``, ``event_count`` and the events: inline as
+  ``events`` (``[seq, ts, type, data]`` each) when their encoding fits in
+  ``inline_bytes`` (256 KiB) and half a document, else ``trace``: the list of
+  the trace chunks that hold them, in order. Times are float POSIX seconds
   (``started_at``, ``finished_at``; the latter is absent while the run has
   none, which also keeps running runs out of the purge index) plus ISO-8601
   copies for people reading the database.
-- **trace chunks** ``<run_id>:trace:<first>-<last>``: the events ``first..last``
+- **trace chunks** ``<run_id>:trace:<first>-<last>`` (big traces only): the events ``first..last``
   as ``[seq, ts, type, data]``. An event too big for one chunk is split into
   text parts ``<run_id>:trace:<seq>-<seq>:<i>of<k>``.
 - **field parts** ``<run_id>:field:<name>:<hash>:<i>of<k>``: an ``input`` /
@@ -23,15 +25,24 @@ The chunk layout is a greedy packing of the events in order, so a checkpoint
 of a growing trace keeps every full chunk and writes only a new tail chunk
 (and the chunks after it). A write goes in three steps: missing chunks and
 parts first, then the run doc (its ``_rev`` decides races), then the chunks
-and parts the run doc no longer names are deleted. A reader therefore never
-meets a run doc that names a chunk not yet written; if a chunk vanished under
-it (a concurrent rewrite), it reads again. Chunks left unnamed by an interrupted
-or out-raced write are removed by ``delete`` (it scans the run's id range);
-``purge_older_than`` removes what the run docs name.
+and parts the run doc no longer names are deleted (also when a trace moves
+from chunks to inline). A reader therefore never meets a run doc that names a
+chunk not yet written; if a chunk vanished under it (a concurrent rewrite), it
+reads again. Chunks left unnamed by an interrupted or out-raced write are
+removed by ``delete`` (it scans the run's id range); ``purge_older_than``
+removes what the run docs name.
+
+The store remembers the ``_rev``, status, event count and chunk names of the
+run docs it last wrote or read (a bounded LRU). A batch of small runs is
+therefore one ``_bulk_docs``: known runs carry their remembered ``_rev``,
+unknown ones none (a new run needs none); a conflict re-reads only those runs
+and merges. A big trace's stored run doc is read before its chunks are written,
+and a write its stored version beats is dropped without a request.
 
 ``_rev`` conflicts on run docs are resolved by reading the stored doc again and
 merging: a terminal status always beats ``running`` and is never replaced by a
-``running`` write; two ``running`` versions keep the newer ``updated_at``.
+``running`` write; of two ``running`` versions the one with more events wins,
+then the newer ``updated_at`` (a stale checkpoint never shrinks a stored trace).
 
 Portability (checked against Apache CouchDB 3.5 behaviour): sequences are never
 read, ``_find`` is always sorted and paged until a page is short (bookmarks
@@ -45,8 +56,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -111,6 +124,7 @@ _MAX_ROUNDS = 8
 _READ_ATTEMPTS = 4
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _dumps(value: Any) -> str:
@@ -137,6 +151,10 @@ def _clean_text(text: str) -> str:
 
 def _clean(value: JSON) -> JSON:
     """``value`` made encodable: non-JSON leaves marked (repr), lone surrogates replaced."""
+    if value is None or type(value) is int or type(value) is bool:
+        return value
+    if type(value) is str:
+        return _clean_text(value)
     value = make_safe(value)
     text = _dumps(value)
     cleaned = _clean_text(text)
@@ -200,7 +218,12 @@ def _event_entry(event: Event) -> tuple[list[Any], int, str, str]:
         data = json.loads(data_json)
         data_size = len(data_json.encode("utf-8"))
     type_ = _clean_text(event.type)
-    head = _dumps([event.seq, event.ts, type_])  # '[seq,ts,"type"]'
+    seq, ts = event.seq, event.ts
+    if type(seq) is int and type(ts) is float and math.isfinite(ts):
+        # What the encoder writes for them (int and float repr), without a call to it.
+        head = f"[{seq!r},{ts!r},{_encode_str(type_)}]"
+    else:
+        head = _dumps([seq, ts, type_])  # '[seq,ts,"type"]'
     # The entry is head without its ']' + ',' + data + ']'.
     return (
         [event.seq, event.ts, type_, data],
@@ -275,17 +298,26 @@ def _events_from_chunks(
 
 @dataclass(slots=True)
 class _Plan:
-    """Everything one record's write needs."""
+    """Everything one record's write needs (it does not depend on what is stored)."""
 
     record: RunRecord
     run_doc: dict[str, Any]
+    """The run doc without ``_rev``."""
     run_doc_size: int
     docs: dict[str, dict[str, Any]]
-    """Chunk and field-part documents by id (without ``_rev``)."""
+    """Chunk and field-part documents by id (without ``_rev``); none for a small run."""
     sizes: dict[str, int]
     """Their encoded sizes (upper bounds)."""
-    stored: dict[str, Any] | None
-    """The run doc as read before writing (None: there was none)."""
+
+
+# What the store remembers of a run doc it wrote or read: enough to merge with
+# (``_wins``) and to know the chunks and parts it names (``_referenced_ids``).
+_META_KEYS: Final = ("_rev", "status", "event_count", "updated_at", "trace", "spilled")
+_META_CACHE_SIZE: Final = 20_000
+
+
+def _meta(run_doc: dict[str, Any]) -> dict[str, Any]:
+    return {key: run_doc[key] for key in _META_KEYS if key in run_doc}
 
 
 def _referenced_ids(run_id: str, run_doc: dict[str, Any] | None) -> set[str]:
@@ -297,16 +329,28 @@ def _referenced_ids(run_id: str, run_doc: dict[str, Any] | None) -> set[str]:
     return ids
 
 
+def _rank(status: Any, event_count: int, updated_at: float) -> tuple[bool, int, float]:
+    """The merge order of two versions of a run: terminal, then more events, then newer."""
+    return (status in TERMINAL_STATUSES, event_count, updated_at)
+
+
 def _wins(record: RunRecord, stored: dict[str, Any] | None) -> bool:
-    """Whether ``record`` may replace ``stored`` (the merge rule of every write)."""
+    """Whether ``record`` may replace ``stored`` (the merge rule of every write).
+
+    A terminal record always wins; a ``running`` one never replaces a terminal
+    one (a stale checkpoint must not resurrect a finished run) and never shrinks
+    a stored ``running`` trace; between two running versions with as many
+    events, the newer ``updated_at`` wins.
+    """
     if not stored:
         return True
-    stored_status = stored.get("status")
     if record.status in TERMINAL_STATUSES:
         return True
-    if stored_status in TERMINAL_STATUSES:
-        return False  # a stale running write never resurrects a finished run
-    return bool(record.updated_at >= float(stored.get("updated_at") or 0.0))
+    return _rank(record.status, len(record.events), record.updated_at) >= _rank(
+        stored.get("status"),
+        int(stored.get("event_count") or 0),
+        float(stored.get("updated_at") or 0.0),
+    )
 
 
 def _better(a: RunRecord, b: RunRecord) -> RunRecord:
@@ -315,7 +359,8 @@ def _better(a: RunRecord, b: RunRecord) -> RunRecord:
         return a if a.finished else b
     if a.finished:
         return b  # both terminal: the later one in the batch
-    return b if b.updated_at >= a.updated_at else a
+    rank_a = _rank(a.status, len(a.events), a.updated_at)
+    return b if _rank(b.status, len(b.events), b.updated_at) >= rank_a else a
 
 
 def _status(value: Any) -> RunStatus:
@@ -346,6 +391,7 @@ class CouchStore:
         chunk_bytes: int = 1_000_000,
         request_timeout_s: float = 120.0,
         find_page: int = 200,
+        inline_bytes: int = 256 * 1024,
     ) -> None:
         if chunk_bytes < _MIN_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be at least {_MIN_CHUNK_BYTES}")
@@ -358,6 +404,16 @@ class CouchStore:
         self._budget = chunk_bytes - _DOC_OVERHEAD
         self._timeout = request_timeout_s
         self._find_page = find_page
+        self.inline_bytes = inline_bytes
+        """A trace whose encoding fits in this (and in half a run doc) stays in the run doc."""
+        self._known: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        """Run id -> what this store last wrote or read of its run doc (``_META_KEYS``).
+
+        A hint, never trusted for correctness: a stale ``_rev`` only costs a
+        conflict and a read. Dropping a write because of it is safe because what
+        it holds was stored once, and a stored run only ever moves up the
+        ``_wins`` order (until it is deleted, which forgets it here).
+        """
         self._couch: Any = None
         self._db: Any = None
 
@@ -485,88 +541,115 @@ class CouchStore:
         for record in records:
             current = latest.get(record.run_id)
             latest[record.run_id] = record if current is None else _better(current, record)
-        pending = list(latest.values())
+        pending = [self._plan(record) for record in latest.values()]
+        must_read: set[str] = set()
         for _ in range(_MAX_ROUNDS):
             if not pending:
                 return
-            pending = await self._write_round(pending)
+            pending = await self._write_round(pending, must_read)
         raise CouchStoreError(
             f"{len(pending)} run(s) still conflicting after {_MAX_ROUNDS} rounds: "
-            + ", ".join(r.run_id for r in pending[:5])
+            + ", ".join(p.record.run_id for p in pending[:5])
         )
 
-    async def _write_round(self, records: list[RunRecord]) -> list[RunRecord]:
-        """One read-merge-write pass; returns the records that lost a ``_rev`` race."""
-        stored_docs = await self._docs_by_id([r.run_id for r in records])
-        plans = [
-            self._plan(record, stored_docs.get(record.run_id))
-            for record in records
-            if _wins(record, stored_docs.get(record.run_id))
-        ]
-        if not plans:
-            return []
-        wanted = {doc_id for plan in plans for doc_id in plan.docs}
-        old = {
-            doc_id for plan in plans for doc_id in _referenced_ids(plan.record.run_id, plan.stored)
-        }
-        revs = await self._revs_by_id(wanted | old)
+    def _remember(self, run_id: str, meta: dict[str, Any] | None) -> None:
+        if meta is None:
+            self._known.pop(run_id, None)
+            return
+        self._known[run_id] = meta
+        self._known.move_to_end(run_id)
+        while len(self._known) > _META_CACHE_SIZE:
+            self._known.popitem(last=False)
 
-        # 1. chunks and parts the run docs will name, if not stored yet. They are
-        #    named by their content, so "already there" (409) is as good as written.
+    async def _write_round(self, plans: list[_Plan], must_read: set[str]) -> list[_Plan]:
+        """One merge-write pass; returns the plans that lost a ``_rev`` race.
+
+        What is stored of a run comes from ``_known`` (what this store last wrote
+        or read of it), from a read (after a conflict, and before the chunks of a
+        big trace are written, so a losing write leaves none behind), or stays
+        unknown: a small run unknown here is written without ``_rev`` (a new run
+        costs that one request); if it exists, the conflict sends it round again
+        with a read.
+        """
+        stored: dict[str, dict[str, Any] | None] = {}
+        to_read: list[str] = []
+        for plan in plans:
+            run_id = plan.record.run_id
+            if run_id in must_read or (plan.docs and run_id not in self._known):
+                to_read.append(run_id)
+            elif run_id in self._known:
+                stored[run_id] = self._known[run_id]
+        if to_read:
+            found = await self._docs_by_id(to_read)
+            for run_id in to_read:
+                doc = found.get(run_id)
+                stored[run_id] = None if doc is None else _meta(doc)
+                self._remember(run_id, stored[run_id])
+            must_read.difference_update(to_read)
+        # A run whose stored version beats the record is left alone: nothing is written.
+        live = [p for p in plans if _wins(p.record, stored.get(p.record.run_id))]
+        if not live:
+            return []
+        named = {
+            p.record.run_id: _referenced_ids(p.record.run_id, stored.get(p.record.run_id))
+            for p in live
+        }
+
+        # 1. chunks and parts the run docs will name, if the stored run doc does not
+        #    name them already. They are named by their content, so "already there"
+        #    (409, e.g. left by an out-raced write) is as good as written.
         missing = [
             ({"_id": doc_id, **body}, plan.sizes[doc_id])
-            for plan in plans
+            for plan in live
             for doc_id, body in plan.docs.items()
-            if doc_id not in revs
+            if doc_id not in named[plan.record.run_id]
         ]
-        docs = [doc for doc, _ in missing]
-        results = await self._bulk(docs, [size for _, size in missing])
-        failed_runs: set[str] = set()
-        for doc, result in zip(docs, results, strict=True):
-            if "error" in result and result["error"] != "conflict":
-                failed_runs.add(doc["run_id"])
-                logger.warning("writing %s failed: %s", doc["_id"], result)
-        if failed_runs:
-            raise CouchStoreError(f"trace chunks of {sorted(failed_runs)} were refused")
+        if missing:
+            docs = [doc for doc, _ in missing]
+            results = await self._bulk(docs, [size for _, size in missing])
+            failed_runs: set[str] = set()
+            for doc, result in zip(docs, results, strict=True):
+                if "error" in result and result["error"] != "conflict":
+                    failed_runs.add(doc["run_id"])
+                    logger.warning("writing %s failed: %s", doc["_id"], result)
+            if failed_runs:
+                raise CouchStoreError(f"trace chunks of {sorted(failed_runs)} were refused")
 
-        # 2. the run docs; a conflict means someone wrote since we read: merge again.
+        # 2. the run docs; a conflict means someone wrote since we read (or the run
+        #    we did not know exists): read it and merge again.
         run_docs = []
-        for plan in plans:
-            doc = dict(plan.run_doc)
-            if plan.stored is not None:
-                doc["_rev"] = plan.stored["_rev"]
-            run_docs.append(doc)
-        results = await self._bulk(run_docs, [plan.run_doc_size for plan in plans])
-        conflicted: list[RunRecord] = []
-        written: list[_Plan] = []
-        for plan, result in zip(plans, results, strict=True):
+        for plan in live:
+            old = stored.get(plan.record.run_id)
+            run_docs.append(plan.run_doc if old is None else {**plan.run_doc, "_rev": old["_rev"]})
+        results = await self._bulk(run_docs, [plan.run_doc_size for plan in live])
+        conflicted: list[_Plan] = []
+        unused: set[str] = set()
+        for plan, result in zip(live, results, strict=True):
+            run_id = plan.record.run_id
             if "error" not in result:
-                written.append(plan)
+                self._remember(run_id, {**_meta(plan.run_doc), "_rev": result["rev"]})
+                unused |= named[run_id] - plan.docs.keys()
             elif result["error"] == "conflict":
-                conflicted.append(plan.record)
+                self._remember(run_id, None)
+                must_read.add(run_id)
+                conflicted.append(plan)
             else:
-                raise CouchStoreError(f"run {plan.record.run_id} was refused: {result}")
+                raise CouchStoreError(f"run {run_id} was refused: {result}")
 
-        # 3. what the new run docs no longer name (e.g. the previous tail chunk).
-        unused = [
-            {"_id": doc_id, "_rev": revs[doc_id], "_deleted": True}
-            for plan in written
-            for doc_id in _referenced_ids(plan.record.run_id, plan.stored) - set(plan.docs)
-            if doc_id in revs
-        ]
+        # 3. what the new run docs no longer name (e.g. the previous tail chunk, or
+        #    every chunk of a trace that now fits in the run doc).
         if unused:
-            for result in await self._bulk(unused):
+            revs = await self._revs_by_id(unused)
+            deletions = [{"_id": i, "_rev": r, "_deleted": True} for i, r in revs.items()]
+            for result in await self._bulk(deletions):
                 if "error" in result and result["error"] not in ("conflict", "not_found"):
                     logger.warning("deleting unused trace chunk failed: %s", result)
         return conflicted
 
-    def _plan(self, record: RunRecord, stored: dict[str, Any] | None) -> _Plan:
+    def _plan(self, record: RunRecord) -> _Plan:
         run_id = record.run_id
-        # Every chunk also carries the run id twice (in _id and run_id).
-        budget = self._budget - 2 * _utf8_len(_dumps(run_id))
-        chunks = _layout(run_id, record.events, budget)
-        docs = {_chunk_id(run_id, chunk.ref): chunk.body for chunk in chunks}
-        sizes = {_chunk_id(run_id, chunk.ref): chunk.size + _DOC_OVERHEAD for chunk in chunks}
+        docs: dict[str, dict[str, Any]] = {}
+        sizes: dict[str, int] = {}
         run_doc: dict[str, Any] = {
             "_id": run_id,
             "type": RUN_TYPE,
@@ -583,26 +666,61 @@ class CouchStore:
             "input": record.input,
             "result": record.result,
             "options": record.options,
-            "trace": [chunk.ref for chunk in chunks],
         }
         if record.finished_at is not None:
             run_doc["finished_at"] = record.finished_at
             run_doc["finished_at_iso"] = _iso(record.finished_at)
         for name in ("owner", "agent", "error", "input", "result", "options"):
             run_doc[name] = _clean(run_doc[name])
-        run_doc_size = self._spill(run_doc, docs, sizes)
-        return _Plan(record, run_doc, run_doc_size + _DOC_OVERHEAD, docs, sizes, stored)
+
+        # A small trace stays in the run doc: one document per run.
+        inline: list[list[Any]] | None = []
+        events_size = 2  # '[]'
+        limit = min(self.inline_bytes, self._budget // 2)
+        for event in record.events:
+            entry, entry_size, _, _ = _event_entry(event)
+            events_size += entry_size + 1  # the comma (one too many: an upper bound)
+            if events_size > limit:
+                inline = None
+                break
+            cast(list[list[Any]], inline).append(entry)
+        run_doc_size = 0
+        if inline is not None:
+            snapshot = dict(run_doc)
+            try:
+                run_doc_size = self._spill(run_doc, docs, sizes, len(',"events":') + events_size)
+            except CouchStoreError:  # not even the summary fits beside the events
+                run_doc, inline = snapshot, None
+                docs.clear()
+                sizes.clear()
+        if inline is None:
+            # Every chunk also carries the run id twice (in _id and run_id).
+            budget = self._budget - 2 * _utf8_len(_dumps(run_id))
+            chunks = _layout(run_id, record.events, budget)
+            for chunk in chunks:
+                docs[_chunk_id(run_id, chunk.ref)] = chunk.body
+                sizes[_chunk_id(run_id, chunk.ref)] = chunk.size + _DOC_OVERHEAD
+            run_doc["trace"] = [chunk.ref for chunk in chunks]
+            run_doc_size = self._spill(run_doc, docs, sizes)
+        else:
+            run_doc["events"] = inline
+        return _Plan(record, run_doc, run_doc_size + _DOC_OVERHEAD, docs, sizes)
 
     def _spill(
-        self, run_doc: dict[str, Any], docs: dict[str, dict[str, Any]], sizes: dict[str, int]
+        self,
+        run_doc: dict[str, Any],
+        docs: dict[str, dict[str, Any]],
+        sizes: dict[str, int],
+        extra: int = 0,
     ) -> int:
         """Move the biggest of ``SPILLABLE_FIELDS`` to parts until the run doc fits.
 
-        Returns the run doc's encoded size.
+        ``extra``: the encoded size of what will still be added to the run doc
+        (its inline events). Returns the run doc's encoded size, ``extra`` included.
         """
         run_id = run_doc["run_id"]
         spilled: dict[str, Any] = {}
-        while (size := _utf8_len(_dumps(run_doc))) > self._budget:
+        while (size := _utf8_len(_dumps(run_doc)) + extra) > self._budget:
             field_sizes = {
                 name: _utf8_len(_dumps(run_doc[name]))
                 for name in SPILLABLE_FIELDS
@@ -633,6 +751,7 @@ class CouchStore:
             run_doc = (await self._docs_by_id([run_id])).get(run_id)
             if run_doc is None or run_doc.get("type") != RUN_TYPE:
                 return None
+            self._remember(run_id, _meta(run_doc))
             record = await self._record(run_doc)
             if record is not None:
                 return record
@@ -642,14 +761,21 @@ class CouchStore:
 
     async def _record(self, run_doc: dict[str, Any]) -> RunRecord | None:
         run_id = run_doc["_id"]
-        refs = run_doc.get("trace", [])
+        inline = run_doc.get("events")
+        refs = [] if inline is not None else run_doc.get("trace", [])
         spilled = run_doc.get("spilled", {})
         ids = [_chunk_id(run_id, ref) for ref in refs]
         ids += [doc_id for part in spilled.values() for doc_id in part["ids"]]
         found = await self._docs_by_id(ids) if ids else {}
         if len(found) != len(ids):
             return None
-        events = _events_from_chunks(refs, [found[_chunk_id(run_id, ref)] for ref in refs])
+        if inline is not None:
+            events = [
+                Event(seq=seq, ts=float(ts), type=type_, data=data)
+                for seq, ts, type_, data in inline
+            ]
+        else:
+            events = _events_from_chunks(refs, [found[_chunk_id(run_id, ref)] for ref in refs])
         fields = dict(run_doc)
         for name, part in spilled.items():
             fields[name] = json.loads("".join(found[doc_id]["part"] for doc_id in part["ids"]))
@@ -753,6 +879,13 @@ class CouchStore:
     # --------------------------------------------------------------- deletes
 
     async def delete(self, run_id: str) -> bool:
+        self._remember(run_id, None)
+        try:
+            return await self._delete(run_id)
+        finally:
+            self._remember(run_id, None)
+
+    async def _delete(self, run_id: str) -> bool:
         for _ in range(_MAX_ROUNDS):
             # The run doc and everything named after it, orphans of an
             # interrupted write included.
@@ -795,6 +928,8 @@ class CouchStore:
 
     async def _delete_runs(self, run_docs: list[dict[str, Any]]) -> int:
         run_docs = [doc for doc in run_docs if doc.get("type") == RUN_TYPE]
+        for doc in run_docs:
+            self._remember(doc["_id"], None)
         parts = {doc_id for doc in run_docs for doc_id in _referenced_ids(doc["_id"], doc)}
         revs = await self._revs_by_id(parts)
         deletions = [{"_id": i, "_rev": r, "_deleted": True} for i, r in revs.items()]

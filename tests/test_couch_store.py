@@ -266,3 +266,186 @@ def test_unencodable_text_does_not_break_the_write(
     assert got is not None
     assert got.status == "error"
     assert got.events[0].data == {"s": "?"}
+
+
+def docs_of(http: httpx.Client, db: str, run_id: str) -> dict[str, dict[str, Any]]:
+    """The live documents of one run (its run doc, chunks and parts), by id."""
+    params = {
+        "include_docs": "true",
+        "startkey": json.dumps(run_id),
+        "endkey": json.dumps(f"{run_id}:\ufff0"),
+    }
+    rows = http.get(f"/{db}/_all_docs", params=params).json()["rows"]
+    return {row["id"]: row["doc"] for row in rows}
+
+
+def log_events(n: int, size: int = 500) -> tuple[Event, ...]:
+    return tuple(
+        Event(seq=i, ts=T0 + i / 100, type="log", data={"i": i, "t": "ü" * size})
+        for i in range(1, n + 1)
+    )
+
+
+@pytest.mark.timeout(60)
+def test_small_trace_is_one_document_and_round_trips(
+    stores: Callable[..., CouchStore],
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    http: httpx.Client,
+    couch_db_name: str,
+) -> None:
+    store = stores()
+    events = (
+        *log_events(10, 20),
+        Event(seq=11, ts=T0 + 1, type="done ✓", data={"nested": {"a": [1, 2.5, None]}}),
+    )
+    final = record("small", "success", events, result={"ok": True})
+    run(store.save(final))
+    docs = docs_of(http, couch_db_name, "small")
+    assert list(docs) == ["small"]
+    assert len(docs["small"]["events"]) == 11
+    assert "trace" not in docs["small"]
+    assert run(store.get("small")) == final
+    assert run(stores().get("small")) == final  # a store that never wrote it
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_of_new_small_runs_is_one_request(
+    stores: Callable[..., CouchStore], run: Callable[[Coroutine[Any, Any, Any]], Any]
+) -> None:
+    store = stores()
+    database = store._database()
+    calls: list[str] = []
+    for name in ("_bulk_docs", "_find"):
+        original = getattr(database, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kw)
+
+        setattr(database, name, counted)
+    post = database.all_docs.post
+
+    def counted_post(*args: Any, **kw: Any) -> Any:
+        calls.append("_all_docs")
+        return post(*args, **kw)
+
+    database.all_docs.post = counted_post
+    records = [record(f"n-{i:03d}", "success", log_events(11, 10)) for i in range(50)]
+    run(store.save_many(records))
+    assert calls == ["_bulk_docs"]
+    # Their stale checkpoints arriving afterwards cost nothing at all.
+    run(store.save_many([record(f"n-{i:03d}", "running", log_events(5, 10)) for i in range(50)]))
+    assert calls == ["_bulk_docs"]
+    assert [run(store.get(r.run_id)) for r in records[:3]] == records[:3]
+
+
+@pytest.mark.timeout(120)
+def test_live_run_grows_from_inline_to_chunks_without_losing_or_leaving_anything(
+    stores: Callable[..., CouchStore],
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    http: httpx.Client,
+    couch_db_name: str,
+) -> None:
+    # 8 KiB documents: a trace stays inline up to ~4 KB, ~7 KB per chunk.
+    store = stores(chunk_bytes=8192)
+    events = log_events(60, 500)
+    seen_chunks: set[str] = set()
+    for n in (1, 3, 4, 9, 10, 25, 26, 40, 59):
+        checkpoint = record("live", "running", events[:n], updated_at=T0 + n)
+        run(store.save(checkpoint))
+        assert run(store.get("live")) == checkpoint
+        docs = docs_of(http, couch_db_name, "live")
+        run_doc = docs.pop("live")
+        if n <= 3:
+            assert len(run_doc["events"]) == n
+            assert not docs
+        else:
+            assert "events" not in run_doc
+            assert set(docs) == {f"live:trace:{a}-{b}" for a, b in run_doc["trace"]}
+            seen_chunks |= set(docs)
+        assert max(encoded_size(d) for d in [run_doc, *docs.values()]) <= store.chunk_bytes
+    final = record("live", "success", events, updated_at=T0 + 99, result={"n": 60})
+    run(store.save(final))
+    for reader in (store, stores()):
+        got = run(reader.get("live"))
+        assert got == final
+        assert [e.seq for e in got.events] == list(range(1, 61))
+    docs = docs_of(http, couch_db_name, "live")
+    run_doc = docs.pop("live")
+    assert set(docs) == {f"live:trace:{a}-{b}" for a, b in run_doc["trace"]}
+    assert len(seen_chunks) > len(docs)  # tail chunks were replaced, and removed
+
+    # A terminal record whose trace fits inline replaces a chunked one: no chunk stays.
+    run(store.save(record("live", "error", events[:2], updated_at=T0 + 100)))
+    assert list(docs_of(http, couch_db_name, "live")) == ["live"]
+    assert run(stores().get("live")) == record("live", "error", events[:2], updated_at=T0 + 100)
+
+
+@pytest.mark.timeout(60)
+def test_delete_and_purge_remove_both_layouts(
+    stores: Callable[..., CouchStore],
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    http: httpx.Client,
+    couch_db_name: str,
+) -> None:
+    store = stores(chunk_bytes=8192)
+    small, big = log_events(2, 100), log_events(30, 500)
+    for prefix in ("del", "purge"):
+        run(
+            store.save_many(
+                [
+                    record(f"{prefix}-small", "success", small),
+                    record(f"{prefix}-big", "stopped", big),
+                ]
+            )
+        )
+    assert list(docs_of(http, couch_db_name, "del-small")) == ["del-small"]
+    assert len(docs_of(http, couch_db_name, "del-big")) > 3
+
+    for run_id in ("del-small", "del-big"):
+        assert run(store.delete(run_id)) is True
+        assert run(store.delete(run_id)) is False
+        assert docs_of(http, couch_db_name, run_id) == {}
+        assert run(store.get(run_id)) is None
+    # The same ids written again after the delete start afresh.
+    again = record("del-small", "running", small[:1])
+    run(store.save(again))
+    assert run(stores().get("del-small")) == again
+    assert run(store.delete("del-small")) is True
+
+    assert run(store.purge_older_than(T0 + 11)) == 2
+    assert all_docs(http, couch_db_name) == []
+
+
+@pytest.mark.timeout(60)
+def test_stale_running_writes_after_a_terminal_one_change_nothing(
+    stores: Callable[..., CouchStore],
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    http: httpx.Client,
+    couch_db_name: str,
+) -> None:
+    writer = stores(chunk_bytes=8192)
+    small, big = log_events(3, 100), log_events(40, 500)
+    finals = [
+        record("s", "success", small, updated_at=T0 + 5),
+        record("b", "stopped", big, updated_at=T0 + 5),
+    ]
+    run(writer.save_many(finals))
+    before = {d["_id"]: d["_rev"] for d in all_docs(http, couch_db_name)}
+    stale = [
+        record(run_id, "running", events, updated_at=T0 + 50)
+        for run_id, events in (("s", big), ("b", big + log_events(41)[40:]), ("s", small[:1]))
+    ]
+    # Through the store that knows the runs finished, and through one that must read.
+    for store in (writer, stores(chunk_bytes=8192)):
+        for stale_record in stale:
+            run(store.save(stale_record))
+        run(store.save_many(stale))
+        assert {d["_id"]: d["_rev"] for d in all_docs(http, couch_db_name)} == before
+        assert [run(store.get(r.run_id)) for r in finals] == finals
+
+    # Between two running versions, a stale one never shrinks the stored trace.
+    run(writer.save(record("r", "running", big[:20], updated_at=T0 + 20)))
+    run(stores(chunk_bytes=8192).save(record("r", "running", big[:2], updated_at=T0 + 30)))
+    run(writer.save(record("r", "running", big[:1], updated_at=T0 + 40)))
+    assert run(stores().get("r")) == record("r", "running", big[:20], updated_at=T0 + 20)
