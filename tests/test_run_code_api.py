@@ -242,3 +242,35 @@ def test_both_endpoints_are_in_the_openapi_schema(live: LiveServer) -> None:
         "max_duration_s",
     }
     assert request["required"] == ["code"]
+
+
+READ_FILES = """
+async def run(input_dict, ctx):
+    outcome = {}
+    for path in input_dict["paths"]:
+        try:
+            with open(path, "rb") as f:
+                outcome[path] = f"read {len(f.read())} bytes"
+        except OSError as exc:
+            outcome[path] = type(exc).__name__
+    return outcome
+"""
+
+
+@pytest.mark.timeout(30)
+def test_submitted_code_cannot_read_the_servers_store_or_session_key(
+    live: LiveServer, alice: httpx.Client
+) -> None:
+    from actors.code.sandbox import Unavailable, abi_version
+
+    try:
+        abi_version()  # the kernel decides what can be enforced
+    except Unavailable as exc:
+        pytest.skip(f"no Landlock here ({exc}); docs/run-code.md describes the fallback")
+    data_dir = live.settings.data_dir
+    private = [str(data_dir / "runs.sqlite3"), str(data_dir / "session.key")]
+    assert all(Path(p).exists() for p in private)  # they are there to be read
+    run_id = start_code(alice, READ_FILES, input_dict={"paths": private})
+    record = wait_finished(alice, run_id)
+    assert record["status"] == "success", record["error"]
+    assert record["result"] == {p: "PermissionError" for p in private}

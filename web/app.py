@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from actors.agents import AgentCatalog
 from actors.clock import Clock
-from actors.code.agent import make_code_agent
+from actors.code.agent import CodeSettings, make_code_agent
 from actors.runtime import Runtime, RuntimeConfig
 from persistence.actor import PersistenceActor
 from persistence.store import RunStore
@@ -80,7 +80,11 @@ def create_app(
             catalog=catalog,
             persistence=persistence,
             clock=clock,
-            code_agent=code_agent if code_agent is not None else make_code_agent(),
+            code_agent=code_agent
+            if code_agent is not None
+            # The data dir holds every user's runs and the session key: never readable
+            # by submitted code, wherever it lives.
+            else make_code_agent(CodeSettings(private_paths=(str(settings.data_dir.resolve()),))),
         )
         await runtime.start()
         tune_gc()

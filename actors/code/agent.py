@@ -14,7 +14,10 @@ coroutine:
    environment (``RUNYARD_TOKENS`` and friends never reach submitted code);
 2. sends the job over the socket of :mod:`actors.code.protocol`; the child
    lowers its own rlimits (address space, CPU seconds, file size, open
-   files, no core dumps) before it executes the code;
+   files, no core dumps) and locks itself in with Landlock
+   (:mod:`actors.code.sandbox`) before it executes the code, then reports
+   ``{"landlock": "abi N" | "unavailable: why"}``: a run without Landlock
+   gets a ``sandbox`` event saying so, and the server logs a warning once;
 3. relays every event frame to ``ctx.emit`` as it arrives, and the child's
    raw fd 1/2 output as ``stdout`` events;
 4. forwards a cooperative stop (``ctx.stopping``) to the child;
@@ -36,6 +39,7 @@ import asyncio
 import codecs
 import contextlib
 import functools
+import logging
 import math
 import os
 import shutil
@@ -46,7 +50,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from actors.code import protocol
 from actors.code.child import BOOTSTRAP, EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
@@ -60,6 +64,8 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 """The directory holding ``actors/``: the child imports :mod:`actors.code.child` from here."""
 STDERR_TAIL_BYTES = 2048
 REAP_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,15 @@ class CodeSettings:
     """The interpreter children run on (the server's own by default)."""
     exit_grace_s: float = 2.0
     """How long a child that reported its outcome may take to exit before it is killed."""
+    landlock: Literal["auto", "require", "off"] = "auto"
+    """Landlock in the child (:mod:`actors.code.sandbox`): ``"auto"`` applies it when the
+    kernel can and runs without it otherwise (the run gets a ``sandbox`` event saying
+    why); ``"require"`` ends such runs as ``error`` instead; ``"off"`` never applies it."""
+    private_paths: tuple[str, ...] = ()
+    """Paths the sandbox must keep out of reach on top of the server's source root
+    (e.g. the data directory): a read-only grant that would contain one is dropped."""
+    announce_sandbox: bool = False
+    """Give every run a ``sandbox`` event, not only the runs without Landlock."""
 
 
 class ChildCrashed(Exception):
@@ -181,6 +196,7 @@ class CodeAgent:
             },
             "max_event_bytes": s.max_event_bytes,
             "max_result_bytes": s.max_result_bytes,
+            "sandbox": {"landlock": s.landlock, "hide": [PACKAGE_ROOT, *s.private_paths]},
         }
 
     # -- the run -------------------------------------------------------------
@@ -278,6 +294,11 @@ class CodeAgent:
                     ctx.emit(type_, **data)
                 except ValueError as exc:  # a type the ctx in the child would have refused
                     raise ChildProtocolError(f"the child sent an invalid event: {exc}") from None
+            elif kind == "sandbox":
+                status = str(message.get("landlock"))
+                _note_sandbox(status)
+                if s.announce_sandbox or not status.startswith("abi "):
+                    ctx.emit("sandbox", landlock=status)
             elif kind in ("result", "error", "stopped"):
                 return message
             else:
@@ -354,6 +375,25 @@ async def _forward_stop(ctx: RunContext, writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(ConnectionError, OSError):
         writer.write(protocol.encode({"t": "stop"}))
         await writer.drain()
+
+
+_sandbox_noted: set[bool] = set()
+
+
+def _note_sandbox(status: str) -> None:
+    """Log the first child's Landlock status; a warning (once) when children run without it."""
+    ok = status.startswith("abi ")
+    if ok in _sandbox_noted:
+        return
+    _sandbox_noted.add(ok)
+    if ok:
+        log.info("run-code children are sandboxed with Landlock (%s)", status)
+    else:
+        log.warning(
+            "run-code children run WITHOUT Landlock (%s): submitted code can read what the "
+            "server's user can read (docs/run-code.md, isolation)",
+            status,
+        )
 
 
 def _remove_later(loop: asyncio.AbstractEventLoop, workdir: str) -> None:

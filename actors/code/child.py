@@ -11,7 +11,10 @@ submitted code runs.
 ``main`` reads the job, lowers its own resource limits (soft = hard, so the
 submitted code cannot raise them back; done here rather than in a
 ``preexec_fn`` because that is unsafe in a threaded server and disables
-``vfork``), then:
+``vfork``), locks itself in with Landlock (:mod:`actors.code.sandbox`; while
+it is still the only thread, so every thread and process it starts later is
+locked in too) and sends a ``sandbox`` frame saying whether that worked,
+then:
 
 - replaces ``sys.stdout``/``sys.stderr`` with writers that send ``stdout``
   events (``{"stream": "stdout"|"stderr", "text": ...}``, one per line or
@@ -48,7 +51,7 @@ import types
 from collections.abc import Coroutine
 from typing import Any
 
-from actors.code import protocol
+from actors.code import protocol, sandbox
 from actors.context import StopRequested, check_event_type
 
 MODULE_NAME = "__agent__"
@@ -61,6 +64,7 @@ EXIT_OK = 0
 EXIT_BAD_JOB = 2
 EXIT_REPORT_FAILED = 70
 EXIT_OUT_OF_MEMORY = 71
+EXIT_NO_SANDBOX = 72
 """Exit codes the server explains; anything else is reported as the bare code."""
 
 BOOTSTRAP = (
@@ -271,6 +275,39 @@ def apply_limits(limits: dict[str, Any]) -> None:
             resource.setrlimit(which, (soft, want))
 
 
+def lock_in(channel: Channel, settings: dict[str, Any]) -> None:
+    """Apply Landlock as ``settings`` say and report the outcome in a ``sandbox`` frame.
+
+    ``settings``: ``landlock`` (``"auto"``: apply when the kernel can,
+    ``"require"``: refuse to run the code without it, ``"off"``) and
+    ``hide`` (paths no grant may contain).  Runs before any other thread
+    exists: Landlock restricts the calling thread and what it starts.
+    """
+    mode = settings.get("landlock", "auto")
+    if mode == "off":
+        status = "unavailable: turned off (CodeSettings.landlock)"
+    else:
+        hide = list(settings.get("hide") or ())
+        # The bootstrap put the package root on sys.path only to import this
+        # module; if it is still there, it is an install location (site-packages),
+        # not a source tree holding the data directory.
+        root = sys.argv[1] if len(sys.argv) > 1 else ""
+        if root and root not in sys.path and root not in hide:
+            hide.append(root)
+        status = sandbox.apply(os.getcwd(), hide)
+    channel.send({"t": "sandbox", "landlock": status})
+    if mode == "require" and not status.startswith("abi "):
+        channel.send(
+            {
+                "t": "error",
+                "type": "SandboxUnavailable",
+                "message": f"Landlock is required but {status}",
+                "traceback": "",
+            }
+        )
+        os._exit(EXIT_NO_SANDBOX)
+
+
 def _control(sock: socket.socket, ctx: ChildContext) -> None:
     """The control thread: stop frames set the flag; EOF means the server is gone."""
     try:
@@ -355,6 +392,7 @@ def main(fd: int) -> None:
         os._exit(EXIT_BAD_JOB)
     apply_limits(job.get("limits") or {})
     channel = Channel(sock, int(job["max_event_bytes"]))
+    lock_in(channel, job.get("sandbox") or {})
     ctx = ChildContext(channel, job["run_id"], job["user_id"], int(job.get("attempt", 0)))
 
     threading.stack_size(256 * 1024)

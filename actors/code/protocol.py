@@ -22,8 +22,10 @@ object whose ``"t"`` names the message:
 ``t``     direction          fields
 ========  =================  ==============================================
 job       server -> child    code, input, run_id, user_id, attempt, limits,
-                             max_event_bytes, max_result_bytes
+                             max_event_bytes, max_result_bytes, sandbox
 stop      server -> child    (none): set ``ctx.stopping``
+sandbox   child -> server    landlock: ``"abi N"`` or ``"unavailable: why"``;
+                             sent once, before any event
 event     child -> server    type, data
 result    child -> server    value
 error     child -> server    type, message, traceback
