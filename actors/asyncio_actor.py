@@ -19,6 +19,9 @@ Differences from ``ThreadingActor``, each on purpose:
 * A handler may return :class:`Forward` to hand the message, with the
   original asker's reply future, to another actor (Akka's ``forward``), or a
   coroutine to reply later without holding up the inbox (a "deferred reply").
+* A message sent on the loop to an idle actor is handled in the sender's step
+  (direct hand-off, see :class:`AsyncioInbox`): still one message at a time
+  and in order per sender, but without two trips around the event loop.
 """
 
 from __future__ import annotations
