@@ -55,8 +55,14 @@ class Outbox(Generic[T]):
 
     # -- consumer side -----------------------------------------------------
 
-    async def next_batch(self) -> list[T]:
-        """Everything queued now, waiting if nothing is; ``[]`` once closed and drained."""
+    async def next_batch(self, limit: int | None = None) -> list[T]:
+        """What is queued now (at most ``limit`` items), waiting if nothing is.
+
+        ``[]`` once closed and drained.  A consumer that writes each batch to a
+        slow socket should pass a ``limit``: what it has taken is no longer
+        counted against ``max_queue``, so taking everything at once would let
+        a stalled reader pin a second queue's worth of data in flight.
+        """
         while not self._items:
             if self._closed:
                 return []
@@ -65,9 +71,12 @@ class Outbox(Generic[T]):
                 await self._waiter
             finally:
                 self._waiter = None
-        items = list(self._items)
-        self._items.clear()
-        return items
+        if limit is None or len(self._items) <= limit:
+            items = list(self._items)
+            self._items.clear()
+            return items
+        popleft = self._items.popleft
+        return [popleft() for _ in range(limit)]
 
     def get_batch(self, timeout: float | None = None) -> list[T]:
         """``next_batch`` for a consumer on another thread; ``TimeoutError`` after ``timeout``.

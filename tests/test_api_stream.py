@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
 import random
+import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from actors.agents import builtin_catalog
+from actors.context import RunContext
 from tests.api_helpers import (
+    Frame,
     assert_error,
     done_of,
     frames,
@@ -20,7 +29,75 @@ from tests.api_helpers import (
     trace_seqs,
     wait_finished,
 )
-from tests.live_server import LiveServer, make_settings, wait_until
+from tests.live_server import TOKENS, LiveServer, make_settings, wait_until
+
+
+@contextmanager
+def stalled_stream(live: LiveServer, run_id: str) -> Iterator[http.client.HTTPResponse]:
+    """A stream on a socket with a small receive buffer, as a slow client's would be.
+
+    Loopback buffers otherwise autotune to tens of megabytes (``tcp_rmem``),
+    which would let a stalled reader absorb a whole run without ever lagging.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", live.port))
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+    conn.sock = sock
+    try:
+        conn.request(
+            "GET", f"/runs/{run_id}/stream", headers={"Authorization": f"Bearer {TOKENS['alice']}"}
+        )
+        yield conn.getresponse()
+    finally:
+        conn.close()
+
+
+def read_frame(response: http.client.HTTPResponse) -> str:
+    lines = []
+    while (line := response.readline().decode()) not in ("\n", ""):
+        lines.append(line)
+    return "".join(lines)
+
+
+def parse_frames(text: str) -> list[Frame]:
+    parsed = []
+    for block in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.split("\n") if ": " in line and line[0] != ":"
+        )
+        if "event" in fields:
+            parsed.append(Frame(fields["event"], fields.get("id", ""), json.loads(fields["data"])))
+    return parsed
+
+
+GATES: dict[str, asyncio.Event] = {}
+"""Bursts waiting to be released by a test (on the server's loop)."""
+
+
+async def gated_burst(input_dict: dict[str, Any], ctx: RunContext) -> Any:
+    """Waits until the test opens its gate, then emits ``n`` events as fast as it can.
+
+    So the burst reaches a subscriber that is already following live (a run
+    that finished before the stream opened would be a replay instead).
+    """
+    gate = GATES.setdefault(str(input_dict["gate"]), asyncio.Event())
+    ctx.emit("waiting")
+    await gate.wait()
+    n, pad = int(input_dict["n"]), "x" * int(input_dict["size"])
+    for i in range(1, n + 1):
+        ctx.emit("chat", i=i, pad=pad)
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+    return {"sent": n}
+
+
+def open_gate(live: LiveServer, name: str) -> None:
+    def release() -> None:
+        GATES.setdefault(name, asyncio.Event()).set()
+
+    live.gateway.runtime.loop.call_soon_threadsafe(release)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +105,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     settings = make_settings(
         Path(tmp_path_factory.mktemp("stream")), heartbeat_s=0.2, shutdown_grace_s=0.2
     )
-    with LiveServer(settings) as server:
+    catalog = builtin_catalog()
+    catalog.register("gated_burst", gated_burst)
+    with LiveServer(settings, catalog=catalog) as server:
         yield server
 
 
@@ -229,25 +308,28 @@ def test_heartbeat_comments_keep_an_idle_stream_alive(live: LiveServer) -> None:
 
 @pytest.mark.timeout(40)
 def test_a_client_that_stops_reading_is_cut_off_with_lagged_then_resumes_exactly(
-    alice: httpx.Client,
+    live: LiveServer, alice: httpx.Client
 ) -> None:
     """The subscriber queue is bounded: a stalled reader gets ``lagged`` with its seq."""
-    n = 20_000  # 2 KB each: more than the socket buffers plus the 10,000-event queue
-    run_id = start(alice, "chatty", n=n, size=2000, batch=100)
-    with open_stream(alice, run_id) as es:
-        it = iter_frames(es)
-        assert next(it).event == "run"
+    n = 20_000  # 2 KB each: 40 MB, far more than a 32 KiB window plus the 10,000-event queue
+    gate = f"g{random.random()}"
+    run_id = start(alice, "gated_burst", gate=gate, n=n, size=2000)
+    with stalled_stream(live, run_id) as response:
+        assert response.status == 200
+        assert read_frame(response).startswith("event: run")
+        assert "event: waiting" in read_frame(response)  # following live now
+        open_gate(live, gate)
         # Stop reading until the run is over; the server must not wait for us.
         assert wait_finished(alice, run_id, 30)["status"] == "success"
-        first = list(it)
+        first = parse_frames(response.read().decode())
     lagged = first[-1]
     assert lagged.event == "lagged", [f.event for f in first[-2:]]
     assert lagged.data["last_seq"] == lagged.seq
     assert "Last-Event-ID" in lagged.data["message"]
     got = trace_seqs(first)
-    assert got == list(range(1, lagged.seq + 1))  # exactly what was delivered
+    assert got == list(range(2, lagged.seq + 1))  # exactly what was delivered after `waiting`
     assert lagged.seq < n
 
     rest = frames(alice, run_id, last_event_id=lagged.seq)
-    assert trace_seqs(rest) == list(range(lagged.seq + 1, n + 2))
+    assert trace_seqs(rest) == list(range(lagged.seq + 1, n + 3))  # `waiting`, n chats, done
     assert done_of(rest) == {"status": "success", "result": {"sent": n}, "error": None}

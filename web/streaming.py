@@ -19,6 +19,8 @@ from web.sse import SSE_HEADERS, encode_frame, heartbeat_event
 from web.wire import sse_event_frame
 
 REPLAY_CHUNK_BYTES = 64 * 1024
+LIVE_BATCH_ITEMS = 256
+"""Live events per send: the rest stay queued, where the subscription's bound applies."""
 RECONNECT_MS = 3000
 """``retry:`` hint sent with a ``closing`` frame: when an EventSource should come back."""
 
@@ -62,7 +64,7 @@ async def stream_subscription(
             yield "".join(parts).encode()
 
         while True:
-            items = await sub.next_batch()
+            items = await sub.next_batch(LIVE_BATCH_ITEMS)
             if not items:
                 return
             out: list[str] = []

@@ -19,7 +19,7 @@ from web.auth import CallerDep
 from web.errors import error_responses
 from web.gateway import Gateway, GatewayDep
 from web.sse import encode_frame
-from web.streaming import RECONNECT_MS, sse_response_kwargs
+from web.streaming import LIVE_BATCH_ITEMS, RECONNECT_MS, sse_response_kwargs
 from web.wire import summary_dict
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -45,7 +45,7 @@ async def _frames(gateway: Gateway, feed: Feed) -> AsyncIterator[bytes]:
     try:
         yield encode_frame("ready", {"user_id": feed.user_id})
         while True:
-            items = await feed.next_batch()
+            items = await feed.next_batch(LIVE_BATCH_ITEMS)
             if not items:
                 return
             out = []
