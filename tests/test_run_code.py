@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ import pytest
 
 from actors.code import protocol
 from actors.code.agent import CodeAgent, CodeSettings, make_code_agent
+from actors.code.pool import WorkerPool
 from actors.code.validate import InvalidCode, check_code
 from actors.errors import InvalidRequest
 from actors.messages import Finished, StartRun, StopRun, Subscribe
@@ -34,12 +36,15 @@ SETTINGS = CodeSettings(memory_mib=256)
 
 @asynccontextmanager
 async def code_runtime(settings: CodeSettings = SETTINGS) -> AsyncIterator[Runtime]:
-    runtime = Runtime(config(stop_grace_s=STOP_GRACE_S), code_agent=make_code_agent(settings))
+    factory = make_code_agent(settings)
+    runtime = Runtime(config(stop_grace_s=STOP_GRACE_S), code_agent=factory)
     await runtime.start()
+    await factory.start()  # the runs below get pre-started children (pool_size > 0)
     try:
         yield runtime
     finally:
         await runtime.shutdown(grace_s=0.5)
+        await factory.aclose()
 
 
 async def run_code(
@@ -540,3 +545,112 @@ def test_cpu_limit_follows_max_duration() -> None:
         assert "CPU time limit exceeded (1 s)" in record.error
 
     in_runtime(body, CodeSettings(memory_mib=256, cpu_s=1))
+
+
+# --------------------------------------------------------------------------
+# The pool of pre-started, single-use children
+
+
+def pool_of(runtime: Runtime) -> WorkerPool:
+    pool = runtime._code_agent.pool
+    assert isinstance(pool, WorkerPool)
+    return pool
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+PID_AGENT = """
+import os
+
+async def run(input_dict, ctx):
+    ctx.emit("hello")
+    return {"pid": os.getpid(), "cwd": os.getcwd(), "home": os.environ["HOME"],
+            "env": dict(os.environ)}
+"""
+
+
+@pytest.mark.timeout(20)
+def test_a_run_takes_a_pre_started_child_which_serves_only_it_and_is_replaced() -> None:
+    async def body(runtime: Runtime) -> None:
+        pool = pool_of(runtime)
+        await wait_until(lambda: len(pool.idle_pids) == 2)
+        idle = pool.idle_pids
+        record, _ = await run_code(runtime, PID_AGENT, env={"GREETING": "hi"})
+        assert record.status == "success", record.error
+        result = record.result
+        assert isinstance(result, dict)
+        assert result["pid"] in idle
+        # The per-run part happened after the job arrived: its own directory and env.
+        assert result["cwd"] == result["home"] != "/"
+        assert result["env"] == {
+            "HOME": result["home"],
+            "TMPDIR": result["home"],
+            "LANG": "C.UTF-8",
+            "GREETING": "hi",
+        }
+        # Single use: the child is gone after its run, and the pool is topped up.
+        await wait_until(lambda: gone(result["pid"]))
+        await wait_until(lambda: len(pool.idle_pids) == 2 and result["pid"] not in pool.idle_pids)
+        second, _ = await run_code(runtime, PID_AGENT)
+        assert isinstance(second.result, dict)
+        assert second.result["pid"] != result["pid"]
+        assert second.result["cwd"] != result["cwd"]
+
+    in_runtime(body)
+
+
+@pytest.mark.timeout(20)
+def test_a_child_that_died_while_idle_is_replaced_and_never_handed_to_a_run() -> None:
+    async def body(runtime: Runtime) -> None:
+        pool = pool_of(runtime)
+        await wait_until(lambda: len(pool.idle_pids) == 2)
+        victim = pool.idle_pids[0]
+        os.kill(victim, signal.SIGKILL)
+        record, _ = await run_code(runtime, PID_AGENT)  # at once: no waiting for the watcher
+        assert record.status == "success", record.error
+        assert isinstance(record.result, dict)
+        assert record.result["pid"] != victim
+        await wait_until(lambda: gone(victim))
+        await wait_until(lambda: len(pool.idle_pids) == 2 and victim not in pool.idle_pids)
+        # Every idle child dead: the run spawns its own and still succeeds.
+        for pid in pool.idle_pids:
+            os.kill(pid, signal.SIGKILL)
+        record, _ = await run_code(runtime, PID_AGENT)
+        assert record.status == "success", record.error
+
+    in_runtime(body)
+
+
+@pytest.mark.timeout(20)
+def test_pool_size_zero_spawns_a_child_per_run() -> None:
+    async def body(runtime: Runtime) -> None:
+        assert runtime._code_agent.pool is None
+        record, events = await run_code(runtime, PID_AGENT, env={"GREETING": "hi"})
+        assert record.status == "success", record.error
+        assert isinstance(record.result, dict)
+        assert record.result["env"]["GREETING"] == "hi"
+        assert record.result["cwd"] == record.result["home"]
+        assert of_type(events, "hello") == [{}]
+
+    in_runtime(body, CodeSettings(memory_mib=256, pool_size=0))
+
+
+@pytest.mark.timeout(20)
+def test_closing_the_factory_kills_and_reaps_the_idle_children() -> None:
+    async def main() -> None:
+        factory = make_code_agent(SETTINGS)
+        await factory.start()
+        assert factory.pool is not None
+        pids = factory.pool.idle_pids
+        assert len(pids) == 2
+        await factory.aclose()
+        assert factory.pool.idle_pids == []
+        assert all(gone(pid) for pid in pids)  # reaped, not zombies
+
+    asyncio.run(main())

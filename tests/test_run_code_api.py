@@ -7,6 +7,7 @@ these tests also cover the default wiring.  Child-process behaviour in depth
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from actors.code.agent import CodeSettings, make_code_agent
 from tests.api_helpers import Frame, get_run, iter_frames, wait_finished
 from tests.live_server import TOKENS, LiveServer, make_settings, wait_until
 
@@ -274,3 +276,28 @@ def test_submitted_code_cannot_read_the_servers_store_or_session_key(
     record = wait_finished(alice, run_id)
     assert record["status"] == "success", record["error"]
     assert record["result"] == {p: "PermissionError" for p in private}
+
+
+@pytest.mark.timeout(30)
+def test_server_shutdown_kills_and_reaps_the_idle_pre_started_children(tmp_path: Path) -> None:
+    factory = make_code_agent(CodeSettings(memory_mib=256, pool_size=2))
+    assert factory.pool is not None
+    pool = factory.pool
+    with LiveServer(make_settings(tmp_path), code_agent=factory) as server:
+        with server.client("alice") as alice:
+            run_id = start_code(alice, TICKER, input_dict={"n": 1, "interval": 0})
+            assert wait_finished(alice, run_id)["status"] == "success"
+        # The first run started the pool; it is topped up in the background.
+        wait_until(lambda: len(pool.idle_pids) == 2, 10, "two idle children")
+        pids = pool.idle_pids
+        assert all(_alive(pid) for pid in pids)
+    assert pool.idle_pids == []
+    assert not any(_alive(pid) for pid in pids), "idle children outlived the server"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # gone, and reaped (a zombie would still answer)
+    return True

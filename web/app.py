@@ -75,18 +75,25 @@ def create_app(
         persistence: pykka.ActorRef[Any] = PersistenceActor.start(
             store or build_store(settings), linger_s=PERSISTENCE_LINGER_S
         )
+        runs_code = (
+            code_agent
+            if code_agent is not None
+            # The data dir holds every user's runs and the session key: never readable
+            # by submitted code, wherever it lives.
+            else make_code_agent(CodeSettings(private_paths=(str(settings.data_dir.resolve()),)))
+        )
         runtime = Runtime(
             runtime_config(settings),
             catalog=catalog,
             persistence=persistence,
             clock=clock,
-            code_agent=code_agent
-            if code_agent is not None
-            # The data dir holds every user's runs and the session key: never readable
-            # by submitted code, wherever it lives.
-            else make_code_agent(CodeSettings(private_paths=(str(settings.data_dir.resolve()),))),
+            code_agent=runs_code,
         )
         await runtime.start()
+        # Pre-start the run-code pool now, so the first submitted run is warm too.
+        prefill = getattr(runs_code, "start", None)
+        if prefill is not None:
+            await prefill()
         tune_gc()
         monitor = LoopMonitor()
         monitor.start()
@@ -98,6 +105,10 @@ def create_app(
         finally:
             await gateway.drain(settings.shutdown_grace_s)
             await runtime.shutdown(grace_s=0)
+            # Idle pre-started run-code children: killed and reaped, never orphaned.
+            aclose = getattr(runs_code, "aclose", None)
+            if aclose is not None:
+                await aclose()
             await monitor.stop()
 
     app = FastAPI(

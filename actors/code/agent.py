@@ -6,13 +6,17 @@ that carries ``code``; the agent it returns is supervised by a
 restarts, persistence and streaming need nothing special.  The agent's
 coroutine:
 
-1. spawns ``python -I -X utf8 -c BOOTSTRAP`` (:mod:`actors.code.child`) with
+1. takes a pre-started child from the pool (:mod:`actors.code.pool`,
+   ``CodeSettings.pool_size``), or when there is none, spawns
+   ``python -I -X utf8 -c BOOTSTRAP`` (:mod:`actors.code.child`) with
    ``asyncio.create_subprocess_exec`` (nothing blocks the loop), in a new
    session (its own process group), in a fresh temporary directory, with a
    minimal environment: ``HOME``/``TMPDIR`` (the temporary directory),
    ``LANG``, and the request's ``env``; nothing from the server's
    environment (``RUNYARD_TOKENS`` and friends never reach submitted code);
-2. sends the job over the socket of :mod:`actors.code.protocol`; the child
+2. sends the job over the socket of :mod:`actors.code.protocol`; the job
+   carries the run's environment and temporary directory, which the child
+   takes on first (a pre-started child was started without them); the child
    lowers its own rlimits (address space, CPU seconds, file size, open
    files, no core dumps) and locks itself in with Landlock
    (:mod:`actors.code.sandbox`) before it executes the code, then reports
@@ -44,16 +48,16 @@ import math
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from actors.code import protocol
-from actors.code.child import BOOTSTRAP, EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
+from actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
+from actors.code.pool import Worker, WorkerPool, spawn_worker
 from actors.code.validate import check_code, check_env
 from actors.context import Agent, RunContext, StopRequested
 from actors.messages import StartRun
@@ -99,6 +103,9 @@ class CodeSettings:
     (e.g. the data directory): a read-only grant that would contain one is dropped."""
     announce_sandbox: bool = False
     """Give every run a ``sandbox`` event, not only the runs without Landlock."""
+    pool_size: int = 2
+    """Idle, pre-started single-use children kept ready (:mod:`actors.code.pool`);
+    0 spawns a fresh child for each run instead."""
 
 
 class ChildCrashed(Exception):
@@ -129,23 +136,47 @@ def child_exception(name: str, message: str, child_traceback: str) -> ChildExcep
     return exc
 
 
-def make_code_agent(settings: CodeSettings | None = None) -> Callable[[StartRun], Agent]:
+def make_code_agent(settings: CodeSettings | None = None) -> CodeAgentFactory:
     """The registry's ``code_agent``: ``StartRun(code=...)`` -> a :class:`CodeAgent`.
 
     Refuses invalid code (:class:`~actors.code.validate.InvalidCode`, 422) and
-    an unusable ``env`` before a run exists, for internal callers too.
+    an unusable ``env`` before a run exists, for internal callers too.  The
+    factory owns the pool of pre-started children: ``await factory.aclose()``
+    at shutdown kills the idle ones.
     """
-    chosen = settings or CodeSettings()
+    return CodeAgentFactory(settings or CodeSettings())
 
-    def code_agent(msg: StartRun) -> Agent:
+
+class CodeAgentFactory:
+    """``StartRun`` -> :class:`CodeAgent`, sharing one :class:`~actors.code.pool.WorkerPool`."""
+
+    def __init__(self, settings: CodeSettings) -> None:
+        self.settings = settings
+        self.pool = WorkerPool(settings, PACKAGE_ROOT) if settings.pool_size > 0 else None
+
+    def __call__(self, msg: StartRun) -> Agent:
         if msg.code is None:
             msg_ = "StartRun carries no code"
             raise ValueError(msg_)
         check_code(msg.code)
         check_env(msg.env)
-        return CodeAgent(msg.code, env=msg.env, max_duration_s=msg.max_duration_s, settings=chosen)
+        return CodeAgent(
+            msg.code,
+            env=msg.env,
+            max_duration_s=msg.max_duration_s,
+            settings=self.settings,
+            pool=self.pool,
+        )
 
-    return code_agent
+    async def start(self) -> None:
+        """Pre-start the pool's idle children now (else the first run starts them)."""
+        if self.pool is not None:
+            await self.pool.start()
+
+    async def aclose(self) -> None:
+        """Kill and reap the idle pre-started children (runs in progress are not touched)."""
+        if self.pool is not None:
+            await self.pool.aclose()
 
 
 class CodeAgent:
@@ -158,8 +189,10 @@ class CodeAgent:
         env: Mapping[str, str] | None = None,
         max_duration_s: float | None = None,
         settings: CodeSettings | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.code = code
+        self.pool = pool
         self.env = dict(env or {})
         self.settings = settings or CodeSettings()
         self.cpu_s = self._cpu_limit(max_duration_s)
@@ -178,7 +211,7 @@ class CodeAgent:
         """The child's whole environment: a few basics and the request's ``env``."""
         return {"HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", **self.env}
 
-    def job(self, input_dict: dict[str, JSON], ctx: RunContext) -> dict[str, Any]:
+    def job(self, input_dict: dict[str, JSON], ctx: RunContext, workdir: str) -> dict[str, Any]:
         s = self.settings
         return {
             "t": "job",
@@ -197,6 +230,8 @@ class CodeAgent:
             "max_event_bytes": s.max_event_bytes,
             "max_result_bytes": s.max_result_bytes,
             "sandbox": {"landlock": s.landlock, "hide": [PACKAGE_ROOT, *s.private_paths]},
+            "workdir": workdir,
+            "env": self.child_env(workdir),
         }
 
     # -- the run -------------------------------------------------------------
@@ -205,33 +240,19 @@ class CodeAgent:
         s = self.settings
         loop = asyncio.get_running_loop()
         workdir = tempfile.mkdtemp(prefix="runyard-code-")
-        parent_sock, child_sock = socket.socketpair()
-        proc: asyncio.subprocess.Process | None = None
+        worker: Worker | None = None
         writer: asyncio.StreamWriter | None = None
         side: list[asyncio.Task[None]] = []
         stderr_tail = bytearray()
         try:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    s.python,
-                    "-I",
-                    "-X",
-                    "utf8",
-                    "-c",
-                    BOOTSTRAP,
-                    PACKAGE_ROOT,
-                    str(child_sock.fileno()),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    pass_fds=(child_sock.fileno(),),
-                    cwd=workdir,
-                    env=self.child_env(workdir),
-                    start_new_session=True,
+            if self.pool is not None:
+                worker = await self.pool.acquire()
+            if worker is None:
+                worker = await spawn_worker(
+                    s, PACKAGE_ROOT, cwd=workdir, env=self.child_env(workdir)
                 )
-            finally:
-                child_sock.close()
-            reader, writer = await asyncio.open_connection(sock=parent_sock, limit=1 << 20)
+            proc = worker.proc
+            reader, writer = await asyncio.open_connection(sock=worker.sock, limit=1 << 20)
             assert proc.stdout is not None
             assert proc.stderr is not None
             chunk = max(1024, min(64 * 1024, s.max_event_bytes // 4))
@@ -243,7 +264,7 @@ class CodeAgent:
 
             outcome: dict[str, Any] | None = None
             try:
-                writer.write(protocol.encode(self.job(input_dict, ctx)))
+                writer.write(protocol.encode(self.job(input_dict, ctx, workdir)))
                 await writer.drain()
                 outcome = await self._relay(reader, ctx)
             except (ConnectionError, OSError):
@@ -262,16 +283,17 @@ class CodeAgent:
         finally:
             for task in side:
                 task.cancel()
-            if proc is not None:
+            if worker is not None:
+                proc = worker.proc
                 _kill_group(proc.pid)
                 if proc.returncode is None:
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(REAP_TIMEOUT_S):
                             await proc.wait()
-            if writer is not None:
-                writer.close()
-            else:
-                parent_sock.close()
+                if writer is not None:
+                    writer.close()
+                else:
+                    worker.sock.close()
             _remove_later(loop, workdir)
 
     async def _relay(self, reader: asyncio.StreamReader, ctx: RunContext) -> dict[str, Any] | None:

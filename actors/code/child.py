@@ -8,7 +8,10 @@ Started by :class:`actors.code.agent.CodeAgent` as
 ``<package root>`` and takes that entry off ``sys.path`` again before the
 submitted code runs.
 
-``main`` reads the job, lowers its own resource limits (soft = hard, so the
+A child may be started ahead of its run (:mod:`actors.code.pool`): until
+the job arrives it only answers ``ping`` frames.  ``main`` reads the job,
+takes on the run's environment and temporary directory (:func:`enter_run`),
+lowers its own resource limits (soft = hard, so the
 submitted code cannot raise them back; done here rather than in a
 ``preexec_fn`` because that is unsafe in a threaded server and disables
 ``vfork``), locks itself in with Landlock (:mod:`actors.code.sandbox`; while
@@ -250,6 +253,31 @@ def _flush_streams() -> None:
         stream.flush()
 
 
+def enter_run(job: dict[str, Any]) -> None:
+    """Take on the run's environment and directory (a pre-started child had neither).
+
+    ``os.environ`` (and ``os.environb``, a separate mapping) become exactly the
+    job's ``env``; the process moves into the job's fresh ``workdir``.  Nothing
+    of the idle child's own start-up environment is left for the code to see.
+    """
+    env = job.get("env")
+    if isinstance(env, dict):
+        os.environb.clear()
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+        os.environb.update({k.encode(): v.encode() for k, v in os.environ.items()})
+        with contextlib.suppress(Exception):
+            import locale
+
+            locale.setlocale(locale.LC_CTYPE, "")
+        tempfile = sys.modules.get("tempfile")
+        if tempfile is not None:
+            vars(tempfile)["tempdir"] = None  # recomputed from the new TMPDIR
+    workdir = job.get("workdir")
+    if isinstance(workdir, str) and workdir:
+        os.chdir(workdir)
+
+
 def apply_limits(limits: dict[str, Any]) -> None:
     """Lower this process's rlimits (soft = hard: the code cannot raise them again)."""
     names = {
@@ -388,8 +416,12 @@ async def _call(run: Any, input_dict: dict[str, Any], ctx: ChildContext) -> Any:
 def main(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     job = protocol.recv_message(sock, JOB_LIMIT)
+    while job is not None and job.get("t") == "ping":  # a pool checking this child is alive
+        sock.sendall(protocol.encode({"t": "pong"}))
+        job = protocol.recv_message(sock, JOB_LIMIT)
     if job is None or job.get("t") != "job":
         os._exit(EXIT_BAD_JOB)
+    enter_run(job)
     apply_limits(job.get("limits") or {})
     channel = Channel(sock, int(job["max_event_bytes"]))
     lock_in(channel, job.get("sandbox") or {})

@@ -21,8 +21,12 @@ object whose ``"t"`` names the message:
 ========  =================  ==============================================
 ``t``     direction          fields
 ========  =================  ==============================================
+ping      server -> child    (none): a pre-started child answers ``pong``
+                             (:mod:`actors.code.pool`); only before the job
+pong      child -> server    (none)
 job       server -> child    code, input, run_id, user_id, attempt, limits,
-                             max_event_bytes, max_result_bytes, sandbox
+                             max_event_bytes, max_result_bytes, sandbox,
+                             workdir, env
 stop      server -> child    (none): set ``ctx.stopping``
 sandbox   child -> server    landlock: ``"abi N"`` or ``"unavailable: why"``;
                              sent once, before any event
