@@ -224,3 +224,47 @@ def test_rights_and_scopes_follow_the_abi() -> None:
 def test_settings_default_to_landlock() -> None:
     assert SETTINGS.landlock == "auto"
     assert CodeSettings().announce_sandbox is False
+
+
+PRELOAD_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void mark(void) {
+    const char *path = getenv("RUNYARD_TEST_MARK");
+    FILE *f = path ? fopen(path, "w") : NULL;
+    if (f) { fputs("loaded before the sandbox\n", f); fclose(f); }
+}
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pool_size", [0, 2])
+def test_a_request_env_cannot_load_code_before_the_sandbox(tmp_path: Path, pool_size: int) -> None:
+    """``LD_PRELOAD`` in the request's env must not run code ahead of Landlock.
+
+    The dynamic loader reads the environment a process is started with, so
+    children start with a neutral one and take the run's env from the job,
+    inside the already-running interpreter, pooled or not.
+    """
+    import shutil
+    import subprocess
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler to build the preload library")
+    source = tmp_path / "mark.c"
+    source.write_text(PRELOAD_C)
+    library = tmp_path / "libmark.so"
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60
+    )
+    mark = tmp_path / "mark.txt"
+    env = {"LD_PRELOAD": str(library), "RUNYARD_TEST_MARK": str(mark)}
+    code = "import os\nasync def run(input_dict, ctx):\n    return os.environ['LD_PRELOAD']\n"
+
+    async def body(runtime: Runtime) -> None:
+        record, _ = await run_code(runtime, code, env=env)
+        assert record.status == "success", record.error
+        assert record.result == str(library)  # the code still sees its env
+
+    in_runtime(body, CodeSettings(memory_mib=256, pool_size=pool_size))
+    assert not mark.exists(), "the preload library ran in the child before the sandbox"

@@ -57,7 +57,7 @@ from typing import Any, Literal
 
 from actors.code import protocol
 from actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
-from actors.code.pool import Worker, WorkerPool, spawn_worker
+from actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, spawn_worker
 from actors.code.validate import check_code, check_env
 from actors.context import Agent, RunContext, StopRequested
 from actors.messages import StartRun
@@ -248,9 +248,11 @@ class CodeAgent:
             if self.pool is not None:
                 worker = await self.pool.acquire()
             if worker is None:
-                worker = await spawn_worker(
-                    s, PACKAGE_ROOT, cwd=workdir, env=self.child_env(workdir)
-                )
+                # Started neutral, like a pooled child: the dynamic loader reads the
+                # env a process starts with, so the request's env (LD_PRELOAD...)
+                # arrives only with the job and is applied inside the running child;
+                # it then reaches only processes the code starts, which are sandboxed.
+                worker = await spawn_worker(s, PACKAGE_ROOT, cwd=IDLE_CWD, env=dict(IDLE_ENV))
             proc = worker.proc
             reader, writer = await asyncio.open_connection(sock=worker.sock, limit=1 << 20)
             assert proc.stdout is not None
