@@ -23,6 +23,8 @@ DOCUMENTED = [
     ("RUNYARD_DATA_DIR", "./runyard-data"),
     ("RUNYARD_COUCHDB_URL", "unset"),
     ("RUNYARD_COUCHDB_DB", "runyard_runs"),
+    ("RUNYARD_COUCHDB_USER", "unset"),
+    ("RUNYARD_COUCHDB_PASSWORD", "unset"),
     ("RUNYARD_TOKENS", "unset"),
     ("RUNYARD_TOKENS_FILE", "unset"),
     ("RUNYARD_RETENTION_S", "3600"),

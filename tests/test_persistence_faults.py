@@ -14,6 +14,8 @@ from httpx_sse import connect_sse
 
 from tests.couchdb_server import CouchServer
 from tests.live_server import LiveServer, make_settings, wait_until
+from web.app import create_app
+from web.config import ConfigError
 
 pytestmark = pytest.mark.couchdb
 
@@ -89,3 +91,29 @@ def test_runs_finishing_while_couchdb_is_down_all_arrive_once_it_is_back(
             assert doc["status"] == "success"
             assert doc["event_count"] == 21  # 20 ticks and done
         admin.close()
+
+
+@pytest.mark.timeout(60)
+def test_couchdb_credentials_can_come_as_separate_settings(
+    tmp_path: Path, couch_server: CouchServer, couch_db_name: str
+) -> None:
+    user, password = couch_server.auth
+    settings = make_settings(
+        tmp_path,
+        couchdb_url=couch_server.base_url,
+        couchdb_db=couch_db_name,
+        couchdb_user=user,
+        couchdb_password=password,
+    )
+    with LiveServer(settings) as server, server.client() as client:
+        assert client.get("/readyz").json()["detail"]["store"]["up"] is True
+        run_id = client.post("/runs", json={"agent": "echo", "input_dict": {"x": 1}}).json()[
+            "run_id"
+        ]
+        wait_until(lambda: stored_doc(couch_server, couch_db_name, run_id), 20, "the run stored")
+
+    both = make_settings(
+        tmp_path, couchdb_url=couch_server.url, couchdb_db=couch_db_name, couchdb_user=user
+    )
+    with pytest.raises(ConfigError, match="already carries credentials"):
+        create_app(both)

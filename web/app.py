@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pykka
 from fastapi import FastAPI
@@ -21,7 +22,7 @@ from actors.runtime import Runtime, RuntimeConfig
 from persistence.actor import PersistenceActor
 from persistence.store import RunStore
 from web.auth import Authenticator, install_auth
-from web.config import Settings
+from web.config import ConfigError, Settings
 from web.errors import install_error_handlers
 from web.gateway import Gateway
 from web.gc_tuning import tune_gc
@@ -43,10 +44,26 @@ def build_store(settings: Settings) -> RunStore:
     if settings.couchdb_url:
         from persistence.couch_store import CouchStore
 
-        return CouchStore(settings.couchdb_url, db=settings.couchdb_db)
+        return CouchStore(couchdb_url(settings), db=settings.couchdb_db)
     from persistence.sqlite_store import SQLiteStore
 
     return SQLiteStore(settings.data_dir / "runs.sqlite3")
+
+
+def couchdb_url(settings: Settings) -> str:
+    """The CouchDB URL, with RUNYARD_COUCHDB_USER/PASSWORD put in when they are set."""
+    url = settings.couchdb_url or ""
+    if settings.couchdb_user is None:
+        return url
+    parts = urlsplit(url)
+    if parts.username is not None:
+        raise ConfigError(
+            "RUNYARD_COUCHDB_URL already carries credentials; drop them or RUNYARD_COUCHDB_USER"
+        )
+    auth = quote(settings.couchdb_user, safe="")
+    if settings.couchdb_password is not None:
+        auth += ":" + quote(settings.couchdb_password, safe="")
+    return urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
 
 
 def runtime_config(settings: Settings) -> RuntimeConfig:
@@ -69,6 +86,8 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     authenticator = Authenticator.from_settings(settings)
+    if settings.couchdb_url:
+        couchdb_url(settings)  # a bad credentials combination fails now, not at start-up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

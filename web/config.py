@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     couchdb_db: str = Field(
         default="runyard_runs", min_length=1, description="CouchDB database name."
     )
+    couchdb_user: str | None = Field(
+        default=None,
+        description="CouchDB user, for a URL without credentials (with RUNYARD_COUCHDB_PASSWORD).",
+    )
+    couchdb_password: str | None = Field(
+        default=None, repr=False, description="CouchDB password for RUNYARD_COUCHDB_USER."
+    )
     tokens: str | None = Field(
         default=None,
         repr=False,
@@ -139,7 +146,7 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-_SECRET_FIELDS = frozenset({"tokens", "couchdb_url"})
+_SECRET_FIELDS = frozenset({"tokens", "couchdb_url", "couchdb_password"})
 
 
 def _short(value: object, limit: int = 60) -> str:
