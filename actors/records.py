@@ -83,6 +83,35 @@ class RunRecord:
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    def replaces(
+        self, status: str | None, event_count: int = 0, updated_at: float = 0.0
+    ) -> bool:
+        """Whether this record may overwrite a version stored (or queued) as
+        ``status`` with ``event_count`` events, last written at ``updated_at``.
+
+        The one merge rule of every write path (memory, the write batch, both
+        stores), because writes of one run can arrive out of order: a
+        checkpoint taken before the run ended may land after its final record.
+
+        - nothing stored (``status`` None): yes;
+        - this record is terminal: yes (a terminal status always wins, and of
+          two terminal versions the later write);
+        - the stored one is terminal: no (a stale checkpoint never resurrects
+          a finished run);
+        - both ``running``: yes unless it would shrink the trace, or carry as
+          many events but be older.
+        """
+        if status is None or self.status in TERMINAL_STATUSES:
+            return True
+        if status in TERMINAL_STATUSES:
+            return False
+        return (len(self.events), self.updated_at) >= (event_count, updated_at)
+
+    def newest(self, other: RunRecord) -> RunRecord:
+        """Of two versions of this run, the one that must end up stored (``other``
+        is the later write)."""
+        return other if other.replaces(self.status, len(self.events), self.updated_at) else self
+
     def summary(self) -> RunSummary:
         return RunSummary(
             run_id=self.run_id,
