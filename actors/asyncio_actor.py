@@ -358,3 +358,16 @@ async def ask(ref: pykka.ActorRef[Any], message: Any, *, timeout: float | None =
         return await future
     async with asyncio.timeout(timeout):
         return await future
+
+
+def tell_stop(ref: pykka.ActorRef[Any]) -> None:
+    """Ask any actor to stop, without waiting: ``ref.stop(block=False)`` without
+    the two futures nobody would wait on (pykka's private stop message is used
+    here, and only here)."""
+    ref.tell(pykka_messages._ActorStop())
+
+
+async def ask_stop(ref: pykka.ActorRef[Any], *, timeout: float | None = None) -> None:
+    """Stop any actor (asyncio or threading) and await its ``on_stop`` from the loop,
+    without blocking it (``ref.stop()`` would block on a threading future)."""
+    await ask(ref, pykka_messages._ActorStop(), timeout=timeout)

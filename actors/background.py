@@ -42,8 +42,10 @@ class BackgroundRuntime:
         """Run a coroutine on the runtime's loop (e.g. iterating a subscription)."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def close(self, grace_s: float = 30.0) -> None:
-        """Shut the runtime down and end its thread."""
+    def close(self, grace_s: float | None = None) -> None:
+        """Shut the runtime down (``grace_s``: see :meth:`Runtime.shutdown`) and end its thread."""
+        if grace_s is None:
+            grace_s = self.runtime.config.shutdown_grace_s
         try:
             self.call(self.runtime.shutdown(grace_s=grace_s), timeout=grace_s + 60)
         finally:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.records import JSON
+
+if TYPE_CHECKING:
+    from actors.messages import StartRun
 
 
 class StopRequested(BaseException):
@@ -26,6 +29,22 @@ class StopRequested(BaseException):
 
 class Agent(Protocol):
     def __call__(self, input_dict: dict[str, JSON], ctx: RunContext) -> Awaitable[JSON]: ...
+
+
+class AgentFactory(Protocol):
+    """Makes the agent for a ``StartRun`` that carries its own code (run-code).
+
+    The registry calls it on the loop for every such start: it must be quick
+    and may raise :class:`~actors.errors.InvalidRequest` (a 4xx) to refuse the
+    code before a run exists.  ``start``/``aclose`` bracket the runtime's life
+    (pre-started workers, their clean-up).
+    """
+
+    def __call__(self, msg: StartRun) -> Agent: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 EmitSink = Callable[[str, dict[str, JSON]], int]

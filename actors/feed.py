@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from actors.messages import Closing, Lagged, RunChange
 from actors.outbox import Outbox
+from actors.stream_items import Closing, Lagged, RunChange
 
 FeedItem: TypeAlias = RunChange | Lagged | Closing
 

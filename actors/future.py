@@ -23,12 +23,17 @@ import contextlib
 import sys
 import threading
 from collections.abc import Generator
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, TypeAlias, TypeVar
 
 import pykka
-from pykka._types import OptExcInfo
 
 T = TypeVar("T")
+
+OptExcInfo: TypeAlias = tuple[
+    type[BaseException] | None, BaseException | None, TracebackType | None
+]
+"""What ``sys.exc_info()`` returns: the shape pykka's futures carry a failure in."""
 
 
 class BlockingGetOnLoop(RuntimeError):

@@ -1,9 +1,11 @@
-"""The runtime's public language.
+"""The runtime's public language: what you send the registry.
 
-Everything that crosses from one room to another (web -> registry, registry
--> run, run/registry -> persistence) is one of these frozen dataclasses.  An
-internal Python service drives runyard with exactly the same messages the
-HTTP layer sends, so there is one behaviour to test, not two.
+The web layer turns every HTTP request into one of these frozen dataclasses,
+and an internal Python service drives runyard with exactly the same messages,
+so there is one behaviour to test, not two.  The other two vocabularies have
+modules of their own, by audience: what a subscription delivers
+(:mod:`actors.stream_items`) and what the runtime says to the store
+(:mod:`actors.persistence_protocol`).
 
 How to send them: ``await ask(registry_ref, StartRun(...))`` on the runtime's
 event loop, or ``registry_ref.ask(StartRun(...), timeout=5)`` from any other
@@ -28,21 +30,18 @@ message                answered by                reply
 ``Introspect``         registry (admins only)     ``RegistrySnapshot``
 ``CheckHealth``        registry                   ``Health``
 ``Shutdown``           registry                   ``None`` once every run ended
-``SaveRuns``           persistence                tell; acks with ``RunsPersisted``
-``LoadRun`` ...        persistence                the store's answer
 =====================  =========================  ==============================
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from actors.records import JSON, RunRecord, RunStatus, RunSummary
+from actors.persistence_protocol import StoreHealth
+from actors.records import JSON, RunStatus, RunSummary
 
 if TYPE_CHECKING:
-    import pykka
-
     from actors.feed import Feed
     from actors.subscription import Subscription
 
@@ -145,7 +144,7 @@ class Subscribe:
     The run actor takes the replay slice and adds the subscriber in the same
     handler, so nothing is missed and nothing is duplicated in between.
     ``max_queue`` bounds the live queue; a subscriber that falls that far
-    behind gets :class:`Lagged` and is dropped.
+    behind gets :class:`~actors.stream_items.Lagged` and is dropped.
     """
 
     caller: Caller
@@ -242,10 +241,10 @@ class Shutdown:
     """Stop accepting runs, give live ones ``grace_s`` to finish, stop the rest.
 
     Stopped runs end with reason ``"server shutdown"``; open subscriptions get
-    :class:`Closing` so clients know to come back later.
+    :class:`~actors.stream_items.Closing` so clients know to come back later.
     """
 
-    grace_s: float = 30.0
+    grace_s: float
     reason: str = "server shutdown"
 
 
@@ -253,7 +252,7 @@ class Shutdown:
 class WatchRuns:
     """Follow the caller's run lifecycle (started, stopping, finished, deleted).
 
-    Reply: a :class:`~actors.feed.Feed` of :class:`RunChange`.  Changes are not
+    Reply: a :class:`~actors.feed.Feed` of :class:`~actors.stream_items.RunChange`.  Changes are not
     numbered: a watcher that reconnects lists the runs again, then watches.
     """
 
@@ -264,120 +263,3 @@ class WatchRuns:
 @dataclass(frozen=True, slots=True)
 class Unwatch:
     feed: Feed
-
-
-@dataclass(frozen=True, slots=True)
-class RunChange:
-    """One lifecycle change of one of the watcher's runs."""
-
-    kind: str
-    """``started``, ``stopping``, ``finished`` or ``deleted``."""
-    summary: RunSummary
-
-
-# --------------------------------------------------------------------------
-# What a subscription delivers after the replay
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """The run is over: the last item of a subscription."""
-
-    record: RunRecord
-
-
-@dataclass(frozen=True, slots=True)
-class Lagged:
-    """The subscriber fell behind and was cut off; resume with ``after_seq=last_seq``."""
-
-    last_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Closing:
-    """The server is shutting down; the run may go on elsewhere later."""
-
-    last_seq: int
-    reason: str
-
-
-# --------------------------------------------------------------------------
-# Run actor -> registry (internal)
-
-
-@dataclass(frozen=True, slots=True)
-class RunEnded:
-    """A run actor's last word: its final record, sent before it stops."""
-
-    record: RunRecord
-
-
-# --------------------------------------------------------------------------
-# Persistence
-
-
-@dataclass(frozen=True, slots=True)
-class SaveRuns:
-    """Write these records (batched); ack with :class:`RunsPersisted` to ``ack_to``.
-
-    A terminal record is never overwritten by a stale ``running`` one, in
-    either store.  Checkpoints of live runs use the same message.
-    """
-
-    records: tuple[RunRecord, ...]
-    ack_to: pykka.ActorRef[Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunsPersisted:
-    """The store has acknowledged these (run_id, status) versions."""
-
-    saved: tuple[tuple[str, RunStatus], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class LoadRun:
-    run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class QueryRuns:
-    """A page of one owner's stored runs, newest first, strictly after ``before``."""
-
-    owner: str
-    status: RunStatus | None = None
-    agent: str | None = None
-    limit: int = 50
-    before: tuple[float, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteStored:
-    run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecoverInterrupted:
-    """Mark runs a dead process left ``running`` as interrupted; reply: their ids."""
-
-    error: str = "interrupted: the server stopped before the run finished"
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeStored:
-    """Delete finished runs that finished before ``cutoff``; reply: how many."""
-
-    cutoff: float
-    batch: int = 500
-
-
-@dataclass(frozen=True, slots=True)
-class StoreStatus:
-    """Reply: :class:`StoreHealth`."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoreHealth:
-    up: bool
-    backlog: int
-    last_error: str | None

@@ -83,9 +83,7 @@ class RunRecord:
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    def replaces(
-        self, status: str | None, event_count: int = 0, updated_at: float = 0.0
-    ) -> bool:
+    def replaces(self, status: str | None, event_count: int = 0, updated_at: float = 0.0) -> bool:
         """Whether this record may overwrite a version stored (or queued) as
         ``status`` with ``event_count`` events, last written at ``updated_at``.
 

@@ -9,10 +9,16 @@ without a second round trip.
 Where a run is, by age:
 
 1. live: a :class:`~actors.run.RunActor` (``self._live``);
-2. finished, fresh: a plain record in ``self._cache`` for ``retention_s``,
-   and until the store has acknowledged it (nothing is evicted unsaved);
-3. older: only in the store, reached through the persistence actor by a
-   deferred reply, so a slow store never holds up the registry's inbox.
+2. finished, fresh: a plain record in the :class:`~actors.finished_cache.FinishedCache`
+   for ``retention_s``, and until the store has acknowledged it (nothing is
+   evicted unsaved);
+3. older: only in the store, reached through the store link
+   (:mod:`actors.store_link`) by a deferred reply, so a slow store never
+   holds up the registry's inbox.
+
+Everything the registry writes (a new run's ``running`` stub, a final
+record, a delete) goes through that same link, as do the run actors'
+checkpoints: one batched, acknowledged route to the store.
 """
 
 from __future__ import annotations
@@ -21,16 +27,15 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import pykka
-from pykka import messages as pykka_messages
 
 from actors.agents import AgentCatalog
-from actors.asyncio_actor import AsyncioActor, Forward, ask
+from actors.asyncio_actor import AsyncioActor, Forward, ask, tell_stop
 from actors.clock import Clock, SystemClock
-from actors.context import Agent
+from actors.config import RuntimeConfig
+from actors.context import Agent, AgentFactory
 from actors.cursor import decode_cursor, encode_cursor
 from actors.errors import (
     AlreadyFinished,
@@ -43,69 +48,47 @@ from actors.errors import (
     TooManyLiveRuns,
 )
 from actors.feed import Feed
+from actors.finished_cache import FinishedCache
 from actors.messages import (
     SYSTEM,
     Caller,
     CheckHealth,
     DeleteRun,
-    DeleteStored,
     Evict,
-    Finished,
     GetRun,
     Health,
     Introspect,
     ListRuns,
     LiveRunInfo,
-    LoadRun,
-    QueryRuns,
     RegistrySnapshot,
-    RunChange,
-    RunEnded,
     RunPage,
-    RunsPersisted,
     RunStarted,
-    SaveRuns,
     Shutdown,
     StartRun,
     StopRun,
-    StoreHealth,
-    StoreStatus,
     Subscribe,
     Unsubscribe,
     Unwatch,
     WatchRuns,
 )
+from actors.persistence_protocol import (
+    DeleteStored,
+    LoadRun,
+    QueryRuns,
+    RunsPersisted,
+    SaveRuns,
+    StoreHealth,
+    StoreStatus,
+)
 from actors.records import ALL_STATUSES, RunRecord, RunSummary
-from actors.run import LiveRun, RunActor, RunSettings
+from actors.run import LiveRun, RunActor, RunEnded, RunSettings
+from actors.stream_items import Finished
 from actors.subscription import Subscription
+from actors.watchers import Watchers
 
 logger = logging.getLogger("runyard.registry")
 
 MAX_PAGE = 1000
-
-PERSIST_BATCH_S = 0.02
-"""Records bound for the store wait this long on the loop, then cross in one message.
-
-Every message to the persistence thread is a lock, a wake-up and a GIL
-hand-over; one per batch costs what one per run would cost at a single run
-(LESSONS.md: one hop per batch is as fast as in-loop).  A run that finishes
-within the window crosses once, as its final record.
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySettings:
-    retention_s: float = 3600.0
-    stop_grace_s: float = 5.0
-    max_live_runs_per_user: int = 100
-    checkpoint_interval_s: float = 5.0
-    store_timeout_s: float = 10.0
-
-
-@dataclass(slots=True)
-class _Cached:
-    record: RunRecord
-    persisted: bool
 
 
 class RegistryActor(AsyncioActor):
@@ -113,27 +96,27 @@ class RegistryActor(AsyncioActor):
         self,
         *,
         catalog: AgentCatalog,
-        settings: RegistrySettings | None = None,
-        persistence: pykka.ActorRef[Any] | None = None,
+        config: RuntimeConfig | None = None,
+        store: pykka.ActorRef[Any] | None = None,
         clock: Clock | None = None,
-        code_agent: Any = None,
+        code_agent: AgentFactory | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """``store``: the :class:`~actors.store_link.StoreLink`; None keeps runs in
+        memory only.  ``code_agent`` makes the agent for ``StartRun(code=...)``
+        (the run-code feature); None refuses such starts."""
         super().__init__(loop=loop)
         self._catalog = catalog
-        self._settings = settings or RegistrySettings()
-        self._persistence = persistence
+        self._config = config or RuntimeConfig()
+        self._store = store
         self._clock = clock or SystemClock()
         self._code_agent = code_agent
-        """Makes the agent for ``StartRun(code=...)`` (the run-code feature), if any."""
         self._live: dict[str, LiveRun] = {}
-        self._cache: dict[str, _Cached] = {}
+        self._cache = FinishedCache(durable=store is None)
         self._live_per_user: Counter[str] = Counter()
         self._accepting = True
         self._idle: asyncio.Event | None = None
-        self._watchers: dict[str, dict[Feed, None]] = {}
-        self._outgoing: dict[str, RunRecord] = {}
-        self._outgoing_timer: asyncio.TimerHandle | None = None
+        self._watchers = Watchers()
 
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))
@@ -148,7 +131,7 @@ class RegistryActor(AsyncioActor):
             raise ShuttingDown("the server is shutting down; start the run again shortly")
         agent = self._resolve_agent(msg)
         user = msg.caller.user_id
-        cap = self._settings.max_live_runs_per_user
+        cap = self._config.max_live_runs_per_user
         if self._live_per_user[user] >= cap:
             raise TooManyLiveRuns(
                 f"{user!r} already has {cap} live runs, the limit; "
@@ -171,10 +154,10 @@ class RegistryActor(AsyncioActor):
                 "backoff_s": msg.restart.backoff_s,
             }
         settings = RunSettings(
-            stop_grace_s=self._settings.stop_grace_s,
+            stop_grace_s=self._config.stop_grace_s,
             max_duration_s=msg.max_duration_s,
             restart=msg.restart,
-            checkpoint_interval_s=self._settings.checkpoint_interval_s,
+            checkpoint_interval_s=self._config.checkpoint_interval_s,
             options=options,
         )
         live.ref = RunActor.start(
@@ -182,7 +165,7 @@ class RegistryActor(AsyncioActor):
             input=msg.input,
             agent=agent,
             registry=self.actor_ref,
-            persistence=self._persistence,
+            store=self._store,
             settings=settings,
             clock=self._clock,
             loop=self.actor_loop,
@@ -191,7 +174,7 @@ class RegistryActor(AsyncioActor):
         self._live_per_user[user] += 1
         if self._idle is not None:
             self._idle.clear()
-        if self._persistence is not None:
+        if self._store is not None:
             stub = RunRecord(
                 run_id=run_id,
                 owner=user,
@@ -202,7 +185,7 @@ class RegistryActor(AsyncioActor):
                 updated_at=started_at,
                 options=options,
             )
-            self._persist(stub)
+            self._store.tell(SaveRuns((stub,)))
         self._publish(user, "started", _live_summary(live))
         return RunStarted(run_id=run_id, status="running", started_at=started_at)
 
@@ -210,18 +193,16 @@ class RegistryActor(AsyncioActor):
         if msg.code is not None:
             if self._code_agent is None:
                 raise InvalidRequest("this runtime does not run submitted code")
-            agent: Agent = self._code_agent(msg)
-            return agent
+            return self._code_agent(msg)
         return self._catalog.get(msg.agent)
 
     # -- reading -----------------------------------------------------------
 
-    def _in_memory(self, caller: Caller, run_id: str) -> LiveRun | _Cached | None:
+    def _in_memory(self, caller: Caller, run_id: str) -> LiveRun | RunRecord | None:
         """The run if memory holds it, after the ownership check; None: ask the store."""
-        found: LiveRun | _Cached | None = self._live.get(run_id) or self._cache.get(run_id)
+        found: LiveRun | RunRecord | None = self._live.get(run_id) or self._cache.get(run_id)
         if found is not None:
-            owner = found.owner if isinstance(found, LiveRun) else found.record.owner
-            self._check_owner(caller, owner, run_id)
+            self._check_owner(caller, found.owner, run_id)
         return found
 
     def _get(self, msg: GetRun) -> Any:
@@ -230,7 +211,7 @@ class RegistryActor(AsyncioActor):
             assert found.ref is not None
             return Forward(found.ref, msg)
         if found is not None:
-            return found.record
+            return found
         return self._load_owned(msg.caller, msg.run_id)
 
     def _subscribe(self, msg: Subscribe) -> Any:
@@ -241,7 +222,7 @@ class RegistryActor(AsyncioActor):
             assert found.ref is not None
             return Forward(found.ref, msg)
         if found is not None:
-            return self._finished_subscription(found.record, msg.after_seq)
+            return self._finished_subscription(found, msg.after_seq)
         return self._subscribe_stored(msg)
 
     async def _subscribe_stored(self, msg: Subscribe) -> Subscription:
@@ -279,15 +260,15 @@ class RegistryActor(AsyncioActor):
         for live in self._live.values():
             if live.owner == user:
                 in_memory[live.run_id] = _live_summary(live)
-        for cached in self._cache.values():
-            if cached.record.owner == user:
-                in_memory[cached.record.run_id] = cached.record.summary()
+        for record in self._cache:
+            if record.owner == user:
+                in_memory[record.run_id] = record.summary()
         mine = [
             s
             for s in in_memory.values()
             if _matches(s, msg) and (before is None or _key(s) < before)
         ]
-        if self._persistence is None:
+        if self._store is None:
             return _page(mine, msg.limit)
         return self._list_with_store(msg, before, set(in_memory), mine)
 
@@ -330,7 +311,7 @@ class RegistryActor(AsyncioActor):
                 self._publish(found.owner, "stopping", _live_summary(found))
             return Forward(found.ref, msg)
         if found is not None:
-            raise _already_finished(found.record)
+            raise _already_finished(found)
         return self._stop_stored(msg)
 
     async def _stop_stored(self, msg: StopRun) -> Any:
@@ -343,12 +324,11 @@ class RegistryActor(AsyncioActor):
             raise StillRunning(f"run {msg.run_id} is still running; stop it first")
         if found is None:
             return self._delete_stored(msg)
-        del self._cache[msg.run_id]
-        # Not yet sent to the store: it must not arrive after the delete.
-        self._outgoing.pop(msg.run_id, None)
-        self._publish(found.record.owner, "deleted", found.record.summary())
-        if self._persistence is None:
+        self._cache.remove(msg.run_id)
+        self._publish(found.owner, "deleted", found.summary())
+        if self._store is None:
             return None
+        # Through the link: a write of this run still waiting there is dropped.
         return self._ask_store(DeleteStored(msg.run_id))
 
     async def _delete_stored(self, msg: DeleteRun) -> None:
@@ -366,88 +346,34 @@ class RegistryActor(AsyncioActor):
         self._live_per_user[live.owner] -= 1
         if self._live_per_user[live.owner] <= 0:
             del self._live_per_user[live.owner]
-        self._cache[record.run_id] = _Cached(record, persisted=False)
-        if self._persistence is not None:
-            self._persist(record)
+        self._cache.add(record)
+        if self._store is not None:
+            self._store.tell(SaveRuns((record,), ack_to=self.actor_ref))
         if live.ref is not None:
-            # A plain tell: ref.stop() would build two futures nobody waits on.
-            live.ref.tell(pykka_messages._ActorStop())
+            tell_stop(live.ref)
         self._publish(record.owner, "finished", record.summary())
         if not self._live and self._idle is not None:
             self._idle.set()
 
     def _persisted(self, msg: RunsPersisted) -> None:
-        for run_id, status in msg.saved:
-            cached = self._cache.get(run_id)
-            if cached is not None and cached.record.status == status:
-                cached.persisted = True
+        self._cache.stored(msg.saved)
 
     def _evict(self, msg: Evict) -> int:
-        durable = self._persistence is None
         if msg.run_id is not None:
-            cached = self._cache.get(msg.run_id)
-            if cached is not None and (cached.persisted or durable):
-                del self._cache[msg.run_id]
-                return 1
-            return 0
-        cutoff = self._clock.now() - self._settings.retention_s
-        expired = [
-            run_id
-            for run_id, c in self._cache.items()
-            if (c.persisted or durable)
-            and c.record.finished_at is not None
-            and c.record.finished_at <= cutoff
-        ]
-        for run_id in expired:
-            del self._cache[run_id]
-        return len(expired)
-
-    # -- to the store --------------------------------------------------------
-
-    def _persist(self, record: RunRecord) -> None:
-        waiting = self._outgoing.get(record.run_id)
-        if waiting is None or record.finished or not waiting.finished:
-            self._outgoing[record.run_id] = record
-        if self._outgoing_timer is None:
-            assert self.actor_loop is not None
-            self._outgoing_timer = self.actor_loop.call_later(PERSIST_BATCH_S, self._send_outgoing)
-
-    def _send_outgoing(self) -> None:
-        self._outgoing_timer = None
-        if not self._outgoing or self._persistence is None:
-            return
-        records = tuple(self._outgoing.values())
-        self._outgoing.clear()
-        if self._persistence.is_alive():
-            self._persistence.tell(SaveRuns(records, ack_to=self.actor_ref))
-
-    def on_stop(self) -> None:
-        if self._outgoing_timer is not None:
-            self._outgoing_timer.cancel()
-        self._send_outgoing()  # nothing bound for the store stays behind
+            return self._cache.evict(msg.run_id)
+        return self._cache.evict_finished_before(self._clock.now() - self._config.retention_s)
 
     # -- lifecycle feed ----------------------------------------------------
 
     def _watch(self, msg: WatchRuns) -> Feed:
         assert self.actor_loop is not None
-        feed = Feed(msg.caller.user_id, self.actor_loop, msg.max_queue)
-        self._watchers.setdefault(msg.caller.user_id, {})[feed] = None
-        return feed
+        return self._watchers.watch(msg.caller.user_id, self.actor_loop, msg.max_queue)
 
     def _unwatch(self, msg: Unwatch) -> None:
-        feeds = self._watchers.get(msg.feed.user_id)
-        if feeds is not None:
-            feeds.pop(msg.feed, None)
-            if not feeds:
-                del self._watchers[msg.feed.user_id]
+        self._watchers.unwatch(msg.feed)
 
     def _publish(self, user_id: str, kind: str, summary: RunSummary) -> None:
-        feeds = self._watchers.get(user_id)
-        if not feeds:
-            return
-        change = RunChange(kind=kind, summary=summary)
-        for feed in [f for f in feeds if not f.push(change)]:
-            del feeds[feed]
+        self._watchers.publish(user_id, kind, summary)
 
     # -- operators ---------------------------------------------------------
 
@@ -456,8 +382,8 @@ class RegistryActor(AsyncioActor):
             raise NotAdmin("only admins can introspect the registry")
         now = self._clock.now()
         by_status: Counter[str] = Counter({"running": len(self._live)})
-        for cached in self._cache.values():
-            by_status[cached.record.status] += 1
+        for record in self._cache:
+            by_status[record.status] += 1
         live = tuple(
             LiveRunInfo(
                 run_id=r.run_id,
@@ -473,7 +399,7 @@ class RegistryActor(AsyncioActor):
 
         async def with_backlog() -> RegistrySnapshot:
             backlog = 0
-            if self._persistence is not None:
+            if self._store is not None:
                 try:
                     health: StoreHealth = await self._ask_store(StoreStatus(), timeout=2.0)
                     backlog = health.backlog
@@ -491,7 +417,7 @@ class RegistryActor(AsyncioActor):
 
     async def _health(self, msg: CheckHealth) -> Health:
         store = None
-        if self._persistence is not None:
+        if self._store is not None:
             try:
                 store = await self._ask_store(StoreStatus(), timeout=2.0)
             except Exception as exc:
@@ -530,7 +456,7 @@ class RegistryActor(AsyncioActor):
             raise NotOwner(f"run {run_id} belongs to another user")
 
     async def _load_owned(self, caller: Caller, run_id: str) -> RunRecord:
-        if self._persistence is None:
+        if self._store is None:
             raise RunNotFound(f"no run {run_id}")
         record: RunRecord | None = await self._ask_store(LoadRun(run_id))
         if record is None:
@@ -539,10 +465,8 @@ class RegistryActor(AsyncioActor):
         return record
 
     async def _ask_store(self, message: Any, timeout: float | None = None) -> Any:
-        assert self._persistence is not None
-        return await ask(
-            self._persistence, message, timeout=timeout or self._settings.store_timeout_s
-        )
+        assert self._store is not None
+        return await ask(self._store, message, timeout=timeout or self._config.store_timeout_s)
 
     _handlers: dict[type, Any] = {
         StartRun: _start,

@@ -21,7 +21,7 @@ import logging
 import threading
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -31,18 +31,10 @@ from actors.clock import Clock
 from actors.context import Agent, RunContext, StopRequested
 from actors.errors import AlreadyFinished
 from actors.jsonsafe import dumps_safe
-from actors.messages import (
-    Finished,
-    GetRun,
-    RestartPolicy,
-    RunEnded,
-    SaveRuns,
-    StopAccepted,
-    StopRun,
-    Subscribe,
-    Unsubscribe,
-)
+from actors.messages import GetRun, RestartPolicy, StopAccepted, StopRun, Subscribe, Unsubscribe
+from actors.persistence_protocol import RunsPersisted, SaveRuns
 from actors.records import JSON, Event, RunRecord, RunStatus
+from actors.stream_items import Finished
 from actors.subscription import Subscription
 
 logger = logging.getLogger("runyard.run")
@@ -66,15 +58,27 @@ class LiveRun:
     trace_length: int = 0
     subscribers: int = 0
     stopping: bool = False
+    stored_events: int = 0
+    """How many of its events the store has acknowledged (its last checkpoint)."""
 
 
 @dataclass(frozen=True, slots=True)
 class RunSettings:
-    stop_grace_s: float = 5.0
-    max_duration_s: float | None = None
-    restart: RestartPolicy | None = None
-    checkpoint_interval_s: float = 5.0
-    options: dict[str, JSON] = field(default_factory=dict)
+    """One run's knobs: the runtime's (:class:`~actors.config.RuntimeConfig`) plus the
+    start request's.  No defaults here: the registry fills every field."""
+
+    stop_grace_s: float
+    max_duration_s: float | None
+    restart: RestartPolicy | None
+    checkpoint_interval_s: float
+    options: dict[str, JSON]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A run actor's last word to the registry: its final record, sent before it stops."""
+
+    record: RunRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +98,7 @@ class RunActor(AsyncioActor):
         input: dict[str, JSON],
         agent: Agent,
         registry: pykka.ActorRef[Any],
-        persistence: pykka.ActorRef[Any] | None,
+        store: pykka.ActorRef[Any] | None,
         settings: RunSettings,
         clock: Clock,
         loop: asyncio.AbstractEventLoop | None = None,
@@ -105,7 +109,7 @@ class RunActor(AsyncioActor):
         self._input = input
         self._agent = agent
         self._registry = registry
-        self._persistence = persistence
+        self._store = store
         self._settings = settings
         self._clock = clock
         self._trace: list[Event] = []
@@ -120,7 +124,7 @@ class RunActor(AsyncioActor):
         self._checkpoint_timer: asyncio.TimerHandle | None = None
         # Armed by the first event after a checkpoint, so a run that emits
         # nothing (100,000 sleepers) costs no timer at all.
-        self._checkpointing = persistence is not None and settings.checkpoint_interval_s > 0
+        self._checkpointing = store is not None and settings.checkpoint_interval_s > 0
         self._loop_thread: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -148,6 +152,8 @@ class RunActor(AsyncioActor):
             return self.record()
         if isinstance(message, _ChildExited):
             return self._finish(message)
+        if isinstance(message, RunsPersisted):
+            return self._stored(message)
         return super().on_receive(message)
 
     # -- events ------------------------------------------------------------
@@ -367,11 +373,15 @@ class RunActor(AsyncioActor):
 
     def _checkpoint(self) -> None:
         self._checkpoint_timer = None
-        if self._final is not None or self._persistence is None:
+        if self._final is not None or self._store is None:
             return
         if len(self._trace) > self._checkpointed_len:
             self._checkpointed_len = len(self._trace)
-            self._persistence.tell(SaveRuns((self.record(),)))
+            self._store.tell(SaveRuns((self.record(),), ack_to=self.actor_ref))
+
+    def _stored(self, msg: RunsPersisted) -> None:
+        for saved in msg.saved:
+            self.live.stored_events = max(self.live.stored_events, saved.event_count)
 
     # -- helpers -----------------------------------------------------------
 

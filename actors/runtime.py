@@ -1,10 +1,11 @@
 """``Runtime``: starts and stops the actor system on an event loop.
 
-The runtime owns the registry actor and the housekeeping timers (evicting
-expired finished runs from memory, purging old runs from the store).  It does
-not build the store: the caller hands it a persistence actor ref, so
-``actors`` never imports ``persistence`` (ARCHITECTURE.md: arrows point one
-way).  Without one, runs live in memory only.
+The runtime owns the registry actor, the store link (the one route to the
+store, :mod:`actors.store_link`) and the housekeeping timers (evicting expired
+finished runs from memory, purging old runs from the store).  It does not
+build the store: the caller hands it a persistence actor ref, so ``actors``
+never imports ``persistence`` (imports point one way; docs/design.md).
+Without one, runs live in memory only.
 
 On the loop::
 
@@ -20,30 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import pykka
-from pykka import messages as pykka_messages
 
 from actors.agents import AgentCatalog, builtin_catalog
-from actors.asyncio_actor import AsyncioActor, ask
+from actors.asyncio_actor import AsyncioActor, ask, ask_stop
 from actors.clock import Clock, SystemClock
-from actors.messages import Evict, PurgeStored, RecoverInterrupted, Shutdown
-from actors.registry import RegistryActor, RegistrySettings
+from actors.config import RuntimeConfig
+from actors.context import AgentFactory
+from actors.messages import Evict, Shutdown
+from actors.persistence_protocol import PurgeStored, RecoverInterrupted
+from actors.registry import RegistryActor
+from actors.store_link import StoreLink
 
 logger = logging.getLogger("runyard.runtime")
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeConfig:
-    retention_s: float = 3600.0
-    store_retention_s: float = 7 * 24 * 3600.0
-    stop_grace_s: float = 5.0
-    max_live_runs_per_user: int = 100
-    checkpoint_interval_s: float = 5.0
-    evict_interval_s: float = 30.0
-    purge_interval_s: float = 3600.0
 
 
 class Runtime:
@@ -54,7 +46,7 @@ class Runtime:
         catalog: AgentCatalog | None = None,
         persistence: pykka.ActorRef[Any] | None = None,
         clock: Clock | None = None,
-        code_agent: Any = None,
+        code_agent: AgentFactory | None = None,
         stop_persistence: bool = True,
     ) -> None:
         self.config = config or RuntimeConfig()
@@ -64,6 +56,7 @@ class Runtime:
         self._code_agent = code_agent
         self._stop_persistence = stop_persistence
         self._registry: pykka.ActorRef[RegistryActor] | None = None
+        self._store: pykka.ActorRef[StoreLink] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self.recovered: tuple[str, ...] = ()
@@ -96,15 +89,14 @@ class Runtime:
             if self.recovered:
                 logger.info("marked %d interrupted run(s) as error", len(self.recovered))
         config = self.config
+        if self.persistence is not None:
+            self._store = StoreLink.start(
+                self.persistence, write_window_s=config.write_window_s, loop=loop
+            )
         self._registry = RegistryActor.start(
             catalog=self.catalog,
-            settings=RegistrySettings(
-                retention_s=config.retention_s,
-                stop_grace_s=config.stop_grace_s,
-                max_live_runs_per_user=config.max_live_runs_per_user,
-                checkpoint_interval_s=config.checkpoint_interval_s,
-            ),
-            persistence=self.persistence,
+            config=config,
+            store=self._store,
             clock=self.clock,
             code_agent=self._code_agent,
             loop=loop,
@@ -118,8 +110,11 @@ class Runtime:
         """Send ``message`` to the registry and await its reply (loop side)."""
         return await ask(self.registry, message, timeout=timeout)
 
-    async def shutdown(self, grace_s: float = 30.0, reason: str = "server shutdown") -> None:
-        """Give live runs ``grace_s`` to finish, stop the rest, then stop every actor."""
+    async def shutdown(self, grace_s: float | None = None, reason: str = "server shutdown") -> None:
+        """Give live runs ``grace_s`` (default: the config's ``shutdown_grace_s``) to
+        finish, stop the rest, then stop every actor."""
+        if grace_s is None:
+            grace_s = self.config.shutdown_grace_s
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -127,18 +122,21 @@ class Runtime:
         try:
             if registry is not None and registry.is_alive():
                 await ask(registry, Shutdown(grace_s=grace_s, reason=reason))
-                await ask(registry, pykka_messages._ActorStop())
+                await ask_stop(registry)
         except pykka.ActorDeadError:
             # Torn down from outside: a forced exit (second signal) ends
             # ``asyncio.run``, which cancels every task, the registry's too.
             logger.warning("the registry stopped before an orderly shutdown")
         finally:
+            # The link hands what is still waiting to the persistence actor as it stops.
+            if self._store is not None and self._store.is_alive():
+                await ask_stop(self._store)
             # Whatever happened above, the persistence thread must stop: it is
             # not a daemon thread, so a live one keeps the process from exiting.
             persistence = self.persistence
             if persistence is not None and self._stop_persistence and persistence.is_alive():
                 # The persistence actor flushes its backlog in on_stop; its thread ends after.
-                await ask(persistence, pykka_messages._ActorStop())
+                await ask_stop(persistence)
             if AsyncioActor._default_loop is self._loop:
                 AsyncioActor.bind_loop(None)
 
@@ -160,6 +158,6 @@ class Runtime:
             self._registry.tell(Evict())
 
     def _purge(self) -> None:
-        if self.persistence is not None and self.persistence.is_alive():
+        if self._store is not None and self._store.is_alive():
             cutoff = self.clock.now() - self.config.store_retention_s
-            self.persistence.tell(PurgeStored(cutoff=cutoff))
+            self._store.tell(PurgeStored(cutoff=cutoff))

@@ -16,9 +16,9 @@ import asyncio
 from collections import deque
 from typing import TypeAlias
 
-from actors.messages import Closing, Finished, Lagged
 from actors.outbox import Outbox
 from actors.records import Event, RunStatus
+from actors.stream_items import Closing, Finished, Lagged
 
 Item: TypeAlias = Event | Finished | Lagged | Closing
 TERMINAL_ITEMS = (Finished, Lagged, Closing)

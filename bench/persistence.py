@@ -25,7 +25,7 @@ from typing import Any
 
 import pykka
 
-from actors.messages import RunsPersisted, SaveRuns
+from actors.persistence_protocol import RunsPersisted, SaveRuns
 from actors.records import Event, RunRecord
 from bench.common import ROOT, BenchFailure, Benchmark, Metric, Sizes
 from persistence.actor import PersistenceActor

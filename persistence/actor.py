@@ -6,12 +6,15 @@ store protocol is async (aiocouch), so the actor owns a private event loop
 in that same thread and runs each store call to completion on it; between
 calls the loop is idle and nothing else runs there.
 
-Writes are batched and never dropped: ``SaveRuns`` only merges records into
-a pending map; the map is written with ``save_many`` once the messages that
-were already queued have been merged (or when ``batch_max`` records are
-waiting).  A failed write keeps the records pending and retries with backoff
-from a timer, while the actor goes on answering reads; a read of a pending
-run answers from memory, so a run whose write is late is never "missing".
+Writes arrive batched (the runtime's store link, :mod:`actors.store_link`,
+sends one ``SaveRuns`` per group-commit window) and are never dropped: each
+is merged into a pending map, which is written with ``save_many`` once the
+messages already queued behind it have been merged too (or when
+``batch_max`` records are waiting), so a backlog that built up during a slow
+write goes out as one transaction, not one per window.  A failed write keeps
+the records pending and retries with backoff from a timer, while the actor
+goes on answering reads; a read of a pending run answers from memory, so a
+run whose write is late is never "missing".
 """
 
 from __future__ import annotations
@@ -30,18 +33,19 @@ from typing import Any, TypeVar
 import pykka
 
 from actors.errors import StoreUnavailable
-from actors.messages import (
+from actors.persistence_protocol import (
     DeleteStored,
     LoadRun,
     PurgeStored,
     QueryRuns,
     RecoverInterrupted,
     RunsPersisted,
+    Saved,
     SaveRuns,
     StoreHealth,
     StoreStatus,
 )
-from actors.records import Event, RunRecord, RunStatus, RunSummary
+from actors.records import Event, RunRecord, RunSummary
 from persistence.store import RunStore
 
 __all__ = ["PersistenceActor"]
@@ -88,7 +92,6 @@ class PersistenceActor(pykka.ThreadingActor):
         retry_max_s: float = 2.0,
         batch_max: int = 500,
         stop_timeout_s: float = 5.0,
-        linger_s: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_max < 1:
@@ -98,15 +101,6 @@ class PersistenceActor(pykka.ThreadingActor):
         self._retry_max_s = max(retry_max_s, retry_initial_s)
         self._batch_max = batch_max
         self._stop_timeout_s = stop_timeout_s
-        self._linger_s = linger_s
-        """How long the first write after idle waits for company (Kafka's linger.ms).
-
-        A run that finishes within it is written once, not as a ``running``
-        stub and then again; a burst shares one transaction.  Records wait in
-        memory meanwhile, readable through ``LoadRun``; ``batch_max`` still
-        flushes at once.
-        """
-        self._linger_timer: threading.Timer | None = None
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
@@ -140,10 +134,6 @@ class PersistenceActor(pykka.ThreadingActor):
     def _shutdown(self) -> None:
         """Final bounded flush, then close the store and the loop: no thread survives."""
         self._cancel_retry_timer()
-        linger, self._linger_timer = self._linger_timer, None
-        if linger is not None:
-            linger.cancel()
-            linger.join()
         loop = self._loop
         if loop is None:
             return
@@ -245,16 +235,11 @@ class PersistenceActor(pykka.ThreadingActor):
     # ---------------------------------------------------------------- writes
 
     def _merge(self, record: RunRecord, ack_to: pykka.ActorRef[Any] | None) -> None:
-        """Latest wins, except that a terminal record is never replaced by a running one,
-        nor a running one by a running one with a shorter trace (a late stub)."""
         entry = self._pending.get(record.run_id)
         if entry is None:
             self._pending[record.run_id] = _Pending(record, [ack_to] if ack_to else [])
             return
-        if record.finished or (
-            not entry.record.finished and len(record.events) >= len(entry.record.events)
-        ):
-            entry.record = record
+        entry.record = entry.record.newest(record)
         if ack_to is not None and all(a.actor_urn != ack_to.actor_urn for a in entry.ack_to):
             entry.ack_to.append(ack_to)
 
@@ -265,19 +250,8 @@ class PersistenceActor(pykka.ThreadingActor):
             self._flush()
         elif not self._flush_queued:
             # Queued behind everything already in the inbox: by the time it is
-            # handled, a whole burst of SaveRuns has been merged.
+            # handled, every SaveRuns that queued during the last write is merged.
             self._flush_queued = True
-            if self._linger_s > 0:
-                timer = threading.Timer(self._linger_s, self._linger_due)
-                timer.name = f"{self.actor_ref.actor_class.__name__}-linger"
-                timer.daemon = True
-                self._linger_timer = timer
-                timer.start()
-            else:
-                self.actor_ref.tell(_Flush())
-
-    def _linger_due(self) -> None:
-        with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(_Flush())
 
     def _on_flush(self, retry: bool) -> None:
@@ -285,7 +259,6 @@ class PersistenceActor(pykka.ThreadingActor):
             self._retry_timer = None
         else:
             self._flush_queued = False
-            self._linger_timer = None
             if self._retry_timer is not None:
                 return
         self._flush()
@@ -347,16 +320,17 @@ class PersistenceActor(pykka.ThreadingActor):
         self._acknowledge(batch)
 
     def _acknowledge(self, batch: list[_Pending]) -> None:
-        by_ref: dict[str, tuple[pykka.ActorRef[Any], list[tuple[str, RunStatus]]]] = {}
+        by_ref: dict[str, tuple[pykka.ActorRef[Any], list[Saved]]] = {}
         for entry in batch:
-            rid = entry.record.run_id
-            if self._pending.get(rid) is entry:
-                del self._pending[rid]
+            record = entry.record
+            if self._pending.get(record.run_id) is entry:
+                del self._pending[record.run_id]
+            saved = Saved(record.run_id, record.status, len(record.events))
             for ref in entry.ack_to:
-                by_ref.setdefault(ref.actor_urn, (ref, []))[1].append((rid, entry.record.status))
-        for ref, saved in by_ref.values():
+                by_ref.setdefault(ref.actor_urn, (ref, []))[1].append(saved)
+        for ref, versions in by_ref.values():
             try:
-                ref.tell(RunsPersisted(saved=tuple(saved)))
+                ref.tell(RunsPersisted(saved=tuple(versions)))
             except pykka.ActorDeadError:
                 logger.debug("ack target %s is gone", ref)
 
@@ -403,8 +377,12 @@ class PersistenceActor(pykka.ThreadingActor):
                 stored = self._call(self._store.get(run_id))
             except StoreUnavailable:
                 return entry.record
-            # A pending stale checkpoint loses against a stored terminal record.
-            return stored if stored is not None and stored.finished else entry.record
+            # What the store will hold once the pending version is written.
+            if stored is None or entry.record.replaces(
+                stored.status, len(stored.events), stored.updated_at
+            ):
+                return entry.record
+            return stored
         return self._call(self._store.get(run_id))
 
     def _query(self, q: QueryRuns) -> list[RunSummary]:
@@ -432,7 +410,7 @@ class PersistenceActor(pykka.ThreadingActor):
         merged: dict[str, RunSummary] = {}
         for s in stored:
             p = pending.get(s.run_id)
-            if p is None or (s.status != "running" and p.status == "running"):
+            if p is None or not p.replaces(s.status, s.event_count):
                 merged[s.run_id] = s
             else:
                 del pending[s.run_id]

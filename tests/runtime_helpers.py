@@ -19,9 +19,10 @@ import pykka
 from actors.agents import AgentCatalog, builtin_catalog
 from actors.clock import Clock
 from actors.context import RunContext
-from actors.messages import Caller, Closing, Finished, Lagged, StartRun, Subscribe
+from actors.messages import Caller, StartRun, Subscribe
 from actors.records import Event, RunRecord
 from actors.runtime import Runtime, RuntimeConfig
+from actors.stream_items import Closing, Finished, Lagged
 
 ALICE = Caller("alice")
 BOB = Caller("bob")

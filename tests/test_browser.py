@@ -23,7 +23,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from actors.messages import Lagged
+from actors.stream_items import Lagged
 from actors.subscription import Subscription
 from tests.live_server import TOKENS, LiveServer
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from actors.messages import Lagged
 from actors.records import Event
+from actors.stream_items import Lagged
 from actors.subscription import Subscription
 
 

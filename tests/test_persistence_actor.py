@@ -18,7 +18,7 @@ import pykka
 import pytest
 
 from actors.errors import StoreUnavailable
-from actors.messages import (
+from actors.persistence_protocol import (
     DeleteStored,
     LoadRun,
     PurgeStored,
@@ -137,7 +137,7 @@ def acked(acks: queue.Queue[RunsPersisted], n: int) -> dict[str, RunStatus]:
     """Wait until ``n`` distinct runs were acknowledged."""
     got: dict[str, RunStatus] = {}
     while len(got) < n:
-        got.update(acks.get(timeout=WAIT).saved)
+        got.update((s.run_id, s.status) for s in acks.get(timeout=WAIT).saved)
     return got
 
 

@@ -25,9 +25,10 @@ from actors.code.agent import CodeAgent, CodeSettings, make_code_agent
 from actors.code.pool import WorkerPool
 from actors.code.validate import InvalidCode, check_code
 from actors.errors import InvalidRequest
-from actors.messages import Finished, StartRun, StopRun, Subscribe
+from actors.messages import StartRun, StopRun, Subscribe
 from actors.records import Event, RunRecord
 from actors.runtime import Runtime
+from actors.stream_items import Finished
 from tests.runtime_helpers import ALICE, collect, config, run_to_end, wait_until
 
 STOP_GRACE_S = 0.5

@@ -25,7 +25,6 @@ from actors.messages import (
     Caller,
     DeleteRun,
     Evict,
-    Finished,
     GetRun,
     Introspect,
     ListRuns,
@@ -41,6 +40,7 @@ from actors.records import Event, RunRecord
 from actors.registry import RegistryActor
 from actors.run import RunActor
 from actors.runtime import Runtime
+from actors.stream_items import Finished
 from tests.runtime_helpers import (
     ADMIN,
     ALICE,

@@ -17,10 +17,8 @@ from hypothesis import strategies as st
 from actors.context import RunContext
 from actors.errors import AlreadyFinished, InvalidRequest
 from actors.messages import (
-    Finished,
     GetRun,
     Introspect,
-    Lagged,
     RestartPolicy,
     RunStarted,
     StartRun,
@@ -30,6 +28,7 @@ from actors.messages import (
     Unsubscribe,
 )
 from actors.records import Event
+from actors.stream_items import Finished, Lagged
 from actors.subscription import Subscription
 from tests.runtime_helpers import (
     ADMIN,

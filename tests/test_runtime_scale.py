@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from actors.messages import Caller, Finished, Introspect, StartRun, Subscribe
+from actors.messages import Caller, Introspect, StartRun, Subscribe
 from actors.records import Event
+from actors.stream_items import Finished
 from tests.runtime_helpers import (
     ADMIN,
     collect,

@@ -17,8 +17,9 @@ from fastapi import FastAPI
 
 from actors.agents import AgentCatalog
 from actors.clock import Clock
-from actors.code.agent import CodeSettings, make_code_agent
-from actors.runtime import Runtime, RuntimeConfig
+from actors.code.agent import make_code_agent
+from actors.context import AgentFactory
+from actors.runtime import Runtime
 from persistence.actor import PersistenceActor
 from persistence.store import RunStore
 from web.auth import Authenticator, install_auth
@@ -34,10 +35,6 @@ once; follow it over SSE, leave, come back and resume exactly where you were;
 stop it; find it after it finished.  Every endpoint but `/healthz` needs a
 token (`Authorization: Bearer <token>` or the session cookie from
 `POST /auth/session`); you only ever see your own runs."""
-
-
-PERSISTENCE_LINGER_S = 0.05
-"""Writes wait up to 50 ms for company: fast runs are written once, bursts in one batch."""
 
 
 def build_store(settings: Settings) -> RunStore:
@@ -66,23 +63,13 @@ def couchdb_url(settings: Settings) -> str:
     return urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
 
 
-def runtime_config(settings: Settings) -> RuntimeConfig:
-    return RuntimeConfig(
-        retention_s=settings.retention_s,
-        store_retention_s=settings.store_retention_s,
-        stop_grace_s=settings.stop_grace_s,
-        max_live_runs_per_user=settings.max_live_runs_per_user,
-        checkpoint_interval_s=settings.checkpoint_s,
-    )
-
-
 def create_app(
     settings: Settings | None = None,
     *,
     catalog: AgentCatalog | None = None,
     clock: Clock | None = None,
     store: RunStore | None = None,
-    code_agent: Any = None,
+    code_agent: AgentFactory | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     authenticator = Authenticator.from_settings(settings)
@@ -91,18 +78,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        persistence: pykka.ActorRef[Any] = PersistenceActor.start(
-            store or build_store(settings), linger_s=PERSISTENCE_LINGER_S
-        )
-        runs_code = (
-            code_agent
-            if code_agent is not None
-            # The data dir holds every user's runs and the session key: never readable
-            # by submitted code, wherever it lives.
-            else make_code_agent(CodeSettings(private_paths=(str(settings.data_dir.resolve()),)))
-        )
+        persistence: pykka.ActorRef[Any] = PersistenceActor.start(store or build_store(settings))
+        runs_code = code_agent or make_code_agent(settings.code_settings())
         runtime = Runtime(
-            runtime_config(settings),
+            settings.runtime_config(),
             catalog=catalog,
             persistence=persistence,
             clock=clock,
@@ -110,9 +89,7 @@ def create_app(
         )
         await runtime.start()
         # Pre-start the run-code pool now, so the first submitted run is warm too.
-        prefill = getattr(runs_code, "start", None)
-        if prefill is not None:
-            await prefill()
+        await runs_code.start()
         tune_gc()
         monitor = LoopMonitor()
         monitor.start()
@@ -125,9 +102,7 @@ def create_app(
             await gateway.drain(settings.shutdown_grace_s)
             await runtime.shutdown(grace_s=0)
             # Idle pre-started run-code children: killed and reaped, never orphaned.
-            aclose = getattr(runs_code, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await runs_code.aclose()
             await monitor.stop()
 
     app = FastAPI(

@@ -1,8 +1,10 @@
 """runyard's settings: one ``RUNYARD_*`` environment variable per field.
 
-The names and defaults are fixed by ARCHITECTURE.md ("Configuration and
-command line"): operators and scripts rely on them, so renaming a field here
-is a breaking change.  Every field carries a description because
+The names are fixed (docs/design.md, "Configuration"): operators and scripts
+rely on them, so renaming a field here is a breaking change.  The runtime's
+defaults are not repeated here: they come from :data:`actors.config.DEFAULTS`,
+and :meth:`Settings.runtime_config` is the one place the runtime's
+configuration is built from these settings.  Every field carries a description because
 ``runyard serve --help`` prints them (see :func:`describe_settings`).
 
 :func:`load_settings` is the way in for the CLI and the app: it turns
@@ -20,6 +22,9 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from actors.code.settings import CodeSettings
+from actors.config import DEFAULTS, RuntimeConfig
 
 ENV_PREFIX = "RUNYARD_"
 MIB = 1024 * 1024
@@ -90,27 +95,33 @@ class Settings(BaseSettings):
         ),
     )
     retention_s: float = Field(
-        default=3600, ge=0, description="Seconds a finished run stays in memory."
+        default=DEFAULTS.retention_s, ge=0, description="Seconds a finished run stays in memory."
     )
     store_retention_s: float = Field(
-        default=604800, ge=0, description="Seconds the store keeps finished runs."
+        default=DEFAULTS.store_retention_s,
+        ge=0,
+        description="Seconds the store keeps finished runs.",
     )
     stop_grace_s: float = Field(
-        default=5,
+        default=DEFAULTS.stop_grace_s,
         ge=0,
         description="Seconds of cooperative stop before an agent is cancelled or killed.",
     )
     shutdown_grace_s: float = Field(
-        default=30, ge=0, description="Seconds live runs get to finish on SIGTERM/SIGINT."
+        default=DEFAULTS.shutdown_grace_s,
+        ge=0,
+        description="Seconds live runs get to finish on SIGTERM/SIGINT.",
     )
     max_live_runs_per_user: int = Field(
-        default=100, ge=1, description="Per-user cap on live (running) runs."
+        default=DEFAULTS.max_live_runs_per_user,
+        ge=1,
+        description="Per-user cap on live (running) runs.",
     )
     max_body_bytes: int = Field(
         default=MIB, ge=1, description="Largest accepted request body in bytes (else 413)."
     )
     checkpoint_s: float = Field(
-        default=5,
+        default=DEFAULTS.checkpoint_interval_s,
         gt=0,
         le=5,
         description="Seconds between checkpoints of a live run's trace to the store "
@@ -119,6 +130,22 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         default=10, gt=0, description="Seconds between SSE heartbeat comments."
     )
+
+    def runtime_config(self) -> RuntimeConfig:
+        """The runtime's configuration: these settings over :data:`~actors.config.DEFAULTS`."""
+        return RuntimeConfig(
+            retention_s=self.retention_s,
+            store_retention_s=self.store_retention_s,
+            stop_grace_s=self.stop_grace_s,
+            shutdown_grace_s=self.shutdown_grace_s,
+            max_live_runs_per_user=self.max_live_runs_per_user,
+            checkpoint_interval_s=self.checkpoint_s,
+        )
+
+    def code_settings(self) -> CodeSettings:
+        """Run-code children's settings.  The data dir holds every user's runs and
+        the session key: never readable by submitted code, wherever it lives."""
+        return CodeSettings(private_paths=(str(self.data_dir.resolve()),))
 
 
 def load_settings(**overrides: Any) -> Settings:

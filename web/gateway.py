@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from actors.feed import Feed
-from actors.messages import Closing, Shutdown
+from actors.messages import Shutdown
 from actors.runtime import Runtime
+from actors.stream_items import Closing
 from actors.subscription import Subscription
 
 

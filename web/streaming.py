@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from actors.messages import Closing, Finished, Lagged, Unsubscribe
+from actors.messages import Unsubscribe
 from actors.records import Event
+from actors.stream_items import Closing, Finished, Lagged
 from actors.subscription import Subscription
 from web.gateway import Gateway
 from web.sse import SSE_HEADERS, encode_frame, heartbeat_event

@@ -48,16 +48,15 @@ import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from actors.code import protocol
 from actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
 from actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, spawn_worker
+from actors.code.settings import CodeSettings
 from actors.code.validate import check_code, check_env
 from actors.context import Agent, RunContext, StopRequested
 from actors.messages import StartRun
@@ -70,42 +69,6 @@ STDERR_TAIL_BYTES = 2048
 REAP_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CodeSettings:
-    """Limits and knobs for run-code children (one set per runtime)."""
-
-    memory_mib: int = 1024
-    """Address-space limit (RLIMIT_AS) of a child; allocations past it fail."""
-    cpu_s: int | None = None
-    """CPU-seconds limit (RLIMIT_CPU).  None: ``max_duration_s`` + ``cpu_margin_s``
-    for runs with a wall-time limit, ``default_cpu_s`` for runs without one."""
-    cpu_margin_s: int = 5
-    default_cpu_s: int = 3600
-    file_size_mib: int = 256
-    """Largest file a child may write (RLIMIT_FSIZE)."""
-    open_files: int = 256
-    """File descriptors a child may hold (RLIMIT_NOFILE)."""
-    max_event_bytes: int = protocol.DEFAULT_MAX_EVENT_BYTES
-    """An event whose data encodes to more is truncated with a marker."""
-    max_result_bytes: int = protocol.DEFAULT_MAX_RESULT_BYTES
-    python: str = sys.executable
-    """The interpreter children run on (the server's own by default)."""
-    exit_grace_s: float = 2.0
-    """How long a child that reported its outcome may take to exit before it is killed."""
-    landlock: Literal["auto", "require", "off"] = "auto"
-    """Landlock in the child (:mod:`actors.code.sandbox`): ``"auto"`` applies it when the
-    kernel can and runs without it otherwise (the run gets a ``sandbox`` event saying
-    why); ``"require"`` ends such runs as ``error`` instead; ``"off"`` never applies it."""
-    private_paths: tuple[str, ...] = ()
-    """Paths the sandbox must keep out of reach on top of the server's source root
-    (e.g. the data directory): a read-only grant that would contain one is dropped."""
-    announce_sandbox: bool = False
-    """Give every run a ``sandbox`` event, not only the runs without Landlock."""
-    pool_size: int = 2
-    """Idle, pre-started single-use children kept ready (:mod:`actors.code.pool`);
-    0 spawns a fresh child for each run instead."""
 
 
 class ChildCrashed(Exception):

@@ -35,13 +35,11 @@ import socket
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from actors.code import protocol
 from actors.code.child import BOOTSTRAP
-
-if TYPE_CHECKING:
-    from actors.code.agent import CodeSettings
+from actors.code.settings import CodeSettings
 
 log = logging.getLogger(__name__)
 

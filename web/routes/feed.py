@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from actors.feed import Feed
-from actors.messages import Closing, Lagged, RunChange, Unwatch, WatchRuns
+from actors.messages import Unwatch, WatchRuns
+from actors.stream_items import Closing, Lagged, RunChange
 from web.auth import CallerDep
 from web.errors import error_responses
 from web.gateway import Gateway, GatewayDep

@@ -1,0 +1,49 @@
+"""``RuntimeConfig``: every knob of the runtime, and the one place its defaults live.
+
+The server builds it from its ``RUNYARD_*`` settings in one place
+(``web.config.Settings.runtime_config``), and those settings take their
+defaults from :data:`DEFAULTS`, so a default is written once.  An internal
+service that embeds the runtime builds one directly.  Everything downstream
+(the registry, each run's supervisor, the store link) reads from it rather
+than keeping defaults of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULTS", "RuntimeConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """Times are seconds; a ``0`` interval switches that periodic job off."""
+
+    retention_s: float = 3600.0
+    """How long a finished run stays in memory (it is in the store after that)."""
+    store_retention_s: float = 7 * 24 * 3600.0
+    """How long the store keeps finished runs before the periodic purge deletes them."""
+    stop_grace_s: float = 5.0
+    """Cooperative stop before the agent is cancelled (or its child killed), and
+    again before a child that ignores cancellation is abandoned."""
+    shutdown_grace_s: float = 30.0
+    """On shutdown, how long live runs get to finish before they are stopped."""
+    max_live_runs_per_user: int = 100
+    """Per-user cap on live runs; past it ``StartRun`` fails with ``TooManyLiveRuns``."""
+    checkpoint_interval_s: float = 5.0
+    """How often a live run's trace is written to the store (0: only at the end)."""
+    evict_interval_s: float = 30.0
+    """How often the registry drops finished runs past ``retention_s`` from memory."""
+    purge_interval_s: float = 3600.0
+    """How often the store is purged of runs past ``store_retention_s``."""
+    store_timeout_s: float = 10.0
+    """How long a read that needs the store may wait for it."""
+    write_window_s: float = 0.02
+    """The store link's group-commit window: writes wait this long for company,
+    then cross to the store thread as one batch (one hop and one transaction
+    per batch instead of per write; a run that ends within the window is
+    written once, as its final record)."""
+
+
+DEFAULTS = RuntimeConfig()
+"""The defaults, for settings layers that describe them (``runyard serve --help``)."""

@@ -1,0 +1,166 @@
+"""``StoreLink``: the runtime's one route to the store.
+
+Every message for the store goes through this actor, which lives on the event
+loop next to the registry and the run actors, and hands it on to the
+persistence actor (a thread of its own; see :mod:`actors.persistence_protocol`).
+
+* **Writes are group-committed.**  ``SaveRuns`` from any writer (the registry's
+  start stubs and final records, run actors' checkpoints) waits up to
+  ``write_window_s`` for company; the window's writes then cross to the store
+  thread as one ``SaveRuns``: one cross-thread hop and one transaction per
+  window instead of per write.  Two versions of one run within a window are
+  merged by :meth:`RunRecord.newest <actors.records.RunRecord.newest>`, so a
+  run that ends within the window is written once, as its final record.
+  This is the only batching layer; the persistence actor writes what it is
+  given (coalescing only what queued up while a write was in flight).
+* **Writes are acknowledged.**  A writer that passes ``ack_to`` gets
+  ``RunsPersisted`` once the store holds its version or a newer one.
+* **Deletes are ordered after writes.**  ``DeleteStored`` drops a version
+  still waiting in the window, so a deleted run can never be written back.
+* Reads and maintenance (``LoadRun``, ``QueryRuns``, ``PurgeStored``,
+  ``RecoverInterrupted``, ``StoreStatus``) are forwarded with the asker's
+  reply future, so they cost no second round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.asyncio_actor import AsyncioActor, Forward, ask
+from actors.persistence_protocol import (
+    DeleteStored,
+    RunsPersisted,
+    Saved,
+    SaveRuns,
+    StoreHealth,
+    StoreStatus,
+)
+from actors.records import RunRecord
+
+__all__ = ["StoreLink"]
+
+logger = logging.getLogger("runyard.store_link")
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """The version a writer waits to see stored: this many events, finished or not."""
+
+    ref: pykka.ActorRef[Any]
+    event_count: int
+    finished: bool
+
+    def covered_by(self, saved: Saved) -> bool:
+        if saved.finished:
+            return True
+        return not self.finished and saved.event_count >= self.event_count
+
+
+class StoreLink(AsyncioActor):
+    """Batches, acknowledges and orders everything bound for the persistence actor."""
+
+    def __init__(
+        self,
+        persistence: pykka.ActorRef[Any],
+        *,
+        write_window_s: float,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(loop=loop)
+        self._persistence = persistence
+        self._window_s = write_window_s
+        self._waiting: dict[str, RunRecord] = {}
+        self._window: asyncio.TimerHandle | None = None
+        self._wanted: defaultdict[str, dict[str, _Wanted]] = defaultdict(dict)
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case SaveRuns(records=records, ack_to=ack_to):
+                self._write(records, ack_to)
+                return None
+            case RunsPersisted(saved=saved):
+                self._acknowledge(saved)
+                return None
+            case DeleteStored(run_id=run_id):
+                self._waiting.pop(run_id, None)
+                self._wanted.pop(run_id, None)
+                return Forward(self._persistence, message)
+            case StoreStatus():
+                return self._health()
+            case _ if not self._is_pykka_message(message):
+                return Forward(self._persistence, message)
+        return super().on_receive(message)
+
+    def on_stop(self) -> None:
+        if self._window is not None:
+            self._window.cancel()
+        self._send()  # nothing bound for the store stays behind
+
+    # -- writes --------------------------------------------------------------
+
+    def _write(self, records: tuple[RunRecord, ...], ack_to: pykka.ActorRef[Any] | None) -> None:
+        for record in records:
+            waiting = self._waiting.get(record.run_id)
+            self._waiting[record.run_id] = record if waiting is None else waiting.newest(record)
+            if ack_to is not None:
+                self._wanted[record.run_id][ack_to.actor_urn] = _Wanted(
+                    ack_to, len(record.events), record.finished
+                )
+        if self._window is None and self._waiting:
+            assert self.actor_loop is not None
+            self._window = self.actor_loop.call_later(self._window_s, self._window_closed)
+
+    def _window_closed(self) -> None:
+        self._window = None
+        self._send()
+
+    def _send(self) -> None:
+        if not self._waiting:
+            return
+        records = tuple(self._waiting.values())
+        self._waiting.clear()
+        if self._persistence.is_alive():
+            self._persistence.tell(SaveRuns(records, ack_to=self.actor_ref))
+        else:
+            logger.error("the persistence actor is gone; %d record(s) not written", len(records))
+
+    def _acknowledge(self, saved: tuple[Saved, ...]) -> None:
+        by_ref: dict[str, tuple[pykka.ActorRef[Any], list[Saved]]] = {}
+        for version in saved:
+            wanted = self._wanted.get(version.run_id)
+            if not wanted:
+                continue
+            for urn, want in list(wanted.items()):
+                if want.covered_by(version):
+                    del wanted[urn]
+                    by_ref.setdefault(urn, (want.ref, []))[1].append(version)
+            if not wanted:
+                del self._wanted[version.run_id]
+        for ref, versions in by_ref.values():
+            # A run actor may have ended before its checkpoint was stored.
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(RunsPersisted(saved=tuple(versions)))
+
+    # -- reads ---------------------------------------------------------------
+
+    async def _health(self) -> StoreHealth:
+        health: StoreHealth = await ask(self._persistence, StoreStatus())
+        if not self._waiting:
+            return health
+        return StoreHealth(
+            up=health.up,
+            backlog=health.backlog + len(self._waiting),
+            last_error=health.last_error,
+        )
+
+    @staticmethod
+    def _is_pykka_message(message: Any) -> bool:
+        # pykka's own control messages (stop, proxy calls) live in pykka.messages.
+        return type(message).__module__.startswith("pykka")
