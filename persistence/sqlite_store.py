@@ -64,9 +64,8 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 
-# A terminal stored status is never replaced by ``running`` (a stale checkpoint
-# must not resurrect a finished run); anything else is last-write-wins.  The
-# guard lives in SQL so that it holds whoever writes.
+# Whether a write may replace the stored row is decided by the one merge rule,
+# RunRecord.replaces, inside the write transaction (see _write).
 _UPSERT = """
 INSERT INTO runs (run_id, owner, agent, status, started_at, finished_at, updated_at,
                   error, input, result, options, event_count)
@@ -83,11 +82,7 @@ ON CONFLICT (run_id) DO UPDATE SET
     result = excluded.result,
     options = excluded.options,
     event_count = excluded.event_count
-WHERE excluded.status <> 'running'
-   OR (runs.status = 'running' AND excluded.event_count >= runs.event_count)
 """
-# A terminal record always wins; a `running` one only replaces a `running`
-# one and never shrinks its trace (a stub that arrives after a checkpoint).
 
 _SUMMARY_COLUMNS = "run_id, owner, agent, status, started_at, finished_at, event_count, error"
 _RECORD_COLUMNS = (
@@ -197,7 +192,12 @@ class SQLiteStore:
 
     @staticmethod
     def _write(conn: sqlite3.Connection, record: RunRecord) -> None:
-        cur = conn.execute(
+        stored = conn.execute(
+            "SELECT status, event_count, updated_at FROM runs WHERE run_id = ?", (record.run_id,)
+        ).fetchone()
+        if stored is not None and not record.replaces(*stored):
+            return  # e.g. a stale running checkpoint of a finished run: keep the stored one
+        conn.execute(
             _UPSERT,
             (
                 record.run_id,
@@ -214,8 +214,6 @@ class SQLiteStore:
                 len(record.events),
             ),
         )
-        if cur.rowcount == 0:
-            return  # a stale running checkpoint of a finished run: keep the stored trace
         stored_max = conn.execute(
             "SELECT max(seq) FROM events WHERE run_id = ?", (record.run_id,)
         ).fetchone()[0]
