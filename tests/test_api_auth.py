@@ -99,6 +99,7 @@ def test_401_without_a_valid_token(
         ("POST", "/runs", {"agent": "echo", "input_dict": {}}),
         ("GET", "/agents", None),
         ("GET", "/ops/registry", None),
+        ("GET", "/auth/session", None),
         *[(m, p.format(id=run_id), None) for m, p in VERBS],
     ]
     with httpx.Client(base_url=live.base_url, headers=headers, timeout=10) as anon:
@@ -159,6 +160,43 @@ def test_session_cookie_lets_a_cookie_only_client_list_and_stream(live: LiveServ
         assert "max-age=0" in cleared or "expires=thu, 01 jan 1970" in cleared
         assert "runyard_session" not in browser.cookies
         assert_error(browser.get("/runs"), 401, "unauthorized")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("user", "admin"), [("alice", False), ("bob", False), ("root", True)])
+def test_who_am_i_names_the_caller_by_token_and_by_cookie(
+    live: LiveServer, user: str, admin: bool
+) -> None:
+    with live.client(user) as by_token:
+        resp = by_token.get("/auth/session")
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"user_id": user, "admin": admin}
+        assert "set-cookie" not in resp.headers  # asking never starts or extends a session
+        # The admin flag it reports is the one the admin endpoints enforce.
+        assert by_token.get("/ops/registry").status_code == (200 if admin else 403)
+
+    with httpx.Client(base_url=live.base_url, timeout=10) as browser:
+        signed_in = browser.post(
+            "/auth/session", headers={"Authorization": f"Bearer {TOKENS[user]}"}
+        )
+        assert signed_in.status_code == 200
+        resp = browser.get("/auth/session")
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"user_id": user, "admin": admin}
+
+        assert browser.delete("/auth/session").status_code == 204
+        assert_error(browser.get("/auth/session"), 401, "unauthorized")
+
+
+@pytest.mark.timeout(20)
+def test_who_am_i_without_credentials_is_401(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.base_url, timeout=10) as anon:
+        resp = anon.get("/auth/session")
+        message = assert_error(resp, 401, "unauthorized")
+        assert resp.headers["www-authenticate"] == "Bearer"
+        assert "POST /auth/session" in message  # says how to become a caller
+        anon.cookies.set("runyard_session", "v1.x.y.z.w")
+        assert_error(anon.get("/auth/session"), 401, "unauthorized")
 
 
 @pytest.mark.timeout(20)

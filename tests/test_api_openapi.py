@@ -24,6 +24,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, set[str]]] = {
     ("delete", "/runs/{run_id}"): ("204", "", {"401", "403", "404", "409"}),
     ("get", "/agents"): ("200", "AgentModel", {"401"}),
     ("post", "/auth/session"): ("200", "SessionInfo", {"401"}),
+    ("get", "/auth/session"): ("200", "WhoAmIResponse", {"401"}),
     ("delete", "/auth/session"): ("204", "", set()),
     ("get", "/ops/registry"): ("200", "RegistryView", {"401", "403"}),
     ("get", "/healthz"): ("200", "HealthResponse", set()),

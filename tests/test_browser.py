@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -202,6 +203,8 @@ def test_sign_in_with_the_token_form_and_sign_out(server: LiveServer, page: Page
 
     page.reload()  # the session cookie keeps her signed in
     expect(page.locator("#current-user")).to_have_text("alice")
+    expect(page.locator(".runs-card .empty")).to_have_text(re.compile("No runs yet"))
+    expect(page.get_by_role("link", name="Admin")).to_have_count(0)
 
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("Access token")).to_be_visible()
@@ -215,9 +218,18 @@ def test_sign_in_link_drops_the_token_and_admins_see_the_registry(
     server: LiveServer, page: Page
 ) -> None:
     sleeper = start(server, "sleeper", seconds=60)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlsplit(request.url).path))
     sign_in(page, server, "root")
     assert "token" not in page.url
     assert page.evaluate("location.search") == ""
+
+    # After a reload only the cookie is left: "who am I" says root is an admin.
+    page.reload()
+    expect(page.locator("#current-user")).to_have_text("root")
+    expect(page.get_by_role("link", name="Admin")).to_be_visible()
+    assert "/auth/session" in asked
+    assert "/ops/registry" not in asked  # no probing an admin endpoint for a 403
 
     page.get_by_role("link", name="Admin").click()
     expect(page).to_have_url(re.compile(r"/ui/admin$"))

@@ -118,7 +118,7 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app, settings)
     install_auth(app, authenticator)
-    app.include_router(dashboard.router)
+    dashboard.install_dashboard(app)
     app.include_router(ops.router)
     app.include_router(feed.router)  # before runs: /runs/feed is not a run id
     app.include_router(runs.router)

@@ -27,6 +27,7 @@ from actors.errors import NotAdmin
 from actors.messages import Caller
 from web.config import Settings
 from web.errors import error_responses
+from web.models import WhoAmIResponse
 from web.sessions import IssuedSession, SessionSigner, load_or_create_secret
 from web.timefmt import iso_utc
 from web.users import User, hash_token, load_users
@@ -196,6 +197,23 @@ async def create_session(request: Request, response: Response) -> SessionInfo:
     return SessionInfo(
         user_id=caller.user_id, admin=caller.admin, expires_at=iso_utc(issued.expires_at)
     )
+
+
+@router.get(
+    "/session",
+    response_model=WhoAmIResponse,
+    responses=error_responses(401),
+    summary="Who am I: the caller's user id and admin flag",
+)
+async def read_session(caller: CallerDep) -> WhoAmIResponse:
+    """The caller behind the bearer token or session cookie.
+
+    The dashboard asks this after a reload (the cookie is HttpOnly, so the
+    page cannot read who it belongs to) to know whose runs it shows and
+    whether to offer the admin pages; probing an admin-only endpoint for a
+    403 would answer the second question only, and noisily.
+    """
+    return WhoAmIResponse(user_id=caller.user_id, admin=caller.admin)
 
 
 @router.delete("/session", status_code=204, summary="Sign out: clear the session cookie")

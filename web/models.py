@@ -106,6 +106,17 @@ class RegistryView(BaseModel):
     uptime_s: float
 
 
+class WhoAmIResponse(BaseModel):
+    """The authenticated caller, as ``GET /auth/session`` reports it.
+
+    ``admin`` is read from the current configuration at every request, so a
+    client that shows admin pages should ask this rather than remember it.
+    """
+
+    user_id: str
+    admin: bool = Field(description="Whether the caller may use the admin endpoints (`/ops/*`).")
+
+
 class AgentModel(BaseModel):
     name: str
     description: str

@@ -5,31 +5,25 @@ comes from the authenticated API (session cookie from ``POST /auth/session``).
 Client-side pages have real URLs (``/ui/runs/{run_id}``, ``/ui/admin``) that
 all answer ``index.html``, so a run page can be bookmarked and reopened.
 
-Every response here says ``Cache-Control: no-cache``: the browser revalidates
-(``If-None-Match`` -> 304, cheap) and never runs a stale script against a
-newer API after an upgrade.
+Starlette's ``StaticFiles`` serves the files, ``index.html`` included: it
+confines paths to the directory, sets ``ETag``/``Last-Modified`` and answers
+a matching ``If-None-Match`` with 304.  Every response here adds
+``Cache-Control: no-cache``: the browser revalidates (a cheap 304) and never
+runs a stale script against a newer API after an upgrade.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Final
 
-from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
-from starlette.exceptions import HTTPException
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
-
-_MEDIA_TYPES: Final = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".json": "application/json",
-}
 
 _COMMON_HEADERS: Final = {
     "Cache-Control": "no-cache",
@@ -44,52 +38,55 @@ _CSP: Final = (
     "object-src 'none'"
 )
 
+_INDEX_HEADERS: Final = {
+    "Content-Security-Policy": _CSP,
+    "Referrer-Policy": "no-referrer",  # a ?token= URL must never leak
+}
+
+
+class ShellFiles(StaticFiles):
+    """``StaticFiles`` whose answers (200 and 304 alike) carry :data:`_COMMON_HEADERS`."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers.update(_COMMON_HEADERS)
+        return response
+
+
+_files: Final = ShellFiles(directory=STATIC_DIR)
+
 router = APIRouter(include_in_schema=False)
 
 
-def _file(request: Request, path: Path, headers: dict[str, str]) -> Response:
-    """The file, or 304 when the browser's copy (``If-None-Match``) is current."""
-    stat = path.stat()
-    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-    headers = {**_COMMON_HEADERS, **headers, "ETag": etag}
-    presented = request.headers.get("if-none-match", "")
-    if etag in (tag.strip() for tag in presented.split(",")):
-        return Response(status_code=304, headers=headers)
-    return FileResponse(
-        path,
-        media_type=_MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
-        headers=headers,
-        stat_result=stat,
-    )
-
-
-def _index(request: Request) -> Response:
-    return _file(
-        request,
-        STATIC_DIR / "index.html",
-        {
-            "Content-Security-Policy": _CSP,
-            "Referrer-Policy": "no-referrer",  # a ?token= URL must never leak
-        },
-    )
+async def _index(request: Request) -> Response:
+    response = await _files.get_response("index.html", request.scope)
+    response.headers.update(_INDEX_HEADERS)
+    return response
 
 
 @router.get("/")
 async def index(request: Request) -> Response:
-    return _index(request)
+    return await _index(request)
 
 
 @router.get("/ui")
 @router.get("/ui/{path:path}")
 async def client_page(request: Request, path: str = "") -> Response:
     """Client-side routes (``/ui/runs/{run_id}``, ``/ui/admin``): the same shell."""
-    return _index(request)
+    return await _index(request)
 
 
-@router.get("/static/{path:path}")
-async def static_file(path: str, request: Request) -> Response:
-    root = STATIC_DIR.resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
-        raise HTTPException(404, f"Not Found: {request.method} {request.url.path}")
-    return _file(request, target, {})
+def install_dashboard(app: FastAPI) -> None:
+    """Serve the shell at ``/`` and ``/ui/...``, and the files under ``/static``.
+
+    The files are mounted on the app itself: FastAPI drops a ``Mount`` made
+    on an ``APIRouter`` when the router is included.
+    """
+    app.include_router(router)
+    app.mount("/static", _files, name="static")

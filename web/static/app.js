@@ -12,8 +12,6 @@ import { homeView } from "./home.js";
 import { runView } from "./run.js";
 import { RunsStore } from "./store.js";
 
-const SESSION_KEY = "runyard.session"; // {user_id, admin}: display hints, not credentials
-
 const ROUTES = [
   [/^\/$/, () => homeView],
   [/^\/ui\/runs\/([^/]+)\/?$/, (m) => (app) => runView(app, { runId: decodeURIComponent(m[1]) })],
@@ -51,31 +49,21 @@ class App {
       }
       return;
     }
+    let me;
     try {
-      // Any authenticated call tells whether the cookie is good; the form needs the agents anyway.
-      await api("GET", "/agents", undefined, { quiet401: true });
+      // "Who am I": whether the cookie is good, whose it is, and whether to offer admin pages.
+      me = await this._whoAmI({ quiet401: true });
     } catch (err) {
       if (err.status === 401) this.showSignIn("");
       else this.showFatal(err);
       return;
     }
-    let stored = null;
-    try {
-      stored = JSON.parse(localStorage.getItem(SESSION_KEY) || "null");
-    } catch {
-      stored = null;
-    }
-    await this.signedIn(stored ?? (await this._probeUser()));
+    await this.signedIn(me);
   }
 
-  async _probeUser() {
-    // No stored hint (another browser profile set the cookie?): ask whether we are admin.
-    try {
-      await api("GET", "/ops/registry", undefined, { quiet401: true });
-      return { user_id: null, admin: true };
-    } catch {
-      return { user_id: null, admin: false };
-    }
+  async _whoAmI(opts = {}) {
+    const me = await api("GET", "/auth/session", undefined, opts);
+    return { user_id: me.user_id, admin: Boolean(me.admin) };
   }
 
   async signIn(token) {
@@ -85,24 +73,21 @@ class App {
 
   async signedIn(user) {
     this.user = user;
-    if (user.user_id) localStorage.setItem(SESSION_KEY, JSON.stringify(user));
     document.body.classList.remove("signed-out");
     this.store?.close();
     this.store = new RunsStore();
     this.store.subscribe((change) => {
       if (change.kind === "user" && this.store.userId && this.store.userId !== this.user.user_id) {
-        // The cookie belongs to someone else than our hint said: trust the server.
-        const previous = this.user.user_id;
+        // The cookie now belongs to someone else (another tab signed in): trust the server.
         this.user = { user_id: this.store.userId, admin: this.user.admin };
-        if (previous) {
-          this._probeUser().then((probed) => {
-            this.user.admin = probed.admin;
-            localStorage.setItem(SESSION_KEY, JSON.stringify(this.user));
+        this._whoAmI().then(
+          (me) => {
+            if (!this.user) return; // signed out meanwhile
+            this.user = me;
             this.renderHeader();
-          });
-        } else {
-          localStorage.setItem(SESSION_KEY, JSON.stringify(this.user));
-        }
+          },
+          () => {}, // a 401 has signed the page out; otherwise keep the old admin flag
+        );
       }
       if (change.kind === "user" || change.kind === "feed") this.renderHeader();
     });
@@ -117,7 +102,6 @@ class App {
     } catch {
       // the cookie is cleared server-side only; still forget everything here
     }
-    localStorage.removeItem(SESSION_KEY);
     history.pushState(null, "", "/");
     this.signedOut("You are signed out.");
   }
