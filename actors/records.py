@@ -8,6 +8,7 @@ the stores turn them into UTC ISO-8601 with ``Z`` at their edge.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -120,4 +121,26 @@ class RunRecord:
             finished_at=self.finished_at,
             event_count=len(self.events),
             error=self.error,
+        )
+
+    def interrupted(self, error: str, now: float) -> RunRecord:
+        """This running record, ended ``error`` because its process died.
+
+        The trace keeps every stored event and gets the same closing ``done``
+        event a live run ends with, so a replay of an interrupted run ends the
+        way every stream does.
+        """
+        done = Event(
+            seq=len(self.events) + 1,
+            ts=now,
+            type="done",
+            data={"status": "error", "result": None, "error": error},
+        )
+        return dataclasses.replace(
+            self,
+            status="error",
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            events=(*self.events, done),
         )

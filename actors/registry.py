@@ -36,7 +36,6 @@ from actors.asyncio_actor import AsyncioActor, Forward, ask, tell_stop
 from actors.clock import Clock, SystemClock
 from actors.config import RuntimeConfig
 from actors.context import Agent, AgentFactory
-from actors.cursor import decode_cursor, encode_cursor
 from actors.errors import (
     AlreadyFinished,
     InvalidRequest,
@@ -49,6 +48,7 @@ from actors.errors import (
 )
 from actors.feed import Feed
 from actors.finished_cache import FinishedCache
+from actors.listing import Listing
 from actors.messages import (
     SYSTEM,
     Caller,
@@ -61,7 +61,6 @@ from actors.messages import (
     ListRuns,
     LiveRunInfo,
     RegistrySnapshot,
-    RunPage,
     RunStarted,
     Shutdown,
     StartRun,
@@ -74,21 +73,18 @@ from actors.messages import (
 from actors.persistence_protocol import (
     DeleteStored,
     LoadRun,
-    QueryRuns,
     RunsPersisted,
     SaveRuns,
     StoreHealth,
     StoreStatus,
 )
-from actors.records import ALL_STATUSES, RunRecord, RunSummary
+from actors.records import RunRecord, RunSummary
 from actors.run import LiveRun, RunActor, RunEnded, RunSettings
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 from actors.watchers import Watchers
 
 logger = logging.getLogger("runyard.registry")
-
-MAX_PAGE = 1000
 
 
 class RegistryActor(AsyncioActor):
@@ -186,7 +182,7 @@ class RegistryActor(AsyncioActor):
                 options=options,
             )
             self._store.tell(SaveRuns((stub,)))
-        self._publish(user, "started", _live_summary(live))
+        self._publish(user, "started", live.summary())
         return RunStarted(run_id=run_id, status="running", started_at=started_at)
 
     def _resolve_agent(self, msg: StartRun) -> Agent:
@@ -248,58 +244,18 @@ class RegistryActor(AsyncioActor):
         return None
 
     def _list(self, msg: ListRuns) -> Any:
-        if not 1 <= msg.limit <= MAX_PAGE:
-            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
-        if msg.status is not None and msg.status not in ALL_STATUSES:
-            raise InvalidRequest(
-                f"status must be one of {', '.join(sorted(ALL_STATUSES))}, not {msg.status!r}"
-            )
-        before = decode_cursor(msg.cursor) if msg.cursor else None
+        listing = Listing(msg)
         user = msg.caller.user_id
         in_memory: dict[str, RunSummary] = {}
         for live in self._live.values():
             if live.owner == user:
-                in_memory[live.run_id] = _live_summary(live)
+                in_memory[live.run_id] = live.summary()
         for record in self._cache:
             if record.owner == user:
                 in_memory[record.run_id] = record.summary()
-        mine = [
-            s
-            for s in in_memory.values()
-            if _matches(s, msg) and (before is None or _key(s) < before)
-        ]
         if self._store is None:
-            return _page(mine, msg.limit)
-        return self._list_with_store(msg, before, set(in_memory), mine)
-
-    async def _list_with_store(
-        self,
-        msg: ListRuns,
-        before: tuple[float, str] | None,
-        in_memory: set[str],
-        mine: list[RunSummary],
-    ) -> RunPage:
-        # Memory holds the freshest version of its runs; the store supplies the
-        # rest.  Keep paging the store until it gave limit+1 runs memory does
-        # not hold (or ran out), so the merged page is the true newest slice.
-        wanted = msg.limit + 1
-        found: list[RunSummary] = []
-        cursor = before
-        while True:
-            rows: list[RunSummary] = await self._ask_store(
-                QueryRuns(
-                    owner=msg.caller.user_id,
-                    status=msg.status,
-                    agent=msg.agent,
-                    limit=wanted,
-                    before=cursor,
-                )
-            )
-            found.extend(r for r in rows if r.run_id not in in_memory)
-            if len(rows) < wanted or len(found) >= wanted:
-                break
-            cursor = _key(rows[-1])
-        return _page([*mine, *found], msg.limit)
+            return listing.page(s for s in in_memory.values() if listing.matches(s))
+        return listing.with_store(in_memory, self._ask_store)
 
     # -- stopping and deleting ---------------------------------------------
 
@@ -308,7 +264,7 @@ class RegistryActor(AsyncioActor):
         if isinstance(found, LiveRun):
             assert found.ref is not None
             if not found.stopping:
-                self._publish(found.owner, "stopping", _live_summary(found))
+                self._publish(found.owner, "stopping", found.summary())
             return Forward(found.ref, msg)
         if found is not None:
             raise _already_finished(found)
@@ -485,36 +441,6 @@ class RegistryActor(AsyncioActor):
         WatchRuns: _watch,
         Unwatch: _unwatch,
     }
-
-
-def _live_summary(live: LiveRun) -> RunSummary:
-    return RunSummary(
-        run_id=live.run_id,
-        owner=live.owner,
-        agent=live.agent,
-        status=live.status,
-        started_at=live.started_at,
-        finished_at=None,
-        event_count=live.trace_length,
-        error=None,
-    )
-
-
-def _key(summary: RunSummary) -> tuple[float, str]:
-    return (summary.started_at, summary.run_id)
-
-
-def _matches(summary: RunSummary, msg: ListRuns) -> bool:
-    return (msg.status is None or summary.status == msg.status) and (
-        msg.agent is None or summary.agent == msg.agent
-    )
-
-
-def _page(candidates: list[RunSummary], limit: int) -> RunPage:
-    candidates.sort(key=_key, reverse=True)
-    page = candidates[:limit]
-    more = len(candidates) > limit
-    return RunPage(runs=tuple(page), next_cursor=encode_cursor(_key(page[-1])) if more else None)
 
 
 def _already_finished(record: RunRecord) -> AlreadyFinished:

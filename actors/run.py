@@ -33,7 +33,7 @@ from actors.errors import AlreadyFinished
 from actors.jsonsafe import dumps_safe
 from actors.messages import GetRun, RestartPolicy, StopAccepted, StopRun, Subscribe, Unsubscribe
 from actors.persistence_protocol import RunsPersisted, SaveRuns
-from actors.records import JSON, Event, RunRecord, RunStatus
+from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 
@@ -60,6 +60,18 @@ class LiveRun:
     stopping: bool = False
     stored_events: int = 0
     """How many of its events the store has acknowledged (its last checkpoint)."""
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            run_id=self.run_id,
+            owner=self.owner,
+            agent=self.agent,
+            status=self.status,
+            started_at=self.started_at,
+            finished_at=None,
+            event_count=self.trace_length,
+            error=None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -45,7 +44,7 @@ from actors.persistence_protocol import (
     StoreHealth,
     StoreStatus,
 )
-from actors.records import Event, RunRecord, RunSummary
+from actors.records import RunRecord, RunSummary
 from persistence.store import RunStore
 
 __all__ = ["PersistenceActor"]
@@ -453,25 +452,7 @@ class PersistenceActor(pykka.ThreadingActor):
             entry = self._pending.get(record.run_id)
             if entry is not None and entry.record.finished:
                 continue  # its terminal version is about to be written
-            # The trace gets the same closing `done` event a live run ends with,
-            # so a replay of an interrupted run ends the way every stream does.
-            done = Event(
-                seq=len(record.events) + 1,
-                ts=now,
-                type="done",
-                data={"status": "error", "result": None, "error": error},
-            )
-            self._merge(
-                dataclasses.replace(
-                    record,
-                    status="error",
-                    error=error,
-                    finished_at=now,
-                    updated_at=now,
-                    events=(*record.events, done),
-                ),
-                None,
-            )
+            self._merge(record.interrupted(error, now), None)
             marked.append(record.run_id)
         if marked and self._retry_timer is None:
             self._flush()
