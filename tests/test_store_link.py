@@ -1,0 +1,142 @@
+"""The store link: the runtime's one batched, acknowledged route to the store.
+
+A real persistence actor over a real SQLite file sits behind the link; the
+counting store shows how many transactions the writes became.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.asyncio_actor import AsyncioActor, ask, ask_stop
+from actors.persistence_protocol import DeleteStored, LoadRun, RunsPersisted, Saved, SaveRuns
+from actors.store_link import StoreLink
+from persistence.actor import PersistenceActor
+from tests.store_helpers import WAIT, CountingStore, read_back, rec
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+WINDOW_S = 0.05
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Acks(AsyncioActor):
+    """A writer that records the acknowledgements it gets."""
+
+    def __init__(self, saved: asyncio.Queue[Saved]) -> None:
+        super().__init__()
+        self.saved = saved
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, RunsPersisted):
+            for version in message.saved:
+                self.saved.put_nowait(version)
+            return None
+        return super().on_receive(message)
+
+
+Link = tuple[pykka.ActorRef[Any], CountingStore, pykka.ActorRef[Any]]
+
+
+@pytest.fixture
+async def link(tmp_path: Path) -> AsyncIterator[Link]:
+    AsyncioActor.bind_loop(asyncio.get_running_loop())
+    store = CountingStore(tmp_path / "runs.sqlite3")
+    persistence = PersistenceActor.start(store)
+    ref = StoreLink.start(persistence, write_window_s=WINDOW_S)
+    try:
+        yield ref, store, persistence
+    finally:
+        if ref.is_alive():
+            await ask_stop(ref)
+        await ask_stop(persistence)
+        AsyncioActor.bind_loop(None)
+
+
+def writer() -> tuple[pykka.ActorRef[Any], asyncio.Queue[Saved]]:
+    saved: asyncio.Queue[Saved] = asyncio.Queue()
+    return Acks.start(saved), saved
+
+
+async def next_ack(saved: asyncio.Queue[Saved]) -> Saved:
+    return await asyncio.wait_for(saved.get(), WAIT)
+
+
+async def test_writes_within_one_window_become_one_transaction(
+    link: Link,
+) -> None:
+    ref, store, _ = link
+    acks, saved = writer()
+    for i in range(200):
+        ref.tell(SaveRuns((rec(f"run-{i:03d}"),), ack_to=acks))
+    acked = {(await next_ack(saved)).run_id for _ in range(200)}
+    assert acked == {f"run-{i:03d}" for i in range(200)}
+    assert store.calls == [200]
+
+
+async def test_a_run_that_ends_within_the_window_is_written_once_as_its_final_record(
+    link: Link, tmp_path: Path
+) -> None:
+    ref, store, _ = link
+    acks, saved = writer()
+    final = rec("r1", status="success", events=4)
+    stub = dataclasses.replace(rec("r1", status="running", events=0), updated_at=1.0)
+    # The stale stub arrives after the final record: the merge rule keeps the final one.
+    ref.tell(SaveRuns((final,), ack_to=acks))
+    ref.tell(SaveRuns((stub,)))
+    version = await next_ack(saved)
+    assert (version.run_id, version.status, version.event_count) == ("r1", "success", 4)
+    assert store.calls == [1]
+    stored = await asyncio.to_thread(read_back, tmp_path / "runs.sqlite3", "r1")
+    assert stored is not None
+    assert stored.status == "success"
+    assert len(stored.events) == 4
+
+
+async def test_an_ack_waits_for_the_version_asked_for(
+    link: Link,
+) -> None:
+    ref, _, _ = link
+    acks, saved = writer()
+    ref.tell(SaveRuns((rec("r1", status="running", events=2),), ack_to=acks))
+    first = await next_ack(saved)
+    assert (first.status, first.event_count) == ("running", 2)
+    ref.tell(SaveRuns((rec("r1", status="running", events=5),), ack_to=acks))
+    second = await next_ack(saved)
+    assert (second.status, second.event_count) == ("running", 5)
+    assert saved.empty()
+
+
+async def test_a_delete_drops_a_write_still_waiting_in_the_window(
+    link: Link,
+) -> None:
+    ref, store, _ = link
+    ref.tell(SaveRuns((rec("gone"),)))
+    deleted = await ask(ref, DeleteStored("gone"), timeout=WAIT)
+    assert deleted is False  # never reached the store
+    acks, saved = writer()
+    ref.tell(SaveRuns((rec("kept"),), ack_to=acks))
+    assert (await next_ack(saved)).run_id == "kept"
+    assert await ask(ref, LoadRun("gone"), timeout=WAIT) is None
+    assert store.calls == [1]
+
+
+async def test_stopping_the_link_hands_on_what_is_waiting(link: Link) -> None:
+    ref, _, persistence = link
+    ref.tell(SaveRuns((rec("late"),)))
+    await ask_stop(ref)  # long before the window would have closed
+    # The persistence actor holds it now (written, or pending and readable).
+    loaded = await ask(persistence, LoadRun("late"), timeout=WAIT)
+    assert loaded is not None
+    assert loaded.status == "success"
