@@ -232,6 +232,27 @@ def test_database_is_not_public(
 
 
 @pytest.mark.timeout(60)
+def test_opening_locks_a_public_database_but_keeps_an_operators_members(
+    stores: Callable[..., CouchStore], http: httpx.Client, couch_db_name: str
+) -> None:
+    # A public database with an admin of the operator's (CouchDB before 3 and
+    # pouchdb-server create them public; a new CouchDB 3 one is locked already).
+    assert http.put(f"/{couch_db_name}").status_code in (201, 202)
+    public = {"admins": {"names": ["ops"], "roles": []}, "members": {"names": [], "roles": []}}
+    assert http.put(f"/{couch_db_name}/_security", json=public).status_code == 200
+    stores()
+    security = http.get(f"/{couch_db_name}/_security").json()
+    assert security["members"]["roles"] == ["_admin"]
+    assert security["admins"] == {"names": ["ops"], "roles": ["_admin"]}
+
+    # Members the operator set are theirs: opening leaves them alone.
+    operators = {"admins": {"names": [], "roles": []}, "members": {"names": [], "roles": ["ops"]}}
+    assert http.put(f"/{couch_db_name}/_security", json=operators).status_code == 200
+    stores()
+    assert http.get(f"/{couch_db_name}/_security").json() == operators
+
+
+@pytest.mark.timeout(60)
 def test_delete_and_purge_remove_every_chunk(
     stores: Callable[..., CouchStore],
     run: Callable[[Coroutine[Any, Any, Any]], Any],

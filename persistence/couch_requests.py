@@ -1,0 +1,173 @@
+"""The CouchDB requests :class:`~persistence.couch_store.CouchStore` makes, through aiocouch.
+
+Opening (the session, the database created if missing, made admin-only, its
+Mango indexes), reads by id, ``_bulk_docs`` in bounded requests and sorted,
+paged ``_find``. aiocouch's public bulk and find calls wrap every document
+in a ``Document`` (its ``find`` refuses ``fields``), which costs the store's
+batches their speed, so its two private calls (``_bulk_docs``, ``_find``) are
+made here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, cast
+
+import aiohttp
+from aiocouch import CouchDB, Database, NotFoundError
+
+from actors.jsonsafe import dumps
+from persistence.couch_layout import CouchStoreError
+
+__all__ = [
+    "INDEX_BY_FINISHED",
+    "INDEX_BY_OWNER",
+    "INDEX_BY_STATUS",
+    "Index",
+    "bulk_docs",
+    "docs_by_id",
+    "find",
+    "find_all",
+    "make_admin_only",
+    "open_database",
+    "revs_by_id",
+]
+
+Index = tuple[str, str, list[str]]
+"""A Mango index: (design doc, index name, fields)."""
+
+# Queries sort on *all* fields of the index they use (equality fields too),
+# which every CouchDB 3 accepts.
+INDEX_BY_OWNER: Final[Index] = ("runyard-by-owner", "by-owner", ["owner", "started_at", "run_id"])
+INDEX_BY_STATUS: Final[Index] = ("runyard-by-status", "by-status", ["status", "run_id"])
+INDEX_BY_FINISHED: Final[Index] = ("runyard-by-finished", "by-finished", ["finished_at"])
+INDEXES: Final = (INDEX_BY_OWNER, INDEX_BY_STATUS, INDEX_BY_FINISHED)
+
+_BULK_MAX_DOCS = 500
+
+
+async def open_database(url: str, name: str, *, timeout_s: float) -> tuple[CouchDB, Database]:
+    """A session on ``url`` and its database ``name``, created if missing, made
+    admin-only and indexed (each step harmless when done already).
+
+    Raises aiocouch's errors, or :class:`CouchStoreError` (see
+    :func:`make_admin_only`); the session is closed then.
+    """
+    # Credentials stay in the URL: aiohttp sends them as basic auth on every
+    # request (its ``auth=`` parameter, which aiocouch's user/password use,
+    # is deprecated). The session encodes JSON bodies compactly in UTF-8:
+    # that is the encoding the document sizes are measured in.
+    couch = CouchDB(url, json_serialize=dumps, timeout=aiohttp.ClientTimeout(total=timeout_s))
+    try:
+        try:
+            db = await couch[name]
+        except NotFoundError:
+            db = await couch.create(name, exists_ok=True)
+        await make_admin_only(db)
+        for ddoc, index_name, fields in INDEXES:
+            await db.index({"fields": fields}, ddoc=ddoc, name=index_name, type="json")
+    except BaseException:
+        await couch.close()
+        raise
+    return couch, db
+
+
+async def make_admin_only(db: Database) -> None:
+    """Let only server admins read or write ``db``, unless its members are set already.
+
+    A new CouchDB 3 database is admin-only; pouchdb-server's and older
+    CouchDBs' are public. Raises :class:`CouchStoreError` if the database is
+    public and its ``_security`` cannot be set.
+    """
+    security = await db.security()
+    if security.members or security.member_roles:
+        return  # access already restricted (by us or by the operator)
+    security.add_admin_role("_admin")
+    security.add_member_role("_admin")
+    try:
+        await security.save()
+    except Exception as exc:
+        raise CouchStoreError(
+            f"database {db.id!r} is readable by anyone and its _security "
+            f"could not be set ({exc}); set members in its _security"
+        ) from exc
+
+
+async def docs_by_id(db: Database, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The live documents among ``ids`` (missing and deleted ones are left out)."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 100):
+        keys = list(ids[start : start + 100])
+        response = await db.all_docs.post(keys, include_docs=True)
+        for row in response.rows:
+            doc = row.get("doc")
+            if doc is not None and "error" not in row:
+                found[row["id"]] = doc
+    return found
+
+
+async def revs_by_id(db: Database, ids: Iterable[str]) -> dict[str, str]:
+    """Current revs of the live documents among ``ids``."""
+    keys = sorted(set(ids))
+    revs: dict[str, str] = {}
+    for start in range(0, len(keys), 500):
+        response = await db.all_docs.post(keys[start : start + 500])
+        for row in response.rows:
+            value = row.get("value") or {}
+            if "error" not in row and not value.get("deleted"):
+                revs[row["id"]] = value["rev"]
+    return revs
+
+
+async def bulk_docs(
+    db: Database, docs: list[dict[str, Any]], sizes: Sequence[int] | None, *, max_bytes: int
+) -> list[dict[str, Any]]:
+    """``_bulk_docs`` in requests of at most ``max_bytes`` (by ``sizes``, the
+    documents' encoded sizes; 256 each if None) and 500 documents; one result
+    per document, in order."""
+    results: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for i, doc in enumerate(docs):
+        doc_size = 256 if sizes is None else sizes[i]
+        if batch and (size + doc_size > max_bytes or len(batch) >= _BULK_MAX_DOCS):
+            results += await _bulk_request(db, batch)
+            batch, size = [], 0
+        batch.append(doc)
+        size += doc_size
+    if batch:
+        results += await _bulk_request(db, batch)
+    return results
+
+
+async def _bulk_request(db: Database, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # aiocouch annotates the answer as an object; CouchDB sends a list.
+    return cast(list[dict[str, Any]], await db._bulk_docs(batch))
+
+
+async def find(db: Database, selector: dict[str, Any], **params: Any) -> dict[str, Any]:
+    """One ``_find`` request: ``{"docs": [...], "bookmark": ...}``."""
+    return await db._find(selector, **params)
+
+
+async def find_all(
+    db: Database, selector: dict[str, Any], index: Index, fields: list[str], *, page: int
+) -> list[dict[str, Any]]:
+    """Every match, ``page`` at a time, until a page is short (never trusting a bookmark)."""
+    ddoc, name, index_fields = index
+    docs: list[dict[str, Any]] = []
+    bookmark: str | None = None
+    while True:
+        params: dict[str, Any] = {
+            "sort": [{f: "asc"} for f in index_fields],
+            "limit": page,
+            "fields": fields,
+            "use_index": [ddoc, name],
+        }
+        if bookmark is not None:
+            params["bookmark"] = bookmark
+        answer = await find(db, selector, **params)
+        docs += answer["docs"]
+        if len(answer["docs"]) < page:
+            return docs
+        bookmark = answer["bookmark"]
