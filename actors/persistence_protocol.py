@@ -22,27 +22,121 @@ Store failures come back as :class:`~actors.errors.StoreUnavailable`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from actors.records import TERMINAL_STATUSES, RunRecord, RunStatus
+from actors.records import (
+    TERMINAL_STATUSES,
+    Event,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    Version,
+    replaces,
+)
 
 if TYPE_CHECKING:
     import pykka
 
 
 @dataclass(frozen=True, slots=True)
-class SaveRuns:
-    """Write these records; ack with :class:`RunsPersisted` to ``ack_to``.
+class RunWrite:
+    """One run's change in one commit: its header as of now, and its new events.
 
-    Sent by every writer to the store link (:mod:`actors.store_link`), which
-    sends one per group-commit window on to the persistence actor.  Versions
-    of one run are merged by :meth:`RunRecord.newest
-    <actors.records.RunRecord.newest>` at every step: a terminal record is
-    never overwritten by a stale ``running`` one.
+    ``header`` is the run without its trace (``header.events == ()``);
+    ``event_count`` is the trace length once this write is applied, and
+    ``events`` are the last ``len(events)`` of the trace, contiguous (seqs
+    ``first_seq .. event_count``).  Events never change once written, so a
+    store appends them and never rewrites one; a live run's writes carry only
+    what it emitted since its previous write, which keeps a commit's cost
+    proportional to what is new, not to the trace.
     """
 
-    records: tuple[RunRecord, ...]
+    header: RunRecord
+    event_count: int
+    events: tuple[Event, ...] = ()
+
+    @classmethod
+    def of(cls, record: RunRecord) -> RunWrite:
+        """A whole record as one write (its header and its entire trace)."""
+        return cls(dataclasses.replace(record, events=()), len(record.events), record.events)
+
+    @property
+    def run_id(self) -> str:
+        return self.header.run_id
+
+    @property
+    def first_seq(self) -> int:
+        return self.event_count - len(self.events) + 1
+
+    @property
+    def version(self) -> Version:
+        return (self.header.status, self.event_count, self.header.updated_at)
+
+    def then(self, later: RunWrite) -> RunWrite:
+        """This write followed by ``later`` (of the same run), as one write.
+
+        The header is the one the merge rule (:func:`actors.records.replaces`)
+        keeps; the events are both writes' events, which must join up: a gap
+        would lose events, so it is a :class:`ValueError`.
+        """
+        header = later.header if replaces(later.version, self.version) else self.header
+        if later.event_count <= self.event_count:
+            return RunWrite(header, self.event_count, self.events)  # nothing new in it
+        if later.first_seq <= self.first_seq:
+            return RunWrite(header, later.event_count, later.events)  # it covers this one
+        if later.first_seq > self.event_count + 1:
+            msg = (
+                f"run {self.run_id}: a write of events {later.first_seq}.. cannot follow "
+                f"one that ends at {self.event_count}"
+            )
+            raise ValueError(msg)
+        skip = self.event_count + 1 - later.first_seq
+        return RunWrite(header, later.event_count, self.events + later.events[skip:])
+
+    def summary(self) -> RunSummary:
+        return dataclasses.replace(self.header.summary(), event_count=self.event_count)
+
+    def applied_to(self, stored: RunRecord | None) -> RunRecord:
+        """What the store holds once this write is applied to ``stored``."""
+        if stored is not None and not replaces(
+            self.version, (stored.status, len(stored.events), stored.updated_at)
+        ):
+            return stored
+        before = stored.events[: self.first_seq - 1] if stored is not None else ()
+        return dataclasses.replace(self.header, events=before + self.events)
+
+    def interrupted(self, error: str, now: float) -> RunWrite:
+        """This (stored, running) run ended ``error`` because its process died.
+
+        Every stored event stays; a closing ``done`` event follows them, numbered
+        after every seq any client can have received (clients only ever get
+        stored events), so a replay ends the way every stream does.
+        """
+        done = Event(
+            seq=self.event_count + 1,
+            ts=now,
+            type="done",
+            data={"status": "error", "result": None, "error": error},
+        )
+        header = dataclasses.replace(
+            self.header, status="error", error=error, finished_at=now, updated_at=now, events=()
+        )
+        return RunWrite(header, self.event_count + 1, (done,))
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRuns:
+    """Commit these writes; ack with :class:`RunsPersisted` to ``ack_to``.
+
+    Sent by every writer to the store link (:mod:`actors.store_link`), which
+    sends one per group-commit window on to the persistence actor.  Writes of
+    one run are joined with :meth:`RunWrite.then` at every step, so a
+    terminal header is never overwritten by a stale ``running`` one.
+    """
+
+    writes: tuple[RunWrite, ...]
     ack_to: pykka.ActorRef[Any] | None = None
 
 

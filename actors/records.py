@@ -8,7 +8,6 @@ the stores turn them into UTC ISO-8601 with ``Z`` at their edge.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -43,6 +42,36 @@ class Event:
             data, encoded = dumps_safe(self.data)
             object.__setattr__(self, "data", data)
             object.__setattr__(self, "data_json", encoded)
+
+
+Version: TypeAlias = tuple[str | None, int, float]
+"""How a write compares to another of the same run: (status, event count, updated_at).
+A status of None means "nothing stored"."""
+
+
+def replaces(new: Version, stored: Version) -> bool:
+    """Whether a write of version ``new`` may overwrite ``stored``.
+
+    The one merge rule of every write path (the write window, the persistence
+    actor's backlog, both stores), because writes of one run can arrive out of
+    order: a stub or checkpoint can land after the run's final record, and a
+    node that recovered a run may race a late write.
+
+    - nothing stored: yes;
+    - ``new`` is terminal: yes (a terminal status always wins, and of two
+      terminal versions the later write);
+    - the stored one is terminal: no (a stale write never resurrects a
+      finished run);
+    - both ``running``: yes unless it would shrink the trace, or carry as many
+      events but be older.
+    """
+    new_status, new_count, new_updated = new
+    stored_status, stored_count, stored_updated = stored
+    if stored_status is None or new_status in TERMINAL_STATUSES:
+        return True
+    if stored_status in TERMINAL_STATUSES:
+        return False
+    return (new_count, new_updated) >= (stored_count, stored_updated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +115,11 @@ class RunRecord:
 
     def replaces(self, status: str | None, event_count: int = 0, updated_at: float = 0.0) -> bool:
         """Whether this record may overwrite a version stored (or queued) as
-        ``status`` with ``event_count`` events, last written at ``updated_at``.
-
-        The one merge rule of every write path (memory, the write batch, both
-        stores), because writes of one run can arrive out of order: a
-        checkpoint taken before the run ended may land after its final record.
-
-        - nothing stored (``status`` None): yes;
-        - this record is terminal: yes (a terminal status always wins, and of
-          two terminal versions the later write);
-        - the stored one is terminal: no (a stale checkpoint never resurrects
-          a finished run);
-        - both ``running``: yes unless it would shrink the trace, or carry as
-          many events but be older.
-        """
-        if status is None or self.status in TERMINAL_STATUSES:
-            return True
-        if status in TERMINAL_STATUSES:
-            return False
-        return (len(self.events), self.updated_at) >= (event_count, updated_at)
+        ``status`` with ``event_count`` events, last written at ``updated_at``;
+        see :func:`replaces`."""
+        return replaces(
+            (self.status, len(self.events), self.updated_at), (status, event_count, updated_at)
+        )
 
     def newest(self, other: RunRecord) -> RunRecord:
         """Of two versions of this run, the one that must end up stored (``other``
@@ -121,26 +136,4 @@ class RunRecord:
             finished_at=self.finished_at,
             event_count=len(self.events),
             error=self.error,
-        )
-
-    def interrupted(self, error: str, now: float) -> RunRecord:
-        """This running record, ended ``error`` because its process died.
-
-        The trace keeps every stored event and gets the same closing ``done``
-        event a live run ends with, so a replay of an interrupted run ends the
-        way every stream does.
-        """
-        done = Event(
-            seq=len(self.events) + 1,
-            ts=now,
-            type="done",
-            data={"status": "error", "result": None, "error": error},
-        )
-        return dataclasses.replace(
-            self,
-            status="error",
-            error=error,
-            finished_at=now,
-            updated_at=now,
-            events=(*self.events, done),
         )

@@ -44,6 +44,7 @@ from actors.errors import (
     RunNotFound,
     ShuttingDown,
     StillRunning,
+    StoreUnavailable,
     TooManyLiveRuns,
 )
 from actors.feed import Feed
@@ -73,13 +74,11 @@ from actors.messages import (
 from actors.persistence_protocol import (
     DeleteStored,
     LoadRun,
-    RunsPersisted,
-    SaveRuns,
     StoreHealth,
     StoreStatus,
 )
 from actors.records import RunRecord, RunSummary
-from actors.run import LiveRun, RunActor, RunEnded, RunSettings
+from actors.run import LiveRun, RunActor, RunEnded, RunSettings, WhenStored
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 from actors.watchers import Watchers
@@ -108,7 +107,7 @@ class RegistryActor(AsyncioActor):
         self._clock = clock or SystemClock()
         self._code_agent = code_agent
         self._live: dict[str, LiveRun] = {}
-        self._cache = FinishedCache(durable=store is None)
+        self._cache = FinishedCache()
         self._live_per_user: Counter[str] = Counter()
         self._accepting = True
         self._idle: asyncio.Event | None = None
@@ -122,7 +121,7 @@ class RegistryActor(AsyncioActor):
 
     # -- starting ----------------------------------------------------------
 
-    def _start(self, msg: StartRun) -> RunStarted:
+    def _start(self, msg: StartRun) -> Any:
         if not self._accepting:
             raise ShuttingDown("the server is shutting down; start the run again shortly")
         agent = self._resolve_agent(msg)
@@ -153,7 +152,7 @@ class RegistryActor(AsyncioActor):
             stop_grace_s=self._config.stop_grace_s,
             max_duration_s=msg.max_duration_s,
             restart=msg.restart,
-            checkpoint_interval_s=self._config.checkpoint_interval_s,
+            store_timeout_s=self._config.store_timeout_s,
             options=options,
         )
         live.ref = RunActor.start(
@@ -170,20 +169,27 @@ class RegistryActor(AsyncioActor):
         self._live_per_user[user] += 1
         if self._idle is not None:
             self._idle.clear()
-        if self._store is not None:
-            stub = RunRecord(
-                run_id=run_id,
-                owner=user,
-                agent=msg.agent,
-                status="running",
-                input=msg.input,
-                started_at=started_at,
-                updated_at=started_at,
-                options=options,
-            )
-            self._store.tell(SaveRuns((stub,)))
         self._publish(user, "started", live.summary())
-        return RunStarted(run_id=run_id, status="running", started_at=started_at)
+        started = RunStarted(run_id=run_id, status="running", started_at=started_at)
+        if self._store is None:
+            return started
+        return self._started_when_stored(live, started)
+
+    async def _started_when_stored(self, live: LiveRun, started: RunStarted) -> RunStarted:
+        """Acknowledge a start only once the run is on record (group-committed with
+        other starts): a start the store cannot keep is refused, and stopped."""
+        assert live.ref is not None
+        try:
+            await ask(live.ref, WhenStored(0))
+        except pykka.ActorDeadError:
+            # It ended already, and a run ends only once its final record is stored.
+            if self._cache.get(live.run_id) is None:
+                raise
+        except StoreUnavailable:
+            if live.ref.is_alive():
+                live.ref.tell(StopRun(SYSTEM, live.run_id, reason="the store is unavailable"))
+            raise
+        return started
 
     def _resolve_agent(self, msg: StartRun) -> Agent:
         if msg.code is not None:
@@ -302,21 +308,16 @@ class RegistryActor(AsyncioActor):
         self._live_per_user[live.owner] -= 1
         if self._live_per_user[live.owner] <= 0:
             del self._live_per_user[live.owner]
-        self._cache.add(record)
-        if self._store is not None:
-            self._store.tell(SaveRuns((record,), ack_to=self.actor_ref))
+        self._cache.add(record)  # on record already: the run actor ended once it was stored
         if live.ref is not None:
             tell_stop(live.ref)
         self._publish(record.owner, "finished", record.summary())
         if not self._live and self._idle is not None:
             self._idle.set()
 
-    def _persisted(self, msg: RunsPersisted) -> None:
-        self._cache.stored(msg.saved)
-
     def _evict(self, msg: Evict) -> int:
         if msg.run_id is not None:
-            return self._cache.evict(msg.run_id)
+            return int(self._cache.remove(msg.run_id) is not None)
         return self._cache.evict_finished_before(self._clock.now() - self._config.retention_s)
 
     # -- lifecycle feed ----------------------------------------------------
@@ -433,7 +434,6 @@ class RegistryActor(AsyncioActor):
         StopRun: _stop_run,
         DeleteRun: _delete,
         RunEnded: _run_ended,
-        RunsPersisted: _persisted,
         Evict: _evict,
         Introspect: _introspect,
         CheckHealth: _health,

@@ -1,11 +1,17 @@
 """``RunActor``: the supervisor of one run.
 
-It owns three things and nobody else touches them: the agent task (its only
-child), the trace, and the subscriber set.  Everything that changes them runs
-on the event loop thread, one step at a time, which is what makes
-"replay then live" exact: :class:`~actors.messages.Subscribe` takes the
-replay slice and joins the subscriber set in one handler, and ``emit``
-appends and fans out in one call, so no event can fall between the two.
+It owns two things and nobody else touches them: the agent task (its only
+child) and the run's log (:class:`~actors.run_log.RunLog`: the trace and the
+subscriber set).  Everything that changes them runs on the event loop thread,
+one step at a time, which is what makes "replay then live" exact.
+
+It is also the only writer of its run's record.  Its first write (the
+``running`` header) goes to the store at start; every emit is appended at
+once and handed to the store link in the same loop step's write; the link's
+acknowledgement raises the log's high-water mark, and only then do
+subscribers see the events, a reader of ``GetRun`` the trace, and the
+registry the terminal status (``RunEnded``).  Whatever crashes, nothing a
+client was told is taken back.
 
 Supervision follows OTP: the child is ``temporary`` by default (a crash ends
 the run as ``error``), ``transient`` with a :class:`RestartPolicy`.  Stop is
@@ -21,19 +27,20 @@ import logging
 import threading
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pykka
 
-from actors.asyncio_actor import AsyncioActor
+from actors.asyncio_actor import RESUME, AsyncioActor
 from actors.clock import Clock
 from actors.context import Agent, RunContext, StopRequested
-from actors.errors import AlreadyFinished
+from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
 from actors.messages import GetRun, RestartPolicy, StopAccepted, StopRun, Subscribe, Unsubscribe
-from actors.persistence_protocol import RunsPersisted, SaveRuns
+from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
+from actors.run_log import RunLog, replay_slice
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 
@@ -59,7 +66,7 @@ class LiveRun:
     subscribers: int = 0
     stopping: bool = False
     stored_events: int = 0
-    """How many of its events the store has acknowledged (its last checkpoint)."""
+    """The run's high-water mark: how many of its events the store has acknowledged."""
 
     def summary(self) -> RunSummary:
         return RunSummary(
@@ -82,7 +89,7 @@ class RunSettings:
     stop_grace_s: float
     max_duration_s: float | None
     restart: RestartPolicy | None
-    checkpoint_interval_s: float
+    store_timeout_s: float
     options: dict[str, JSON]
 
 
@@ -91,6 +98,18 @@ class RunEnded:
     """A run actor's last word to the registry: its final record, sent before it stops."""
 
     record: RunRecord
+
+
+@dataclass(frozen=True, slots=True)
+class WhenStored:
+    """Reply ``None`` once the run's header and its first ``seq`` events are stored.
+
+    The registry asks this before it acknowledges a start (``seq`` 0: the run
+    exists in the store); :class:`~actors.errors.StoreUnavailable` after the
+    store timeout.
+    """
+
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,19 +143,20 @@ class RunActor(AsyncioActor):
         self._store = store
         self._settings = settings
         self._clock = clock
-        self._trace: list[Event] = []
-        self._subs: dict[Subscription, None] = {}
+        self._log = RunLog(live.run_id, self._loop(), durable=store is not None)
+        self._header_stored: asyncio.Future[None] = self._loop().create_future()
+        if store is None:
+            self._header_stored.set_result(None)
+        self._write_queued = False
+        self._ended = False
         self._ctx = RunContext(live.run_id, live.owner, self._emit)
         self._child: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._stop_reason: str | None = None
+        self._stop_seq = 0
         self._cancelled_by_stop = False
         self._final: RunRecord | None = None
-        self._checkpointed_len = 0
-        self._checkpoint_timer: asyncio.TimerHandle | None = None
-        # Armed by the first event after a checkpoint, so a run that emits
-        # nothing (100,000 sleepers) costs no timer at all.
-        self._checkpointing = store is not None and settings.checkpoint_interval_s > 0
+        """The terminal record, once the agent is done (stored or on its way)."""
         self._loop_thread: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -144,6 +164,7 @@ class RunActor(AsyncioActor):
     def on_start(self) -> None:
         loop = self._loop()
         self._loop_thread = threading.get_ident()
+        self._write()  # the `running` header: the run exists in the store
         self._child = loop.create_task(self._supervise(), name=f"run {self.run_id}")
 
     def on_stop(self) -> None:
@@ -151,12 +172,18 @@ class RunActor(AsyncioActor):
         if self._child is not None and not self._child.done():
             self._child.cancel()  # only if the actor is torn down from outside
 
+    def on_failure(self, *exc_info: Any) -> str:  # type: ignore[override]
+        # A failed `tell` (say, a stop that could not be put on record in time)
+        # must not end the supervisor: its run would never end.
+        logger.warning("run %s: a message failed: %s", self.run_id, exc_info[1])
+        return RESUME
+
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Subscribe):
             return self._subscribe(message)
         if isinstance(message, Unsubscribe):
-            self._subs.pop(message.subscription, None)
-            self.live.subscribers = len(self._subs)
+            self._log.unsubscribe(message.subscription)
+            self.live.subscribers = self._log.subscribers
             return None
         if isinstance(message, StopRun):
             return self._request_stop(message.reason)
@@ -166,6 +193,8 @@ class RunActor(AsyncioActor):
             return self._finish(message)
         if isinstance(message, RunsPersisted):
             return self._stored(message)
+        if isinstance(message, WhenStored):
+            return self._when_stored(message.seq)
         return super().on_receive(message)
 
     # -- events ------------------------------------------------------------
@@ -184,57 +213,102 @@ class RunActor(AsyncioActor):
         return self._emit(type, data)
 
     def _append(self, type: str, data: dict[str, JSON]) -> int:
-        seq = len(self._trace) + 1
+        seq = len(self._log) + 1
         safe, encoded = dumps_safe(data)
-        event = Event(seq, self._clock.now(), str(type), safe, encoded)
-        self._trace.append(event)
+        self._log.append(Event(seq, self._clock.now(), str(type), safe, encoded))
         self.live.trace_length = seq
-        if self._checkpointing and self._checkpoint_timer is None:
-            self._checkpoint_timer = self._loop().call_later(
-                self._settings.checkpoint_interval_s, self._checkpoint
-            )
-        lagged = None
-        for sub in self._subs:
-            if not sub.push(event):
-                lagged = [*(lagged or ()), sub]
-        if lagged:
-            for sub in lagged:
-                del self._subs[sub]
-            self.live.subscribers = len(self._subs)
+        if self._store is None:
+            self.live.subscribers = self._log.subscribers  # a lagged one may have left
+        elif not self._write_queued:
+            # One write per loop step: an agent emitting in a burst costs one message.
+            self._write_queued = True
+            self._loop().call_soon(self._write)
         return seq
 
     def _subscribe(self, msg: Subscribe) -> Subscription:
         after = max(0, msg.after_seq)
-        status = self._final.status if self._final else "running"
-        sub = Subscription(
-            self.run_id,
-            self._loop(),
-            after_seq=after,
-            max_queue=msg.max_queue,
-            replay=self._trace[after:],
-            status=status,
-        )
-        if self._final is not None:
+        if self._ended:
+            assert self._final is not None
+            events = self._final.events
+            sub = Subscription(
+                self.run_id,
+                self._loop(),
+                after_seq=after,
+                max_queue=msg.max_queue,
+                replay=replay_slice(events, after, finished=True),
+                status=self._final.status,
+            )
             sub.close(Finished(self._final))
-        else:
-            self._subs[sub] = None
-            self.live.subscribers = len(self._subs)
+            return sub
+        sub = self._log.subscribe(after, msg.max_queue, "running")
+        self.live.subscribers = self._log.subscribers
         return sub
+
+    # -- to the store --------------------------------------------------------
+
+    def _write(self) -> None:
+        """Hand the store everything it does not have yet, in one write."""
+        self._write_queued = False
+        if self._store is None:
+            return
+        header = self._header() if self._final is None else replace(self._final, events=())
+        write = RunWrite(header, len(self._log), self._log.take_unsent())
+        self._store.tell(SaveRuns((write,), ack_to=self.actor_ref))
+
+    def _stored(self, msg: RunsPersisted) -> None:
+        for saved in msg.saved:
+            if not self._header_stored.done():
+                self._header_stored.set_result(None)
+            self._log.commit(saved.event_count)
+            self.live.stored_events = self._log.committed
+            self.live.subscribers = self._log.subscribers
+            if saved.finished and self._final is not None:
+                self._end()
+
+    async def _when_stored(self, seq: int) -> None:
+        try:
+            async with asyncio.timeout(self._settings.store_timeout_s):
+                await asyncio.shield(self._header_stored)
+                await self._log.when_committed(seq)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the store did not confirm run {self.run_id} within "
+                f"{self._settings.store_timeout_s:g} s"
+            ) from None
 
     # -- stop --------------------------------------------------------------
 
-    def _request_stop(self, reason: str) -> StopAccepted:
+    def _request_stop(self, reason: str) -> Any:
+        """Reply :class:`StopAccepted` once the request is on record (its
+        ``stop_requested`` event is stored)."""
         if self._final is not None:
-            raise AlreadyFinished(
-                f"run {self.run_id} already finished with status {self._final.status!r}",
-                self._final.status,
-            )
+            if self._ended:
+                raise self._already_finished()
+            return self._finished_when_stored()
         if self._stop_reason is None:
             self._stop_reason = reason
             self.live.stopping = True
-            self._append("stop_requested", {"reason": reason})
+            self._stop_seq = self._append("stop_requested", {"reason": reason})
             self._ctx._request_stop()
             self._schedule(self._settings.stop_grace_s, self._cancel_child)
+        if self._log.committed >= self._stop_seq:
+            return StopAccepted(run_id=self.run_id)
+        return self._accepted_when_stored()
+
+    def _already_finished(self) -> AlreadyFinished:
+        assert self._final is not None
+        return AlreadyFinished(
+            f"run {self.run_id} already finished with status {self._final.status!r}",
+            self._final.status,
+        )
+
+    async def _finished_when_stored(self) -> StopAccepted:
+        # It ended, but until that is stored a reader still sees it running.
+        await self._when_stored(len(self._log))
+        raise self._already_finished()
+
+    async def _accepted_when_stored(self) -> StopAccepted:
+        await self._when_stored(self._stop_seq)
         return StopAccepted(run_id=self.run_id)
 
     def _cancel_child(self) -> None:
@@ -344,56 +418,50 @@ class RunActor(AsyncioActor):
         if status == "stopped" and error is None:
             error = self._stop_reason or "stopped"
         self._append("done", {"status": status, "result": outcome.result, "error": error})
-        now = self._clock.now()
-        self._final = self.record(
-            status=status, result=outcome.result, error=error, finished_at=now
+        self._final = replace(
+            self._header(),
+            status=status,
+            result=outcome.result,
+            error=error,
+            finished_at=self._clock.now(),
+            events=tuple(self._log.events),
         )
-        self.live.status = status
-        for sub in self._subs:
-            sub.close(Finished(self._final))
-        self._subs.clear()
+        if self._store is None:
+            self._end()
+        else:
+            self._write()  # the terminal header; the run ends when the store has it
+
+    def _end(self) -> None:
+        """The terminal record is stored: now subscribers, readers and the registry see it."""
+        assert self._final is not None
+        self._ended = True
+        self.live.status = self._final.status
+        self._log.close_all(Finished(self._final))
         self.live.subscribers = 0
         # The registry stops this actor once it has taken the record over, so
         # anything it forwarded before that is still answered from here.
         self._registry.tell(RunEnded(self._final))
 
-    def record(
-        self,
-        *,
-        status: RunStatus | None = None,
-        result: JSON = None,
-        error: str | None = None,
-        finished_at: float | None = None,
-    ) -> RunRecord:
-        if self._final is not None and status is None:
+    def record(self) -> RunRecord:
+        """The run as a reader may see it: what the store holds."""
+        if self._ended:
+            assert self._final is not None
             return self._final
+        return replace(self._header(), events=self._log.committed_events())
+
+    def _header(self) -> RunRecord:
+        """The live run without its trace: what its ``running`` writes carry."""
         live = self.live
         return RunRecord(
             run_id=live.run_id,
             owner=live.owner,
             agent=live.agent,
-            status=status or "running",
+            status="running",
             input=self._input,
             started_at=live.started_at,
-            finished_at=finished_at,
-            events=tuple(self._trace),
-            result=result,
-            error=error,
             updated_at=self._clock.now(),
             options=self._settings.options,
         )
-
-    def _checkpoint(self) -> None:
-        self._checkpoint_timer = None
-        if self._final is not None or self._store is None:
-            return
-        if len(self._trace) > self._checkpointed_len:
-            self._checkpointed_len = len(self._trace)
-            self._store.tell(SaveRuns((self.record(),), ack_to=self.actor_ref))
-
-    def _stored(self, msg: RunsPersisted) -> None:
-        for saved in msg.saved:
-            self.live.stored_events = max(self.live.stored_events, saved.event_count)
 
     # -- helpers -----------------------------------------------------------
 
@@ -410,6 +478,3 @@ class RunActor(AsyncioActor):
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        if self._checkpoint_timer is not None:
-            self._checkpoint_timer.cancel()
-            self._checkpoint_timer = None

@@ -25,7 +25,7 @@ from typing import Any
 
 import pykka
 
-from actors.persistence_protocol import RunsPersisted, SaveRuns
+from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.records import Event, RunRecord
 from bench.common import ROOT, BenchFailure, Benchmark, Metric, Sizes
 from persistence.actor import PersistenceActor
@@ -83,7 +83,7 @@ def through_actor(store: Any, records: list[RunRecord], timeout: float = 300.0) 
     try:
         t0 = time.perf_counter()
         for record in records:
-            actor.tell(SaveRuns((record,), ack_to=acks_ref))
+            actor.tell(SaveRuns((RunWrite.of(record),), ack_to=acks_ref))
         if not done.wait(timeout):
             raise BenchFailure("the persistence actor did not acknowledge every record")
         return len(records) / (time.perf_counter() - t0)
@@ -126,7 +126,7 @@ def plain_sqlite(path: Path, records: list[RunRecord]) -> float:
     runs, events = _rows(records)
     conn.execute("BEGIN")
     conn.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", runs)
-    conn.executemany("INSERT INTO events VALUES (?,?,?,?,?)", events)
+    conn.executemany("INSERT INTO events (run_id, seq, ts, type, data) VALUES (?,?,?,?,?)", events)
     conn.execute("COMMIT")
     rate = len(records) / (time.perf_counter() - t0)
     conn.close()

@@ -39,12 +39,13 @@ from actors.persistence_protocol import (
     QueryRuns,
     RecoverInterrupted,
     RunsPersisted,
+    RunWrite,
     Saved,
     SaveRuns,
     StoreHealth,
     StoreStatus,
 )
-from actors.records import RunRecord, RunSummary
+from actors.records import RunRecord, RunSummary, replaces
 from persistence.store import RunStore
 
 __all__ = ["PersistenceActor"]
@@ -68,7 +69,7 @@ class _Flush:
 
 @dataclass(slots=True)
 class _Pending:
-    record: RunRecord
+    write: RunWrite
     ack_to: list[pykka.ActorRef[Any]] = field(default_factory=list)
 
 
@@ -145,7 +146,7 @@ class PersistenceActor(pykka.ThreadingActor):
                 self._ensure_open(timeout=remaining)
                 batch = list(islice(self._pending.values(), self._batch_max))
                 self._run(
-                    self._store.save_many([p.record for p in batch]),
+                    self._store.save_many([p.write for p in batch]),
                     timeout=deadline - time.monotonic(),
                 )
                 self._acknowledge(batch)
@@ -208,9 +209,9 @@ class PersistenceActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case SaveRuns(records=records, ack_to=ack_to):
-                for record in records:
-                    self._merge(record, ack_to)
+            case SaveRuns(writes=writes, ack_to=ack_to):
+                for write in writes:
+                    self._merge(write, ack_to)
                 self._after_merge()
                 return None
             case _Flush(retry=retry):
@@ -233,12 +234,12 @@ class PersistenceActor(pykka.ThreadingActor):
 
     # ---------------------------------------------------------------- writes
 
-    def _merge(self, record: RunRecord, ack_to: pykka.ActorRef[Any] | None) -> None:
-        entry = self._pending.get(record.run_id)
+    def _merge(self, write: RunWrite, ack_to: pykka.ActorRef[Any] | None) -> None:
+        entry = self._pending.get(write.run_id)
         if entry is None:
-            self._pending[record.run_id] = _Pending(record, [ack_to] if ack_to else [])
+            self._pending[write.run_id] = _Pending(write, [ack_to] if ack_to else [])
             return
-        entry.record = entry.record.newest(record)
+        entry.write = entry.write.then(write)
         if ack_to is not None and all(a.actor_urn != ack_to.actor_urn for a in entry.ack_to):
             entry.ack_to.append(ack_to)
 
@@ -287,7 +288,7 @@ class PersistenceActor(pykka.ThreadingActor):
             except Exception as exc:
                 self._last_error = _describe(exc)
             if len(batch) == 1 or not self._ping_ok():
-                failed.update(p.record.run_id for p in batch)
+                failed.update(p.write.run_id for p in batch)
                 break
             saved_one = False
             for n, entry in enumerate(batch):
@@ -296,7 +297,7 @@ class PersistenceActor(pykka.ThreadingActor):
                     saved_one = True
                 except Exception as exc:
                     self._last_error = _describe(exc)
-                    failed.add(entry.record.run_id)
+                    failed.add(entry.write.run_id)
                     if not saved_one and n >= 1:
                         break
             if not saved_one:
@@ -315,16 +316,16 @@ class PersistenceActor(pykka.ThreadingActor):
 
     def _save(self, batch: list[_Pending]) -> None:
         self._ensure_open()
-        self._run(self._store.save_many([p.record for p in batch]))
+        self._run(self._store.save_many([p.write for p in batch]))
         self._acknowledge(batch)
 
     def _acknowledge(self, batch: list[_Pending]) -> None:
         by_ref: dict[str, tuple[pykka.ActorRef[Any], list[Saved]]] = {}
         for entry in batch:
-            record = entry.record
-            if self._pending.get(record.run_id) is entry:
-                del self._pending[record.run_id]
-            saved = Saved(record.run_id, record.status, len(record.events))
+            write = entry.write
+            if self._pending.get(write.run_id) is entry:
+                del self._pending[write.run_id]
+            saved = Saved(write.run_id, write.header.status, write.event_count)
             for ref in entry.ack_to:
                 by_ref.setdefault(ref.actor_urn, (ref, []))[1].append(saved)
         for ref, versions in by_ref.values():
@@ -370,18 +371,14 @@ class PersistenceActor(pykka.ThreadingActor):
     def _load(self, run_id: str) -> RunRecord | None:
         entry = self._pending.get(run_id)
         if entry is not None:
-            if entry.record.finished:
-                return entry.record
             try:
                 stored = self._call(self._store.get(run_id))
             except StoreUnavailable:
-                return entry.record
-            # What the store will hold once the pending version is written.
-            if stored is None or entry.record.replaces(
-                stored.status, len(stored.events), stored.updated_at
-            ):
-                return entry.record
-            return stored
+                if entry.write.first_seq > 1:
+                    raise  # the events before the pending ones are only in the store
+                stored = None
+            # What the store will hold once the pending write is applied.
+            return entry.write.applied_to(stored)
         return self._call(self._store.get(run_id))
 
     def _query(self, q: QueryRuns) -> list[RunSummary]:
@@ -393,7 +390,7 @@ class PersistenceActor(pykka.ThreadingActor):
         """
         if q.limit < 1:
             return []
-        mine = [p.record for p in self._pending.values() if p.record.owner == q.owner]
+        mine = [p.write for p in self._pending.values() if p.write.header.owner == q.owner]
         stored = self._call(
             self._store.list_for_user(
                 q.owner,
@@ -409,7 +406,7 @@ class PersistenceActor(pykka.ThreadingActor):
         merged: dict[str, RunSummary] = {}
         for s in stored:
             p = pending.get(s.run_id)
-            if p is None or not p.replaces(s.status, s.event_count):
+            if p is None or not replaces(p.version, (s.status, s.event_count, 0.0)):
                 merged[s.run_id] = s
             else:
                 del pending[s.run_id]
@@ -423,7 +420,8 @@ class PersistenceActor(pykka.ThreadingActor):
         return sorted(merged.values(), key=_key, reverse=True)[: q.limit]
 
     @staticmethod
-    def _matches(r: RunRecord, q: QueryRuns) -> bool:
+    def _matches(w: RunWrite, q: QueryRuns) -> bool:
+        r = w.header
         return (
             (q.status is None or r.status == q.status)
             and (q.agent is None or r.agent == q.agent)
@@ -448,12 +446,13 @@ class PersistenceActor(pykka.ThreadingActor):
         """
         now = time.time()
         marked: list[str] = []
-        for record in self._call(self._store.find_unfinished()):
-            entry = self._pending.get(record.run_id)
-            if entry is not None and entry.record.finished:
-                continue  # its terminal version is about to be written
-            self._merge(record.interrupted(error, now), None)
-            marked.append(record.run_id)
+        for stored in self._call(self._store.find_unfinished()):
+            entry = self._pending.get(stored.run_id)
+            if entry is not None:
+                # Written by this process: its newest version is about to be written.
+                continue
+            self._merge(stored.interrupted(error, now), None)
+            marked.append(stored.run_id)
         if marked and self._retry_timer is None:
             self._flush()
         return tuple(marked)

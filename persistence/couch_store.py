@@ -39,12 +39,14 @@ import json
 import logging
 import re
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from aiocouch import CouchDB, Database
 
-from actors.records import RunRecord, RunStatus, RunSummary
+from actors.persistence_protocol import RunWrite
+from actors.records import Event, RunRecord, RunStatus, RunSummary
 from persistence.couch_layout import (
     RUN_TYPE,
     SUMMARY_FIELDS,
@@ -82,6 +84,9 @@ _META_CACHE_SIZE: Final = 20_000
 
 class CouchStore:
     """The :class:`~persistence.store.RunStore` on CouchDB, through aiocouch."""
+
+    commit_window_s = 0.05
+    """One ``_bulk_docs`` per 50 ms at most: a round trip to CouchDB costs milliseconds."""
 
     def __init__(
         self,
@@ -163,9 +168,22 @@ class CouchStore:
     # ---------------------------------------------------------------- writes
 
     async def save(self, record: RunRecord) -> None:
-        await self.save_many([record])
+        await self._save_records([record])
 
-    async def save_many(self, records: list[RunRecord]) -> None:
+    async def save_many(self, writes: list[RunWrite]) -> None:
+        # The layout stores whole records: a write of new events is applied to
+        # the stored record first.  (Costs a read per continued run.)
+        records = []
+        for write in writes:
+            stored = None if write.first_seq == 1 else await self.get(write.run_id)
+            records.append(write.applied_to(stored))
+        await self._save_records(records)
+
+    async def get_events(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
+        record = await self.get(run_id)
+        return [] if record is None else list(record.events[after_seq : after_seq + limit])
+
+    async def _save_records(self, records: list[RunRecord]) -> None:
         latest: dict[str, RunRecord] = {}
         for record in records:
             current = latest.get(record.run_id)
@@ -357,7 +375,7 @@ class CouchStore:
         )
         return [summary_from_doc(doc) for doc in answer["docs"]]
 
-    async def find_unfinished(self) -> list[RunRecord]:
+    async def find_unfinished(self) -> list[RunWrite]:
         rows = await find_all(
             self._database(), {"status": "running"}, INDEX_BY_STATUS, ["_id"], page=self._find_page
         )
@@ -365,7 +383,7 @@ class CouchStore:
         for row in rows:
             record = await self.get(row["_id"])
             if record is not None and record.status == "running":
-                records.append(record)
+                records.append(RunWrite(replace(record, events=()), len(record.events)))
         return records
 
     # --------------------------------------------------------------- deletes

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from actors.records import RunRecord, RunStatus, RunSummary
+from actors.persistence_protocol import RunWrite
+from actors.records import Event, RunRecord, RunStatus, RunSummary
 
 PageKey = tuple[float, str]
 """(started_at, run_id): the immutable sort key of the newest-first order."""
 
 
 class RunStore(Protocol):
+    commit_window_s: float
+    """The group-commit window that suits this store (seconds): how long the
+    runtime's store link gathers writes before one commit."""
+
     async def open(self) -> None:
         """Connect / create the schema or database and indexes if missing."""
 
@@ -26,17 +31,23 @@ class RunStore(Protocol):
         """Raise if the store cannot answer right now (used by /readyz)."""
 
     async def save(self, record: RunRecord) -> None:
-        """Upsert one record; see :meth:`save_many`."""
+        """Write one whole record; see :meth:`save_many`."""
 
-    async def save_many(self, records: list[RunRecord]) -> None:
-        """Upsert records in one batch (one transaction / one ``_bulk_docs``).
+    async def save_many(self, writes: list[RunWrite]) -> None:
+        """Apply writes in one batch (one transaction / one ``_bulk_docs``).
 
-        A record whose stored version is terminal is never replaced by a
-        ``running`` one (a stale checkpoint must not resurrect a finished run);
-        a terminal record always replaces a ``running`` one.
+        Each write's header replaces the stored one only if the merge rule
+        (:func:`actors.records.replaces`) allows it, and a write whose header
+        loses is skipped whole: a stale write never resurrects a finished run
+        nor shrinks a trace.  Its events are appended; a stored event is never
+        rewritten.  When this returns, every write is durable.
         """
 
-    async def get(self, run_id: str) -> RunRecord | None: ...
+    async def get(self, run_id: str) -> RunRecord | None:
+        """The whole record, its trace cut at the stored ``event_count``."""
+
+    async def get_events(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
+        """At most ``limit`` stored events with ``seq > after_seq``, in order: a replay page."""
 
     async def list_for_user(
         self,
@@ -52,8 +63,9 @@ class RunStore(Protocol):
     async def delete(self, run_id: str) -> bool:
         """Remove the run and all its trace chunks; False if it was not there."""
 
-    async def find_unfinished(self) -> list[RunRecord]:
-        """Every record still ``running`` (after a crash: the interrupted ones)."""
+    async def find_unfinished(self) -> list[RunWrite]:
+        """Every run still ``running`` (after a crash: the interrupted ones), as its
+        header and stored ``event_count`` (no events)."""
 
     async def purge_older_than(self, cutoff: float, *, batch: int = 500) -> int:
         """Delete finished runs with ``finished_at < cutoff``; returns how many."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import pykka
 
-from actors.persistence_protocol import RunsPersisted
+from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.records import Event, RunRecord, RunStatus
 from persistence.sqlite_store import SQLiteStore
 
@@ -33,7 +33,7 @@ class CountingStore(SQLiteStore):
         if not hold_first:
             self.gate.set()
 
-    async def save_many(self, records: list[RunRecord]) -> None:
+    async def save_many(self, records: list[RunWrite]) -> None:
         self.calls.append(len(records))
         self.entered.set()
         if not self.gate.wait(WAIT):
@@ -53,7 +53,7 @@ class FlakyStore(SQLiteStore):
         self.up = threading.Event()
         self.failures = 0
 
-    async def save_many(self, records: list[RunRecord]) -> None:
+    async def save_many(self, records: list[RunWrite]) -> None:
         if not self.up.is_set():
             self.failures += 1
             raise ConnectionError("store is down")
@@ -116,3 +116,13 @@ def read_back(path: Path, run_id: str) -> RunRecord | None:
             await store.close()
 
     return asyncio.run(go())
+
+
+def saves(*records: RunRecord, ack_to: pykka.ActorRef[Any] | None = None) -> SaveRuns:
+    """A ``SaveRuns`` of whole records (each record's header and entire trace)."""
+    return SaveRuns(tuple(RunWrite.of(r) for r in records), ack_to=ack_to)
+
+
+def whole(records: list[RunRecord]) -> list[RunWrite]:
+    """Writes of whole records (header and entire trace), for ``RunStore.save_many``."""
+    return [RunWrite.of(r) for r in records]

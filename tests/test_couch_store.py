@@ -20,6 +20,7 @@ import pytest
 
 from actors.records import Event, RunRecord, RunStatus
 from persistence.couch_store import CouchStore
+from tests.store_helpers import whole
 
 pytestmark = [pytest.mark.couchdb]
 
@@ -261,7 +262,11 @@ def test_delete_and_purge_remove_every_chunk(
 ) -> None:
     store = stores(chunk_bytes=8192)
     events = tuple(Event(seq=i, ts=T0 + i, type="log", data={"t": "y" * 500}) for i in range(1, 60))
-    run(store.save_many([record("keep", "success", events), record("gone", "success", events)]))
+    run(
+        store.save_many(
+            whole([record("keep", "success", events), record("gone", "success", events)])
+        )
+    )
     run(store.save(record("old", "success", events)))
     assert len([d for d in all_docs(http, couch_db_name) if d["_id"].startswith("gone:")]) > 3
     # An orphan chunk, as a write interrupted between its steps leaves one.
@@ -352,10 +357,14 @@ def test_a_batch_of_new_small_runs_is_one_request(
 
     database.all_docs.post = counted_post
     records = [record(f"n-{i:03d}", "success", log_events(11, 10)) for i in range(50)]
-    run(store.save_many(records))
+    run(store.save_many(whole(records)))
     assert calls == ["_bulk_docs"]
     # Their stale checkpoints arriving afterwards cost nothing at all.
-    run(store.save_many([record(f"n-{i:03d}", "running", log_events(5, 10)) for i in range(50)]))
+    run(
+        store.save_many(
+            whole([record(f"n-{i:03d}", "running", log_events(5, 10)) for i in range(50)])
+        )
+    )
     assert calls == ["_bulk_docs"]
     assert [run(store.get(r.run_id)) for r in records[:3]] == records[:3]
 
@@ -414,10 +423,12 @@ def test_delete_and_purge_remove_both_layouts(
     for prefix in ("del", "purge"):
         run(
             store.save_many(
-                [
-                    record(f"{prefix}-small", "success", small),
-                    record(f"{prefix}-big", "stopped", big),
-                ]
+                whole(
+                    [
+                        record(f"{prefix}-small", "success", small),
+                        record(f"{prefix}-big", "stopped", big),
+                    ]
+                )
             )
         )
     assert list(docs_of(http, couch_db_name, "del-small")) == ["del-small"]
@@ -451,7 +462,7 @@ def test_stale_running_writes_after_a_terminal_one_change_nothing(
         record("s", "success", small, updated_at=T0 + 5),
         record("b", "stopped", big, updated_at=T0 + 5),
     ]
-    run(writer.save_many(finals))
+    run(writer.save_many(whole(finals)))
     before = {d["_id"]: d["_rev"] for d in all_docs(http, couch_db_name)}
     stale = [
         record(run_id, "running", events, updated_at=T0 + 50)
@@ -461,7 +472,7 @@ def test_stale_running_writes_after_a_terminal_one_change_nothing(
     for store in (writer, stores(chunk_bytes=8192)):
         for stale_record in stale:
             run(store.save(stale_record))
-        run(store.save_many(stale))
+        run(store.save_many(whole(stale)))
         assert {d["_id"]: d["_rev"] for d in all_docs(http, couch_db_name)} == before
         assert [run(store.get(r.run_id)) for r in finals] == finals
 

@@ -25,11 +25,11 @@ from actors.persistence_protocol import (
     QueryRuns,
     RecoverInterrupted,
     RunsPersisted,
-    SaveRuns,
+    RunWrite,
     StoreHealth,
     StoreStatus,
 )
-from actors.records import RunRecord, RunStatus
+from actors.records import RunStatus
 from persistence.actor import PersistenceActor
 from persistence.sqlite_store import SQLiteStore
 from tests.store_helpers import (
@@ -40,6 +40,8 @@ from tests.store_helpers import (
     FlakyStore,
     read_back,
     rec,
+    saves,
+    whole,
 )
 
 
@@ -84,10 +86,10 @@ def test_a_burst_becomes_few_batches_and_every_run_is_acked(
 ) -> None:
     store = CountingStore(tmp_path / "runs.sqlite3", hold_first=True)
     ref = start(store)
-    ref.tell(SaveRuns((rec("run-00000"),), ack_to=collector))
+    ref.tell(saves(rec("run-00000"), ack_to=collector))
     assert store.entered.wait(WAIT)  # the actor is now busy writing the first one
     for i in range(1, 10_000):
-        ref.tell(SaveRuns((rec(f"run-{i:05d}", started_at=T0 + i),), ack_to=collector))
+        ref.tell(saves(rec(f"run-{i:05d}", started_at=T0 + i), ack_to=collector))
     store.gate.set()
 
     saved = acked(acks, 10_000)
@@ -107,12 +109,12 @@ def test_latest_record_wins_but_terminal_is_kept(
 ) -> None:
     store = CountingStore(tmp_path / "runs.sqlite3", hold_first=True)
     ref = start(store)
-    ref.tell(SaveRuns((rec("warmup"),)))
+    ref.tell(saves(rec("warmup")))
     assert store.entered.wait(WAIT)
-    ref.tell(SaveRuns((rec("r", status="running", events=1),), ack_to=collector))
-    ref.tell(SaveRuns((rec("r", status="running", events=2),), ack_to=collector))
-    ref.tell(SaveRuns((rec("r", status="success", events=4),), ack_to=collector))
-    ref.tell(SaveRuns((rec("r", status="running", events=3),), ack_to=collector))
+    ref.tell(saves(rec("r", status="running", events=1), ack_to=collector))
+    ref.tell(saves(rec("r", status="running", events=2), ack_to=collector))
+    ref.tell(saves(rec("r", status="success", events=4), ack_to=collector))
+    ref.tell(saves(rec("r", status="running", events=3), ack_to=collector))
     store.gate.set()
     assert acked(acks, 1) == {"r": "success"}
     assert store.calls == [1, 1]
@@ -127,8 +129,8 @@ def test_store_down_then_up_nothing_dropped(
     ref = start(store)
     records = [rec(f"d-{i:03d}", started_at=T0 + i) for i in range(120)]
     for r in records:
-        ref.tell(SaveRuns((r,), ack_to=collector))
-    ref.tell(SaveRuns((rec("d-live", status="running", started_at=T0 + 500),)))
+        ref.tell(saves(r, ack_to=collector))
+    ref.tell(saves(rec("d-live", status="running", started_at=T0 + 500)))
 
     # Reads keep working meanwhile: LoadRun and QueryRuns answer from pending.
     assert ask(ref, LoadRun("d-007")) == records[7]
@@ -169,15 +171,15 @@ def test_a_record_the_store_refuses_does_not_block_the_others(
             super().__init__(path)
             self.accept_poison = threading.Event()
 
-        async def save_many(self, records: list[RunRecord]) -> None:
+        async def save_many(self, records: list[RunWrite]) -> None:
             if not self.accept_poison.is_set() and any(r.run_id == "poison" for r in records):
                 raise ValueError("document too large")
             await super().save_many(records)
 
     store = Picky(tmp_path / "runs.sqlite3")
     ref = start(store)
-    ref.tell(SaveRuns((*(rec(f"ok-{i}") for i in range(3)), rec("poison")), ack_to=collector))
-    ref.tell(SaveRuns(tuple(rec(f"ok-{i}") for i in range(3, 6)), ack_to=collector))
+    ref.tell(saves(*(rec(f"ok-{i}") for i in range(3)), rec("poison"), ack_to=collector))
+    ref.tell(saves(*(rec(f"ok-{i}") for i in range(3, 6)), ack_to=collector))
     assert set(acked(acks, 6)) == {f"ok-{i}" for i in range(6)}
     health = ask(ref, StoreStatus())
     assert (health.up, health.backlog) == (True, 1)
@@ -194,11 +196,13 @@ def test_recover_interrupted_keeps_checkpointed_events(tmp_path: Path) -> None:
         store = SQLiteStore(path)
         await store.open()
         await store.save_many(
-            [
-                rec("i-1", status="running", events=5),
-                rec("i-2", status="running", events=0, owner="bob"),
-                rec("done", status="success"),
-            ]
+            whole(
+                [
+                    rec("i-1", status="running", events=5),
+                    rec("i-2", status="running", events=0, owner="bob"),
+                    rec("done", status="success"),
+                ]
+            )
         )
         await store.close()
 
@@ -229,7 +233,7 @@ def test_delete_purge_and_query(tmp_path: Path) -> None:
     store = FlakyStore(tmp_path / "runs.sqlite3")
     store.up.set()
     ref = start(store)
-    ask(ref, SaveRuns((rec("a", started_at=T0 - 100), rec("b"), rec("c", owner="bob"))))
+    ask(ref, saves(rec("a", started_at=T0 - 100), rec("b"), rec("c", owner="bob")))
     assert [s.run_id for s in ask(ref, QueryRuns(owner="alice"))] == ["b", "a"]
     assert ask(ref, PurgeStored(cutoff=T0 - 10)) == 1
     assert ask(ref, LoadRun("a")) is None
@@ -239,7 +243,7 @@ def test_delete_purge_and_query(tmp_path: Path) -> None:
 
     # A pending (unwritten) run is deleted too, and is not written afterwards.
     store.up.clear()
-    ref.tell(SaveRuns((rec("p"),)))
+    ref.tell(saves(rec("p")))
     assert ask(ref, StoreStatus()).backlog == 1
     store.up.set()
     assert ask(ref, DeleteStored("p")) is True
@@ -253,7 +257,7 @@ def test_no_thread_left_behind_even_when_stopping_while_down(
 ) -> None:
     store = FlakyStore(tmp_path / "runs.sqlite3")
     ref = PersistenceActor.start(store, retry_initial_s=0.01, retry_max_s=0.02, stop_timeout_s=0.5)
-    ref.tell(SaveRuns((rec("lost-on-purpose"),)))
+    ref.tell(saves(rec("lost-on-purpose")))
     assert ask(ref, StoreStatus()).backlog == 1
     ref.stop(timeout=WAIT)
     for t in set(threading.enumerate()) - threads_before:
@@ -265,9 +269,9 @@ def test_no_thread_left_behind_even_when_stopping_while_down(
 def test_stop_flushes_what_is_pending(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "runs.sqlite3", hold_first=True)
     ref = start(store)
-    ref.tell(SaveRuns((rec("first"),)))
+    ref.tell(saves(rec("first")))
     assert store.entered.wait(WAIT)
-    ref.tell(SaveRuns((rec("last"),)))
+    ref.tell(saves(rec("last")))
     stopped = ref.stop(block=False)
     store.gate.set()
     stopped.get(timeout=WAIT)
@@ -295,7 +299,7 @@ def test_store_down_at_start_is_opened_later(
     assert "connection refused" in (health.last_error or "")
     with pytest.raises(StoreUnavailable):
         ask(ref, QueryRuns(owner="alice"))
-    ref.tell(SaveRuns((rec("early"),), ack_to=collector))
+    ref.tell(saves(rec("early"), ack_to=collector))
     assert ask(ref, LoadRun("early")) == rec("early")
     store.reachable.set()
     assert acked(acks, 1) == {"early": "success"}

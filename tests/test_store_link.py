@@ -16,10 +16,17 @@ import pykka
 import pytest
 
 from actors.asyncio_actor import AsyncioActor, ask, ask_stop
-from actors.persistence_protocol import DeleteStored, LoadRun, RunsPersisted, Saved, SaveRuns
+from actors.persistence_protocol import (
+    DeleteStored,
+    LoadRun,
+    RunsPersisted,
+    RunWrite,
+    Saved,
+    SaveRuns,
+)
 from actors.store_link import StoreLink
 from persistence.actor import PersistenceActor
-from tests.store_helpers import WAIT, CountingStore, read_back, rec
+from tests.store_helpers import WAIT, CountingStore, read_back, rec, saves
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -79,7 +86,7 @@ async def test_writes_within_one_window_become_one_transaction(
     ref, store, _ = link
     acks, saved = writer()
     for i in range(200):
-        ref.tell(SaveRuns((rec(f"run-{i:03d}"),), ack_to=acks))
+        ref.tell(saves(rec(f"run-{i:03d}"), ack_to=acks))
     acked = {(await next_ack(saved)).run_id for _ in range(200)}
     assert acked == {f"run-{i:03d}" for i in range(200)}
     assert store.calls == [200]
@@ -93,8 +100,8 @@ async def test_a_run_that_ends_within_the_window_is_written_once_as_its_final_re
     final = rec("r1", status="success", events=4)
     stub = dataclasses.replace(rec("r1", status="running", events=0), updated_at=1.0)
     # The stale stub arrives after the final record: the merge rule keeps the final one.
-    ref.tell(SaveRuns((final,), ack_to=acks))
-    ref.tell(SaveRuns((stub,)))
+    ref.tell(SaveRuns((RunWrite.of(final),), ack_to=acks))
+    ref.tell(SaveRuns((RunWrite.of(stub),)))
     version = await next_ack(saved)
     assert (version.run_id, version.status, version.event_count) == ("r1", "success", 4)
     assert store.calls == [1]
@@ -109,10 +116,10 @@ async def test_an_ack_waits_for_the_version_asked_for(
 ) -> None:
     ref, _, _ = link
     acks, saved = writer()
-    ref.tell(SaveRuns((rec("r1", status="running", events=2),), ack_to=acks))
+    ref.tell(saves(rec("r1", status="running", events=2), ack_to=acks))
     first = await next_ack(saved)
     assert (first.status, first.event_count) == ("running", 2)
-    ref.tell(SaveRuns((rec("r1", status="running", events=5),), ack_to=acks))
+    ref.tell(saves(rec("r1", status="running", events=5), ack_to=acks))
     second = await next_ack(saved)
     assert (second.status, second.event_count) == ("running", 5)
     assert saved.empty()
@@ -122,11 +129,11 @@ async def test_a_delete_drops_a_write_still_waiting_in_the_window(
     link: Link,
 ) -> None:
     ref, store, _ = link
-    ref.tell(SaveRuns((rec("gone"),)))
+    ref.tell(saves(rec("gone")))
     deleted = await ask(ref, DeleteStored("gone"), timeout=WAIT)
     assert deleted is False  # never reached the store
     acks, saved = writer()
-    ref.tell(SaveRuns((rec("kept"),), ack_to=acks))
+    ref.tell(saves(rec("kept"), ack_to=acks))
     assert (await next_ack(saved)).run_id == "kept"
     assert await ask(ref, LoadRun("gone"), timeout=WAIT) is None
     assert store.calls == [1]
@@ -134,7 +141,7 @@ async def test_a_delete_drops_a_write_still_waiting_in_the_window(
 
 async def test_stopping_the_link_hands_on_what_is_waiting(link: Link) -> None:
     ref, _, persistence = link
-    ref.tell(SaveRuns((rec("late"),)))
+    ref.tell(saves(rec("late")))
     await ask_stop(ref)  # long before the window would have closed
     # The persistence actor holds it now (written, or pending and readable).
     loaded = await ask(persistence, LoadRun("late"), timeout=WAIT)

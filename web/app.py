@@ -78,10 +78,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        persistence: pykka.ActorRef[Any] = PersistenceActor.start(store or build_store(settings))
+        the_store = store or build_store(settings)
+        persistence: pykka.ActorRef[Any] = PersistenceActor.start(the_store)
         runs_code = code_agent or make_code_agent(settings.code_settings())
         runtime = Runtime(
-            settings.runtime_config(),
+            settings.runtime_config(write_window_s=the_store.commit_window_s),
             catalog=catalog,
             persistence=persistence,
             clock=clock,

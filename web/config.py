@@ -120,26 +120,27 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=MIB, ge=1, description="Largest accepted request body in bytes (else 413)."
     )
-    checkpoint_s: float = Field(
-        default=DEFAULTS.checkpoint_interval_s,
+    store_timeout_s: float = Field(
+        default=DEFAULTS.store_timeout_s,
         gt=0,
-        le=5,
-        description="Seconds between checkpoints of a live run's trace to the store "
-        "(a crash loses at most this much).",
+        description="Seconds a request that needs the store waits for it before answering "
+        "503 store_unavailable (a start, a stop, a delete, a read of a stored run).",
     )
     heartbeat_s: float = Field(
         default=10, gt=0, description="Seconds between SSE heartbeat comments."
     )
 
-    def runtime_config(self) -> RuntimeConfig:
-        """The runtime's configuration: these settings over :data:`~actors.config.DEFAULTS`."""
+    def runtime_config(self, *, write_window_s: float = DEFAULTS.write_window_s) -> RuntimeConfig:
+        """The runtime's configuration: these settings over :data:`~actors.config.DEFAULTS`,
+        with the store's own group-commit window."""
         return RuntimeConfig(
+            write_window_s=write_window_s,
             retention_s=self.retention_s,
             store_retention_s=self.store_retention_s,
             stop_grace_s=self.stop_grace_s,
             shutdown_grace_s=self.shutdown_grace_s,
             max_live_runs_per_user=self.max_live_runs_per_user,
-            checkpoint_interval_s=self.checkpoint_s,
+            store_timeout_s=self.store_timeout_s,
         )
 
     def code_settings(self) -> CodeSettings:

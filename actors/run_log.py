@@ -1,0 +1,128 @@
+"""``RunLog``: one run's events, appended at once, delivered up to the high-water mark.
+
+An agent's ``emit`` appends to the log immediately (its seq is final), but
+subscribers only ever receive events the store has acknowledged: the
+*high-water mark* (``committed``), as a Kafka consumer only reads committed
+offsets.  So whatever crashes, every event any client received is stored
+with the same seq, and a seq is never handed out twice.  Without a store the
+mark follows every append (nothing to wait for).
+
+The log also keeps the subscriber set, so that "replay then live" stays one
+step: :meth:`subscribe` takes the replay slice up to the mark and joins the
+set in the same call, and :meth:`commit` fans out exactly the events between
+the old mark and the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from actors.records import Event, RunStatus
+from actors.stream_items import Closing, Finished, Lagged
+from actors.subscription import Subscription
+
+__all__ = ["RunLog", "replay_slice"]
+
+
+def replay_slice(events: Sequence[Event], after_seq: int, *, finished: bool) -> list[Event]:
+    """What a reader resuming after ``after_seq`` is sent first.
+
+    A cursor at or past the end of a finished run gets the closing ``done``
+    again rather than silence, so it knows the run is over and how it ended.
+    """
+    replay = list(events[after_seq:])
+    if not replay and finished and events:
+        replay = [events[-1]]
+    return replay
+
+
+class RunLog:
+    def __init__(self, run_id: str, loop: asyncio.AbstractEventLoop, *, durable: bool) -> None:
+        """``durable``: a store acknowledges appends; otherwise they count as committed."""
+        self.run_id = run_id
+        self._loop = loop
+        self._durable = durable
+        self.events: list[Event] = []
+        self.committed = 0
+        """The high-water mark: events ``1..committed`` are stored and may be delivered."""
+        self.sent = 0
+        """Events ``1..sent`` were handed to the store (committed or on their way)."""
+        self._subs: dict[Subscription, None] = {}
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    @property
+    def uncommitted(self) -> int:
+        return len(self.events) - self.committed
+
+    # -- writing -------------------------------------------------------------
+
+    def append(self, event: Event) -> None:
+        self.events.append(event)
+        if not self._durable:
+            self.commit(event.seq)
+
+    def take_unsent(self) -> tuple[Event, ...]:
+        """The events not yet handed to the store; they count as sent from now on."""
+        unsent = tuple(self.events[self.sent :])
+        self.sent = len(self.events)
+        return unsent
+
+    def commit(self, upto: int) -> None:
+        """The store holds events ``1..upto``: deliver what was waiting for that."""
+        upto = min(upto, len(self.events))
+        if upto <= self.committed:
+            return
+        fresh = self.events[self.committed : upto]
+        self.committed = upto
+        lagged = [sub for sub in self._subs for event in fresh if not sub.push(event)]
+        for sub in lagged:
+            self._subs.pop(sub, None)
+        if self._waiters:
+            ready = [(seq, w) for seq, w in self._waiters if seq <= upto]
+            self._waiters = [(seq, w) for seq, w in self._waiters if seq > upto]
+            for _, waiter in ready:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def when_committed(self, seq: int) -> asyncio.Future[None]:
+        """A future that is done once events ``1..seq`` are stored."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        if seq <= self.committed:
+            waiter.set_result(None)
+        else:
+            self._waiters.append((seq, waiter))
+        return waiter
+
+    # -- reading -------------------------------------------------------------
+
+    def committed_events(self) -> tuple[Event, ...]:
+        return tuple(self.events[: self.committed])
+
+    def subscribe(self, after_seq: int, max_queue: int, status: RunStatus) -> Subscription:
+        """Replay ``(after_seq, committed]`` and follow live, in one step."""
+        sub = Subscription(
+            self.run_id,
+            self._loop,
+            after_seq=after_seq,
+            max_queue=max_queue,
+            replay=self.events[after_seq : self.committed],
+            status=status,
+        )
+        self._subs[sub] = None
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.pop(sub, None)
+
+    def close_all(self, final: Finished | Lagged | Closing) -> None:
+        for sub in self._subs:
+            sub.close(final)
+        self._subs.clear()
