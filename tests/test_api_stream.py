@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import ServerSentEvent, connect_sse
 
 from actors.agents import builtin_catalog
 from actors.context import RunContext
@@ -335,3 +336,48 @@ def test_a_client_that_stops_reading_is_cut_off_with_lagged_then_resumes_exactly
     rest = frames(alice, run_id, last_event_id=lagged.seq)
     assert trace_seqs(rest) == list(range(lagged.seq + 1, n + 3))  # `waiting`, n chats, done
     assert done_of(rest) == {"status": "success", "result": {"sent": n}, "error": None}
+
+
+def _sse_frames(es: Any) -> Iterator[ServerSentEvent]:
+    """httpx-sse's events with ``retry`` kept, minus its empty pseudo-events (see iter_frames)."""
+    return (sse for sse in es.iter_sse() if not (sse.data == "" and sse.event == "message"))
+
+
+@pytest.mark.timeout(30)
+def test_server_closing_ends_run_and_feed_streams_with_closing_and_a_retry_hint(
+    live: LiveServer, alice: httpx.Client
+) -> None:
+    """What a shutdown sends a reader: ``closing``, its resume seq as id, ``retry:`` 3000 ms."""
+    with connect_sse(alice, "GET", "/runs/feed") as feed_es:
+        assert feed_es.response.headers["cache-control"] == "no-cache"
+        feed = _sse_frames(feed_es)
+        ready = next(feed)
+        assert (ready.event, ready.id, json.loads(ready.data)) == (
+            "ready",
+            "",
+            {"user_id": "alice"},
+        )
+        run_id = start(alice, "sleeper", seconds=30)
+        change = next(c for c in feed if json.loads(c.data)["run_id"] == run_id)
+        assert change.event == "run_started"
+        assert json.loads(change.data)["status"] == "running"
+
+        with open_stream(alice, run_id) as run_es:
+            stream = _sse_frames(run_es)
+            assert [next(stream).event, next(stream).event] == ["run", "sleeping"]
+            live.gateway.runtime.loop.call_soon_threadsafe(live.gateway.close_streams, "testing")
+            rest = list(stream)
+        feed_rest = list(feed)
+
+    (closing,) = rest
+    assert (closing.event, closing.id, closing.retry) == ("closing", "1", 3000)
+    data = json.loads(closing.data)
+    assert (data["last_seq"], data["reason"]) == (1, "testing")
+    assert "Last-Event-ID: 1" in data["message"]
+    assert feed_rest, "the feed ended without a closing frame"
+    last = feed_rest[-1]
+    assert (last.event, last.id, last.retry) == ("closing", "", 3000)
+    assert json.loads(last.data) == {"reason": "testing"}
+
+    assert alice.post(f"/runs/{run_id}/stop").status_code == 202
+    assert wait_finished(alice, run_id)["status"] == "stopped"

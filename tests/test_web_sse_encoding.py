@@ -1,4 +1,8 @@
-"""SSE frame encoding, batching, the resume cursor and UTC times (web.sse, web.timefmt)."""
+"""SSE frames, the response settings, the resume cursor and UTC times (web.sse, web.timefmt).
+
+The wire format is checked byte for byte: browsers and the bench client
+parse it, and no event type or payload may forge a frame boundary.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +19,20 @@ from fastapi import FastAPI
 from sse_starlette import EventSourceResponse
 
 from actors.errors import InvalidRequest
+from actors.records import Event
 from web.sse import (
-    HEARTBEAT,
     MAX_CURSOR,
-    SSE_HEADERS,
-    Frame,
     InvalidCursor,
-    dumps_json,
-    encode_batches,
-    encode_frame,
-    encode_frames,
+    control_frame,
     heartbeat_event,
     parse_resume_cursor,
+    response_kwargs,
+    sse_event_frame,
 )
 from web.timefmt import iso_utc, iso_utc_or_none
+from web.wire import event_json
+
+HEARTBEAT = b": heartbeat\n\n"
 
 
 def parse_stream(raw: bytes) -> list[dict[str, Any]]:
@@ -55,41 +59,51 @@ def parse_stream(raw: bytes) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------
-# Frames
+# Control frames (built by sse-starlette's ServerSentEvent)
 
 
 @pytest.mark.timeout(10)
-def test_frame_exact_bytes() -> None:
-    frame = encode_frame("progress", {"seq": 3, "pct": 50, "msg": "half"}, id=3)
-    assert frame == b'id: 3\nevent: progress\ndata: {"seq":3,"pct":50,"msg":"half"}\n\n'
-    assert encode_frame("run", {"run_id": "r1"}) == b'event: run\ndata: {"run_id":"r1"}\n\n'
-    assert encode_frame("log", None, id=0) == b"id: 0\nevent: log\ndata: null\n\n"
+def test_control_frame_exact_bytes() -> None:
+    frame = control_frame("lagged", {"last_seq": 3, "msg": "behind"}, id=3)
+    assert frame == b'id: 3\nevent: lagged\ndata: {"last_seq":3,"msg":"behind"}\n\n'
+    assert control_frame("run", {"run_id": "r1"}) == b'event: run\ndata: {"run_id":"r1"}\n\n'
+    assert control_frame("ready", None, id=0) == b"id: 0\nevent: ready\ndata: null\n\n"
 
 
 @pytest.mark.timeout(10)
-def test_frame_is_multiline_safe_and_keeps_unicode() -> None:
-    text = "line1\nline2\r\nline3\rend \u2028 h\u00e9 \u2603 \U0001f600"
-    frame = encode_frame("log", {"text": text}, id=7)
+def test_closing_frame_carries_the_retry_hint_in_the_same_frame() -> None:
+    frame = control_frame("closing", {"reason": "bye"}, id=7, retry=3000)
+    assert frame == b'id: 7\nevent: closing\ndata: {"reason":"bye"}\nretry: 3000\n\n'
+    assert parse_stream(frame) == [
+        {"id": "7", "event": "closing", "data": {"reason": "bye"}, "retry": "3000"}
+    ]
+
+
+@pytest.mark.timeout(10)
+def test_control_frame_is_multiline_safe_and_keeps_unicode() -> None:
+    text = "line1\nline2\r\nline3\rend \n\ndata: forged\n\n \u2028 h\u00e9 \u2603 \U0001f600"
+    frame = control_frame("done", {"text": text}, id=7)
     assert frame.count(b"\n\n") == 1
     assert frame.endswith(b"\n\n")
     assert b"\r" not in frame
     assert "h\u00e9 \u2603 \U0001f600".encode() in frame  # not \\u-escaped
     (event,) = parse_stream(frame)
-    assert event == {"id": "7", "event": "log", "data": {"text": text}}
+    assert event == {"id": "7", "event": "done", "data": {"text": text}}
 
 
-@pytest.mark.parametrize("event", ["", "a\nb", "a\rb"])
+@pytest.mark.parametrize(
+    "event", ["a\nb", "a\rb", "a\r\nb", "x\n\nevent: forged\ndata: {}\n\n", "x\rid: 99"]
+)
 @pytest.mark.timeout(10)
-def test_frame_refuses_multiline_event_type(event: str) -> None:
-    with pytest.raises(ValueError, match="event type"):
-        encode_frame(event, {})
-
-
-@pytest.mark.parametrize("bad_id", [-1, True, 1.5, "3"])
-@pytest.mark.timeout(10)
-def test_frame_refuses_bad_id(bad_id: Any) -> None:
-    with pytest.raises(ValueError, match="SSE id"):
-        encode_frame("x", {}, id=bad_id)
+def test_an_event_type_cannot_forge_a_frame_or_a_field(event: str) -> None:
+    frame = control_frame(event, {"ok": True}, id=1)
+    assert frame.count(b"\n\n") == 1
+    assert b"\r" not in frame
+    (parsed,) = parse_stream(frame)
+    assert parsed["id"] == "1"
+    assert parsed["data"] == {"ok": True}
+    assert "\n" not in parsed["event"]
+    assert frame.count(b"\nid: ") + frame.startswith(b"id: ") == 1
 
 
 @pytest.mark.timeout(10)
@@ -105,75 +119,66 @@ def test_odd_values_still_encode_as_json() -> None:
         "cycle": cyclic,
         "bytes": b"\x00",
     }
-    decoded = json.loads(dumps_json(odd))  # strict JSON: browsers reject NaN
+    (event,) = parse_stream(control_frame("done", {"result": odd}, id=9))
+    decoded = event["data"]["result"]  # strict JSON: browsers reject NaN
     assert decoded["nan"] == {"__repr__": "nan"}
     assert decoded["inf"] == {"__repr__": "-inf"}
     assert decoded["obj"]["__repr__"].startswith("<object object")
     assert decoded["tuple_key"] == {"(1, 2)": "v"}
     assert decoded["cycle"] == [1, {"__repr__": "<cycle>"}]
-    (event,) = parse_stream(encode_frame("done", {"result": odd}, id=9))
-    assert event["data"]["result"]["nan"] == {"__repr__": "nan"}
 
 
 # --------------------------------------------------------------------------
-# Batches
-
-
-def sample_frames(n: int) -> list[Frame]:
-    return [Frame("step", {"seq": i, "text": "x" * (i % 50)}, i) for i in range(1, n + 1)]
+# Trace frames (the hot path, spliced from Event.data_json)
 
 
 @pytest.mark.timeout(10)
-def test_encode_frames_is_concatenation_in_order() -> None:
-    frames = sample_frames(100)
-    joined = encode_frames(frames)
-    assert joined == b"".join(encode_frame(*f) for f in frames)
-    assert [int(e["id"]) for e in parse_stream(joined)] == list(range(1, 101))
-    assert encode_frames([]) == b""
+def test_trace_frame_exact_bytes() -> None:
+    event = Event(seq=3, ts=0.5, type="progress", data={"pct": 50, "msg": "half"})
+    assert sse_event_frame(event) == (
+        'id: 3\nevent: progress\ndata: {"seq":3,"ts":"1970-01-01T00:00:00.500Z",'
+        '"type":"progress","data":{"pct":50,"msg":"half"}}\n\n'
+    )
+    assert sse_event_frame(event) == f"id: 3\nevent: progress\ndata: {event_json(event)}\n\n"
 
 
 @pytest.mark.timeout(10)
-def test_encode_batches_groups_without_splitting_frames() -> None:
-    frames = sample_frames(500)
-    chunks = list(encode_batches(frames, max_chunk_bytes=1000))
-    assert 5 < len(chunks) < 500  # batched, not one send per event
-    assert b"".join(chunks) == encode_frames(frames)
-    largest_frame = max(len(encode_frame(*f)) for f in frames)
-    for chunk in chunks:
-        assert chunk.startswith(b"id: ")
-        assert chunk.endswith(b"\n\n")
-        assert len(chunk) < 1000 + largest_frame
-    assert list(encode_batches([], max_chunk_bytes=10)) == []
-    with pytest.raises(ValueError, match="positive"):
-        list(encode_batches(frames, max_chunk_bytes=0))
+def test_trace_frame_data_is_one_line_whatever_the_payload() -> None:
+    text = "a\nb\r\nc\rd\n\nevent: forged\ndata: {}\n\n \u2028 h\u00e9 \U0001f600"
+    event = Event(seq=7, ts=1.0, type="log", data={"text": text, "nan": math.nan})
+    frame = sse_event_frame(event).encode()
+    assert frame.count(b"\n\n") == 1
+    assert b"\r" not in frame
+    assert "h\u00e9 \U0001f600".encode() in frame
+    (parsed,) = parse_stream(frame)
+    assert parsed["id"] == "7"
+    assert parsed["event"] == "log"
+    assert parsed["data"]["data"] == {"text": text, "nan": {"__repr__": "nan"}}
 
 
 @pytest.mark.timeout(10)
 def test_heartbeat_is_a_comment_frame() -> None:
-    assert HEARTBEAT.startswith(b":")
-    assert HEARTBEAT.endswith(b"\n\n")
     assert heartbeat_event().encode() == HEARTBEAT
-    assert parse_stream(HEARTBEAT + encode_frame("x", 1, id=1)) == [
+    assert parse_stream(HEARTBEAT + control_frame("x", 1, id=1)) == [
         {"id": "1", "event": "x", "data": 1}
     ]
 
 
 @pytest.mark.timeout(10)
-def test_event_source_response_passes_bytes_through_with_headers() -> None:
+def test_event_source_response_passes_frames_through_with_headers() -> None:
     """Checks the claims of web.sse's docstring against sse-starlette itself."""
-    frames = sample_frames(30)
+    events = [Event(seq=i, ts=float(i), type="step", data={"x": "y" * i}) for i in range(1, 31)]
+    trace = "".join(map(sse_event_frame, events)).encode()
+    first = control_frame("run", {"run_id": "r1", "status": "running"})
     app = FastAPI()
 
     @app.get("/stream")
     async def stream() -> EventSourceResponse:
         async def body() -> AsyncIterator[bytes]:
-            yield encode_frame("run", {"run_id": "r1", "status": "running"})
-            for chunk in encode_batches(frames, max_chunk_bytes=500):
-                yield chunk
+            yield first
+            yield trace
 
-        return EventSourceResponse(
-            body(), headers=dict(SSE_HEADERS), ping=0, sep="\n", send_timeout=5
-        )
+        return EventSourceResponse(body(), **response_kwargs(0))
 
     async def fetch() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
@@ -184,8 +189,10 @@ def test_event_source_response_passes_bytes_through_with_headers() -> None:
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["x-accel-buffering"] == "no"
     assert response.headers["content-type"].startswith("text/event-stream")
-    expected = encode_frame("run", {"run_id": "r1", "status": "running"}) + encode_frames(frames)
-    assert response.content == expected
+    assert response.content == first + trace
+    parsed = parse_stream(response.content)
+    assert [p["event"] for p in parsed] == ["run"] + ["step"] * 30
+    assert [p.get("id") for p in parsed[1:]] == [str(i) for i in range(1, 31)]
 
 
 # --------------------------------------------------------------------------

@@ -1,84 +1,87 @@
-"""Server-sent-event frames, pre-encoded to bytes, and the resume cursor.
+"""Everything server-sent events: response settings, resume cursor, frames, the two streams.
 
-Why encode ourselves instead of yielding ``ServerSentEvent`` objects: a
-replay of thousands of events is much faster written as a few large chunks
-of many frames than as one ASGI message per event (LESSONS.md), and
-sse-starlette passes ``bytes`` through untouched.  Frames are::
+Two streams leave the server as SSE: a run's subscription (``GET
+/runs/{run_id}/stream`` and ``POST /agents/run-code/stream``) and a user's
+lifecycle feed (``GET /runs/feed``).  The routes only parse input, ask the
+gateway and hand one of the generators below to ``EventSourceResponse`` with
+:func:`response_kwargs`.  Frames on the wire look like::
 
     id: 42
     event: progress
-    data: {"seq":42,"pct":50}
+    data: {"seq":42,"ts":"...","type":"progress","data":{"pct":50}}
 
-with compact JSON that keeps non-ASCII text as UTF-8.  JSON never contains a
-raw CR or LF (``json.dumps`` escapes them inside strings), so ``data`` is
-always one line and no payload can inject a frame boundary.
+Two encoders, on purpose:
 
-How the route should build the response (sse-starlette 3.7, read from its
-source)::
+* **Trace events** are the hot path (a replay can be 100,000 events): their
+  frames are spliced from the pre-encoded ``Event.data_json`` by
+  :func:`sse_event_frame` and sent as bytes, replay in ~64 KiB chunks and
+  live up to :data:`LIVE_BATCH_ITEMS` items per send, because one ASGI send
+  per event costs more than the encoding.  This trusts the invariants
+  ``Event`` carries: its type matched ``actors.context.EVENT_TYPE`` when it
+  was emitted (one line, no spaces) and its ``data_json`` is compact JSON,
+  which never holds a raw CR or LF.
+* **Control frames** (``run``, ``lagged``, ``closing``, a missing ``done``,
+  ``ready``, ``run_*``, the ``retry:`` hint) are few; :func:`control_frame`
+  builds them with sse-starlette's ``ServerSentEvent``, which strips line
+  breaks from ``event``/``id`` and splits ``data`` per line, so no value can
+  forge a frame boundary.
 
-    EventSourceResponse(
-        body,                        # async iterator of bytes (our frames/batches)
-        headers=SSE_HEADERS,         # Cache-Control: no-cache, X-Accel-Buffering: no
-        ping=settings.heartbeat_s,   # seconds; 0 disables the ping task
-        ping_message_factory=heartbeat_event,   # ": heartbeat" comment frame
-        sep="\\n",                    # line ending of the library's own frames
-        send_timeout=...,            # seconds per send; raises SendTimeoutError
-        shutdown_event=anyio.Event(),           # set on SIGTERM: send a goodbye frame
-        shutdown_grace_period=...,   # then force-cancel (< uvicorn's graceful timeout)
-    )
+Facts about sse-starlette 3.7 the code relies on (read from its source):
 
-Facts that matter for the route code:
-
-* ``content`` items may be ``bytes`` (sent as-is), ``ServerSentEvent``,
-  ``dict`` (keyword arguments of ``ServerSentEvent``) or anything ``str()``-able.
-* ``Cache-Control`` defaults to ``no-store`` unless given; ``X-Accel-Buffering:
-  no`` and ``Connection: keep-alive`` are always set.  We send ``no-cache``
-  as issue 3 asks (either keeps proxies from caching).
-* The default ``sep`` is ``"\\r\\n"``; it applies only to frames the library
-  encodes (pings, dicts, strings).  Ours use ``"\\n"``; pass ``sep="\\n"`` so
-  the stream is uniform.
-* A client disconnect cancels the generator and whatever it awaits: read
-  from the subscription queue, never await the run task.
-* ``send_timeout`` raises ``sse_starlette.sse.SendTimeoutError`` from the
-  send (data or ping) and the generator is closed; bounded subscriber queues
-  and the ``Lagged`` message handle slow readers before that.
-* There is no ``Last-Event-ID`` handling: the route reads the header and
-  ``?after=`` itself through :func:`parse_resume_cursor`.  Declare ``after``
-  as ``str | None`` (not ``int``) so a bad value is our 400, not a 422.
-* On SIGTERM sse-starlette's patched ``uvicorn.Server.handle_exit`` sets the
-  process-global ``AppStatus.should_exit``; a watcher polling every 0.5 s then
-  sets ``shutdown_event`` (if given) and, after ``shutdown_grace_period``,
-  cancels the stream.
-* ``HEAD`` answers headers with an empty body and never starts the generator.
+* ``bytes`` items are sent untouched; ``sep="\\n"`` makes the library's own
+  frames (the heartbeat ping) use the same line end as ours.
+* ``Cache-Control`` would default to ``no-store``; we send ``no-cache``
+  (either keeps proxies from caching).  ``X-Accel-Buffering: no`` stops
+  nginx from buffering the stream.
+* A client disconnect cancels the generator and whatever it awaits: it
+  awaits only its own subscription, never the run.
+* ``send_timeout`` ends a stream whose client stopped reading; bounded
+  queues and ``lagged`` normally cut such a reader off first.
+* There is no ``Last-Event-ID`` handling: :func:`parse_resume_cursor` does
+  it.  Declare ``after`` as ``str | None`` so a bad value is our 400, not a 422.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Final, NamedTuple
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final
 
 from sse_starlette import ServerSentEvent
 
 from actors.errors import InvalidRequest
+from actors.feed import Feed
 from actors.jsonsafe import dumps_safe
-from actors.records import JSON
+from actors.messages import Unsubscribe, Unwatch
+from actors.records import JSON, Event
+from actors.stream_items import Closing, Finished, Lagged, RunChange
+from actors.subscription import Subscription
+from web.gateway import Gateway
+from web.wire import event_json, summary_dict
 
-CACHE_CONTROL: Final = "no-cache"
-X_ACCEL_BUFFERING: Final = "no"
 SSE_HEADERS: Final[Mapping[str, str]] = {
-    "Cache-Control": CACHE_CONTROL,
-    "X-Accel-Buffering": X_ACCEL_BUFFERING,
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
 }
 """Headers every SSE response sends so proxies neither cache nor buffer it."""
 
-HEARTBEAT: Final = b": heartbeat\n\n"
-"""A comment frame: keeps idle connections open through proxies; EventSource ignores it."""
+SEND_TIMEOUT_S: Final = 30.0
+"""Seconds one send may block before the stream is dropped as dead."""
 
 MAX_CURSOR: Final = 2**53 - 1
 """Largest accepted resume cursor: a JavaScript-safe integer, far beyond any real trace."""
 
-DEFAULT_CHUNK_BYTES: Final = 64 * 1024
-"""Batch size for replays: big enough to amortise per-send cost, small enough for send_timeout."""
+REPLAY_CHUNK_BYTES: Final = 64 * 1024
+"""Replay bytes per send: amortises the per-send cost, still small enough for send_timeout."""
+
+LIVE_BATCH_ITEMS: Final = 256
+"""Live items per send: the rest stay queued, where the subscription's bound applies."""
+
+RECONNECT_MS: Final = 3000
+"""``retry:`` hint sent with a ``closing`` frame: when a client should come back."""
+
+
+# --------------------------------------------------------------------------
+# The response and its input
 
 
 class InvalidCursor(InvalidRequest):
@@ -88,76 +91,20 @@ class InvalidCursor(InvalidRequest):
     http_status = 400
 
 
-class Frame(NamedTuple):
-    """One SSE event before encoding; ``id`` is the event's ``seq`` (or ``None``)."""
-
-    event: str
-    data: JSON
-    id: int | None = None
-
-
-def dumps_json(value: JSON) -> str:
-    """Compact JSON, UTF-8 text kept as-is; never raises for odd values.
-
-    A non-JSON result once broke the final frame (LESSONS.md): values
-    ``json`` cannot encode become visible ``{"__repr__": ...}`` markers, the
-    runtime's one canonical fallback (:mod:`actors.jsonsafe`).
-    """
-    return dumps_safe(value)[1]
-
-
-def encode_frame(event: str, data: JSON, id: int | None = None) -> bytes:
-    """``id: N\\nevent: T\\ndata: {json}\\n\\n`` as UTF-8 bytes.
-
-    ``event`` must be one line (it is our own event type, never user text);
-    ``id`` a non-negative integer: the run's dense ``seq``.
-    """
-    if "\n" in event or "\r" in event or not event:
-        raise ValueError(f"SSE event type must be one non-empty line, got {event!r}")
-    head = ""
-    if id is not None:
-        if isinstance(id, bool) or not isinstance(id, int) or id < 0:
-            raise ValueError(f"SSE id must be a non-negative integer, got {id!r}")
-        head = f"id: {id}\n"
-    return f"{head}event: {event}\ndata: {dumps_json(data)}\n\n".encode()
-
-
-def encode_frames(frames: Iterable[Frame]) -> bytes:
-    """Many frames as one bytes chunk: one ASGI send instead of one per event."""
-    return b"".join(encode_frame(f.event, f.data, f.id) for f in frames)
-
-
-def encode_batches(
-    frames: Iterable[Frame], max_chunk_bytes: int = DEFAULT_CHUNK_BYTES
-) -> Iterator[bytes]:
-    """Frames grouped into chunks of about ``max_chunk_bytes`` (never splitting a frame).
-
-    For replays: a 20k-event trace goes out in a few hundred sends, each
-    small enough that ``send_timeout`` still detects a stuck client.
-    """
-    if max_chunk_bytes < 1:
-        raise ValueError("max_chunk_bytes must be positive")
-    parts: list[bytes] = []
-    size = 0
-    for f in frames:
-        encoded = encode_frame(f.event, f.data, f.id)
-        parts.append(encoded)
-        size += len(encoded)
-        if size >= max_chunk_bytes:
-            yield b"".join(parts)
-            parts, size = [], 0
-    if parts:
-        yield b"".join(parts)
-
-
-def heartbeat_frame() -> bytes:
-    """The heartbeat comment as bytes (for generators that send their own)."""
-    return HEARTBEAT
-
-
 def heartbeat_event() -> ServerSentEvent:
-    """``ping_message_factory`` for ``EventSourceResponse``: the same ``: heartbeat`` frame."""
+    """``ping_message_factory``: a ``: heartbeat`` comment that EventSource ignores."""
     return ServerSentEvent(comment="heartbeat", sep="\n")
+
+
+def response_kwargs(heartbeat_s: float) -> dict[str, Any]:
+    """``EventSourceResponse`` keyword arguments for every stream; ``heartbeat_s`` 0: no ping."""
+    return {
+        "headers": dict(SSE_HEADERS),
+        "ping": heartbeat_s,
+        "ping_message_factory": heartbeat_event,
+        "sep": "\n",
+        "send_timeout": SEND_TIMEOUT_S,
+    }
 
 
 def parse_resume_cursor(last_event_id: str | None, after: str | None) -> int:
@@ -185,3 +132,153 @@ def _parse_cursor(name: str, text: str) -> int:
     if len(text) > len(str(MAX_CURSOR)) or int(text) > MAX_CURSOR:
         raise InvalidCursor(f"{name} is too large ({shown}); the largest seq is {MAX_CURSOR}")
     return int(text)
+
+
+# --------------------------------------------------------------------------
+# Frames
+
+
+def sse_event_frame(event: Event) -> str:
+    """One trace event's frame, ``id`` = its seq (the hot path: no JSON encoding here)."""
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {event_json(event)}\n\n"
+
+
+def control_frame(
+    event: str, data: JSON, *, id: int | None = None, retry: int | None = None
+) -> bytes:
+    """A frame of the server's own: ``data`` as compact JSON; ``retry`` in milliseconds.
+
+    Values JSON cannot encode become visible ``{"__repr__": ...}`` markers
+    (:mod:`actors.jsonsafe`) rather than breaking the frame a client waits for.
+    """
+    return ServerSentEvent(
+        data=dumps_safe(data)[1],
+        event=event,
+        id=None if id is None else str(id),
+        retry=retry,
+        sep="\n",
+    ).encode()
+
+
+# --------------------------------------------------------------------------
+# Streams
+
+
+async def run_stream(
+    gateway: Gateway, sub: Subscription, *, agent: str | None = None
+) -> AsyncIterator[bytes]:
+    """A subscription as SSE bytes: the ``run`` frame, the replay, then live until the end.
+
+    Leaving (client gone, generator closed) only unsubscribes: a stream
+    never stops its run.
+    """
+    gateway.streams.add(sub)
+    try:
+        first: dict[str, JSON] = {
+            "run_id": sub.run_id,
+            "status": sub.status_at_subscribe,
+            "after": sub.after_seq,
+        }
+        if agent is not None:
+            first["agent"] = agent
+        yield control_frame("run", first)
+
+        saw_done = False
+        parts: list[str] = []
+        size = 0
+        for event in sub.take_replay():
+            frame = sse_event_frame(event)
+            parts.append(frame)
+            size += len(frame)
+            saw_done = saw_done or event.type == "done"
+            if size >= REPLAY_CHUNK_BYTES:
+                yield "".join(parts).encode()
+                parts, size = [], 0
+        if parts:
+            yield "".join(parts).encode()
+
+        while True:
+            items = await sub.next_batch(LIVE_BATCH_ITEMS)
+            if not items:
+                return
+            out: list[str] = []
+            for item in items:
+                if isinstance(item, Event):
+                    out.append(sse_event_frame(item))
+                    saw_done = saw_done or item.type == "done"
+                elif isinstance(item, Finished):
+                    if not saw_done and not any(e.type == "done" for e in item.record.events):
+                        out.append(_missing_done(item).decode())
+                else:
+                    out.append(_run_notice(item).decode())
+            if out:
+                yield "".join(out).encode()
+    finally:
+        gateway.streams.discard(sub)
+        if not sub.closed:
+            registry = gateway.runtime.registry
+            if registry.is_alive():
+                registry.tell(Unsubscribe(run_id=sub.run_id, subscription=sub))
+
+
+def _missing_done(item: Finished) -> bytes:
+    """A record from before ``done`` existed (or recovered after a crash) still ends with one."""
+    rec = item.record
+    return control_frame("done", {"status": rec.status, "result": rec.result, "error": rec.error})
+
+
+def _run_notice(item: Lagged | Closing) -> bytes:
+    """Why a run stream ends early, with the seq to resume from as its id."""
+    if isinstance(item, Lagged):
+        return control_frame(
+            "lagged",
+            {
+                "last_seq": item.last_seq,
+                "message": "this client fell too far behind and was cut off; "
+                f"reconnect with Last-Event-ID: {item.last_seq}",
+            },
+            id=item.last_seq,
+        )
+    return control_frame(
+        "closing",
+        {
+            "last_seq": item.last_seq,
+            "reason": item.reason,
+            "message": "the server is shutting down; reconnect later with "
+            f"Last-Event-ID: {item.last_seq}",
+        },
+        id=item.last_seq,
+        retry=RECONNECT_MS,
+    )
+
+
+async def feed_stream(gateway: Gateway, feed: Feed) -> AsyncIterator[bytes]:
+    """A lifecycle feed as SSE bytes: ``ready``, then one ``run_<kind>`` frame per change.
+
+    Changes carry no ids: a client that comes back lists its runs again.
+    """
+    gateway.streams.add(feed)
+    try:
+        yield control_frame("ready", {"user_id": feed.user_id})
+        while True:
+            items = await feed.next_batch(LIVE_BATCH_ITEMS)
+            if not items:
+                return
+            out = []
+            for item in items:
+                if isinstance(item, RunChange):
+                    out.append(control_frame(f"run_{item.kind}", summary_dict(item.summary)))
+                elif isinstance(item, Lagged):
+                    out.append(
+                        control_frame("lagged", {"message": "too far behind; list your runs again"})
+                    )
+                else:
+                    out.append(
+                        control_frame("closing", {"reason": item.reason}, retry=RECONNECT_MS)
+                    )
+            yield b"".join(out)
+    finally:
+        gateway.streams.discard(feed)
+        registry = gateway.runtime.registry
+        if registry.is_alive():
+            registry.tell(Unwatch(feed=feed))

@@ -1,15 +1,15 @@
-"""The JSON shapes of runs on the wire, built from pre-encoded event data.
+"""Runs as JSON on the wire, built from pre-encoded event data (no SSE here: :mod:`web.sse`).
 
 A trace can hold 100,000 events.  Each event's data was encoded once when it
-was emitted (``Event.data_json``), so a run's JSON and its SSE frames are
-assembled from those strings instead of re-encoding every event for every
-reader.  The shapes match the response models in :mod:`web.models`.
+was emitted (``Event.data_json``), so a run's JSON (and the ``data`` of its
+SSE frames) is assembled from those strings instead of re-encoding every
+event for every reader.  The shapes match the response models in
+:mod:`web.models`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from typing import Any
 
 from actors.jsonsafe import dumps_safe
@@ -18,22 +18,15 @@ from web.timefmt import iso_utc, iso_utc_or_none
 
 
 def event_json(event: Event) -> str:
+    """``{"seq", "ts", "type", "data"}`` of one trace event, ``data`` spliced in as encoded."""
     return (
         f'{{"seq":{event.seq},"ts":"{iso_utc(event.ts)}","type":{json.dumps(event.type)},'
         f'"data":{event.data_json}}}'
     )
 
 
-def sse_event_frame(event: Event) -> str:
-    """``id``/``event``/``data`` lines of one trace event (JSON is always one line)."""
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {event_json(event)}\n\n"
-
-
-def sse_event_frames(events: Iterable[Event]) -> bytes:
-    return "".join(map(sse_event_frame, events)).encode()
-
-
 def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """A run list row (``RunSummaryModel``): times as ISO-8601 UTC, ``duration_s`` in seconds."""
     finished = summary.finished_at
     return {
         "run_id": summary.run_id,

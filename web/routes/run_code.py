@@ -26,7 +26,7 @@ from web.auth import CallerDep
 from web.errors import error_responses
 from web.gateway import Gateway, GatewayDep
 from web.models import MAX_DURATION_S, RunStartedResponse
-from web.streaming import sse_response_kwargs, stream_subscription
+from web.sse import response_kwargs, run_stream
 
 router = APIRouter(prefix="/agents/run-code", tags=["run-code"])
 
@@ -164,8 +164,8 @@ async def stream_code_run(
         return invalid_code_response(exc)
     # Subscribed from seq 0 before the response starts: nothing the run emits is missed.
     sub = await gateway.ask(Subscribe(caller=caller, run_id=started.run_id))
-    settings = request.app.state.settings
+    heartbeat_s = request.app.state.settings.heartbeat_s
     return EventSourceResponse(
-        stream_subscription(gateway, sub, agent=body.agent_name or DEFAULT_AGENT_NAME),
-        **sse_response_kwargs(settings.heartbeat_s),
+        run_stream(gateway, sub, agent=body.agent_name or DEFAULT_AGENT_NAME),
+        **response_kwargs(heartbeat_s),
     )

@@ -11,8 +11,7 @@ from actors.messages import Subscribe
 from web.auth import CallerDep
 from web.errors import error_responses
 from web.gateway import GatewayDep
-from web.sse import parse_resume_cursor
-from web.streaming import sse_response_kwargs, stream_subscription
+from web.sse import parse_resume_cursor, response_kwargs, run_stream
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -44,7 +43,5 @@ async def stream_run(
     after_seq = parse_resume_cursor(last_event_id, after)
     # Subscribe before the response starts, so 403/404 are real status codes.
     sub = await gateway.ask(Subscribe(caller=caller, run_id=run_id, after_seq=after_seq))
-    settings = request.app.state.settings
-    return EventSourceResponse(
-        stream_subscription(gateway, sub), **sse_response_kwargs(settings.heartbeat_s)
-    )
+    heartbeat_s = request.app.state.settings.heartbeat_s
+    return EventSourceResponse(run_stream(gateway, sub), **response_kwargs(heartbeat_s))
