@@ -2,8 +2,9 @@
 
 A live run must cost a task, not an OS thread (a ``ThreadingActor`` per run
 tops out near 22k threads and pays a cross-thread hop per event; see
-ARCHITECTURE.md).  This class plugs into pykka's own extension points
-(``_create_actor_inbox``, ``_create_future``, ``_start_actor_loop``), so
+docs/design.md, "Threads and loops").  This class plugs into pykka's own
+extension points (``_create_actor_inbox``, ``_create_future``,
+``_start_actor_loop``), so
 ``ActorRef.tell``/``ask``, proxies and ``ActorRegistry`` keep working, from
 the loop's thread and from any other thread.
 

@@ -1,8 +1,8 @@
 """``AsyncioFuture``: a pykka future that an event loop can await without blocking.
 
 Pykka's own ``Future.__await__`` calls the blocking ``get()``, so awaiting a
-pykka future on the event loop freezes the loop (ARCHITECTURE.md).  This
-future keeps both worlds:
+pykka future on the event loop freezes the loop (docs/design.md, "Threads and
+loops").  This future keeps both worlds:
 
 * ``await future`` on any event loop parks a loop-native future and is woken
   by ``set()``, from whichever thread ``set()`` runs on;

@@ -1,10 +1,10 @@
 """One canonical JSON encoding, and a defensive fallback for values that have none.
 
 Agents hand the runtime arbitrary Python values.  A non-JSON value must never
-break a stream frame or a stored record (LESSONS.md), so every event payload
-is encoded exactly once, at emit time, with :func:`dumps`; what cannot be
-encoded is replaced by its ``repr`` inside a marker object, visibly, never
-dropped.
+break a stream frame or a stored record (docs/design.md, "Lessons we apply"),
+so every event payload is encoded exactly once, at emit time, with
+:func:`dumps`; what cannot be encoded is replaced by its ``repr`` inside a
+marker object, visibly, never dropped.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class Event:
 
     ``seq`` is dense (1, 2, 3, ...) within a run, so a reader that got event
     ``n`` resumes exactly with ``after_seq=n``: no timestamps-as-ids, no
-    string comparison (see LESSONS.md).
+    string comparison (docs/design.md, "Lessons we apply").
     """
 
     seq: int

@@ -15,8 +15,8 @@ import pytest
 from web.cli import graceful_timeout_s, print_sign_in, sign_in_url
 from web.config import Settings, describe_settings
 
-# The fixed names from ARCHITECTURE.md ("Configuration and command line") and
-# the two web settings; scripts and operators rely on them.
+# The fixed names (docs/design.md, "Configuration"); scripts and operators
+# rely on them.
 DOCUMENTED = [
     ("RUNYARD_HOST", "127.0.0.1"),
     ("RUNYARD_PORT", "8000"),

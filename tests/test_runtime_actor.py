@@ -1,4 +1,4 @@
-"""AsyncioActor and AsyncioFuture: pykka semantics on an asyncio loop (issue 2)."""
+"""AsyncioActor and AsyncioFuture: pykka semantics on an asyncio loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RegistryActor and Runtime: ownership, listing, caps, eviction, shutdown (issue 2)."""
+"""RegistryActor and Runtime: ownership, listing, caps, eviction, shutdown."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RunActor: events, replay-then-live, stop, supervision, slow subscribers (issue 2)."""
+"""RunActor: events, replay-then-live, stop, supervision, slow subscribers."""
 
 from __future__ import annotations
 

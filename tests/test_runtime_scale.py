@@ -1,4 +1,4 @@
-"""2,000 concurrent live runs start, stream and finish on one loop (issue 2)."""
+"""2,000 concurrent live runs start, stream and finish on one loop."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 The runtime keeps POSIX seconds (floats); every JSON body and SSE frame
 turns them into strings here, at the edge.  A naive time without ``Z`` is
-read as local time by browsers (LESSONS.md), so there is exactly one
-formatter and it always says UTC.
+read as local time by browsers (docs/design.md, "Lessons we apply"), so
+there is exactly one formatter and it always says UTC.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ then:
   events (``{"stream": "stdout"|"stderr", "text": ...}``, one per line or
   batch of lines) and puts a handler on the root logger that sends ``log``
   events.  This process serves exactly one run, so swapping process-wide
-  streams cannot leak one run's output into another's (LESSONS.md);
+  streams cannot leak one run's output into another's (docs/design.md,
+  "Lessons we apply");
 - executes the code in a fresh module (``__agent__``), finds ``run`` and
   calls ``asyncio.run(run(input_dict, ctx))``;
 - sends back the result (JSON, or a clear error when it is not), the

@@ -1,9 +1,9 @@
 """Submit-time checks for run-code: ``compile()`` and ``ast`` only.
 
-The server never executes submitted code (LESSONS.md: user code in the API
-process could read every user's runs and the server's secrets).  What can be
-known without running it is checked here, so a typo is a 422 naming the line
-instead of a run that starts and fails:
+The server never executes submitted code (docs/design.md, "Lessons we apply":
+user code in the API process could read every user's runs and the server's
+secrets).  What can be known without running it is checked here, so a typo is
+a 422 naming the line instead of a run that starts and fails:
 
 - the code compiles (syntax errors, and compiler errors such as ``await``
   outside an async function), with the line and the compiler's message;

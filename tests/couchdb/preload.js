@@ -3,7 +3,8 @@
 //
 // pouchdb-server 4.2.0 differs from Apache CouchDB 3 in ways that break aiocouch
 // and runyard's CouchStore. This file makes it answer like CouchDB 3 for the gaps
-// listed in issue 4 (1-7) and for a few found while building on it (5b, 8-10).
+// known when it was chosen as the test server (1-7) and for a few found while
+// building on it (5b, 8-10).
 // Each patch names its gap; tests/test_couchdb_server.py has a test per patch that
 // fails without this file (RUNYARD_TEST_COUCHDB_NO_PRELOAD=1 shows it).
 //
@@ -137,9 +138,8 @@ beforePart('routes/db', (app) => {
 
 // 4. `PUT /db/<id>` (e.g. `_design/x`) used the body's `_id` over the URL's.
 //    CouchDB: the URL names the document. (Attachment routes come earlier.)
-// 9. (from issue 4's measurements) `DELETE /db/<id>` without a rev deleted the
-//    current revision; CouchDB 3 answers 409, so code that forgets the rev fails
-//    here as it would there.
+// 9. `DELETE /db/<id>` without a rev deleted the current revision; CouchDB 3
+//    answers 409, so code that forgets the rev fails here as it would there.
 beforePart('routes/documents', (app) => {
   app.put('/:db/:id(*)', utils.jsonParser, (req, res, next) => {
     if (req.body && typeof req.body === 'object' && !Array.isArray(req.body)) {
