@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,24 +17,11 @@ from tests.api_helpers import (
     start,
     wait_finished,
 )
-from tests.live_server import LiveServer, make_settings, wait_until
+from tests.live_server import LiveServer
+from tests.waiting import wait_until
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 UNKNOWN = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with LiveServer(
-        make_settings(Path(tmp_path_factory.mktemp("runs")), shutdown_grace_s=0.2)
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-def alice(live: LiveServer) -> Iterator[httpx.Client]:
-    with live.client("alice") as client:
-        yield client
 
 
 @pytest.mark.timeout(20)

@@ -13,7 +13,8 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.couchdb_server import CouchServer
-from tests.live_server import LiveServer, make_settings, wait_until
+from tests.live_server import LiveServer, make_settings
+from tests.waiting import wait_until
 from web.app import create_app
 from web.config import ConfigError
 
