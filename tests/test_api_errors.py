@@ -26,6 +26,8 @@ from tests.api_helpers import (
 )
 from tests.live_server import LiveServer, LiveServerFactory, make_settings
 
+pytestmark = pytest.mark.server
+
 MAX_BODY = 2048
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 

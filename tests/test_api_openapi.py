@@ -10,6 +10,8 @@ import pytest
 
 from tests.live_server import LiveServer
 
+pytestmark = pytest.mark.server
+
 ERROR_BODY = "#/components/schemas/ErrorBody"
 
 # (method, path): (success status, its schema ref or media type, error codes at least)

@@ -22,6 +22,8 @@ from tests.api_helpers import (
 from tests.live_server import LiveServer
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.server
+
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -17,6 +17,8 @@ import pytest
 from tests.api_helpers import assert_error, done_of, get_run, iter_frames, open_stream, start
 from tests.live_server import ServerProcessFactory
 
+pytestmark = pytest.mark.server
+
 GRACE_S = 2.5
 
 

@@ -21,6 +21,8 @@ from tests.api_helpers import assert_error, done_of, frames, get_run, start, wai
 from tests.live_server import LiveServer, LiveServerFactory, make_settings
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.server
+
 RETENTION_S = 60
 
 

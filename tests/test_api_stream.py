@@ -31,6 +31,8 @@ from tests.api_helpers import (
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.server
+
 
 @contextmanager
 def stalled_stream(live: LiveServer, run_id: str) -> Iterator[http.client.HTTPResponse]:

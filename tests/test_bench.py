@@ -23,6 +23,8 @@ from bench import (
 from bench.__main__ import goals, table
 from bench.common import KINDS, TINY, Benchmark, Outcome, run_benchmark
 
+pytestmark = pytest.mark.server
+
 
 async def run(bench: Benchmark) -> Outcome:
     outcome = await run_benchmark(bench, TINY, reps=1)

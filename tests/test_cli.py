@@ -15,6 +15,8 @@ import pytest
 from web.cli import graceful_timeout_s, print_sign_in, sign_in_url
 from web.config import Settings, describe_settings
 
+pytestmark = pytest.mark.server
+
 # The fixed names from ARCHITECTURE.md ("Configuration and command line") and
 # the two web settings; scripts and operators rely on them.
 DOCUMENTED = [

@@ -18,7 +18,7 @@ from tests.waiting import wait_until
 from web.app import create_app
 from web.config import ConfigError
 
-pytestmark = pytest.mark.couchdb
+pytestmark = [pytest.mark.couchdb, pytest.mark.server]
 
 
 def stored_doc(couch: CouchServer, db: str, run_id: str) -> dict[str, object] | None:

@@ -12,6 +12,8 @@ from httpx_sse import connect_sse
 from tests.live_server import ServerProcessFactory
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.server
+
 INTERRUPTED = "interrupted: the server stopped before the run finished"
 
 

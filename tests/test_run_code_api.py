@@ -21,6 +21,8 @@ from tests.api_helpers import Frame, get_run, iter_frames, wait_finished
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory, make_settings
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.server
+
 STOP_GRACE_S = 0.5
 
 TICKER = """
