@@ -77,7 +77,7 @@ async def run_to_end(
     return terminal.record, events
 
 
-# The modules that still import the waits from here; new code imports tests.waiting.
+# Until test_runtime_registry.py and test_runtime_run.py import tests.waiting; new code does.
 wait_until = waiting.wait_until_async
 wait_until_sync = waiting.wait_until
 
