@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 COUCH_DIR := tests/couchdb
 
-.PHONY: run test lint fmt install couchdb-deps browser-deps bench clean
+.PHONY: run test test-fast lint fmt install couchdb-deps browser-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ fmt: $(STAMP)
 
 test: $(STAMP) couchdb-deps browser-deps lint
 	$(PY) -m pytest
+
+# The edit loop: everything but the suites that start servers, CouchDB or a
+# browser (markers `server`, `couchdb`, `browser`), and no lint.  `make test`
+# still runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not server and not couchdb and not browser"
 
 bench: $(STAMP) couchdb-deps
 	$(PY) -m bench

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 
-from tests.live_server import wait_until
+from tests.waiting import wait_until
 
 TERMINAL = ("success", "error", "stopped")
 

@@ -1,15 +1,16 @@
 """Shared helpers for the runtime tests (tests/test_runtime_*.py).
 
-No pytest-asyncio: each test drives its own loop with ``asyncio.run``.
-Waiting is always on something (a subscription, a future, an event) or a poll
-with a deadline, never a bare sleep.
+Async tests run on the anyio pytest plugin: ``@pytest.mark.anyio`` on an
+``async def test_...`` (the ``anyio_backend`` fixture in ``conftest.py``
+picks asyncio), each test on a fresh loop.  Waiting is always on something
+(a subscription, a future, an event) or a poll with a deadline
+(:mod:`tests.waiting`), never a bare sleep.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,7 @@ from actors.messages import Caller, StartRun, Subscribe
 from actors.records import Event, RunRecord
 from actors.runtime import Runtime, RuntimeConfig
 from actors.stream_items import Closing, Finished, Lagged
+from tests import waiting
 
 ALICE = Caller("alice")
 BOB = Caller("bob")
@@ -76,25 +78,9 @@ async def run_to_end(
     return terminal.record, events
 
 
-async def wait_until(
-    predicate: Callable[[], bool], *, timeout: float = 5.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` on the loop until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.002)
-
-
-def wait_until_sync(
-    predicate: Callable[[], bool], *, timeout: float = 5.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
+# Until test_runtime_registry.py and test_runtime_run.py import tests.waiting; new code does.
+wait_until = waiting.wait_until_async
+wait_until_sync = waiting.wait_until
 
 
 def assert_dense(events: list[Event], first: int = 1) -> None:

@@ -24,22 +24,17 @@ from tests.api_helpers import (
     start,
     wait_finished,
 )
-from tests.live_server import LiveServer, make_settings
+from tests.live_server import LiveServer, LiveServerFactory, make_settings
+
+pytestmark = pytest.mark.server
 
 MAX_BODY = 2048
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    settings = make_settings(
-        Path(tmp_path_factory.mktemp("errors")),
-        max_body_bytes=MAX_BODY,
-        max_live_runs_per_user=2,
-        shutdown_grace_s=0.2,
-    )
-    with LiveServer(settings) as server:
-        yield server
+def live(live_server: LiveServerFactory) -> LiveServer:
+    return live_server(max_body_bytes=MAX_BODY, max_live_runs_per_user=2)
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +64,6 @@ def untouched(live: LiveServer, existing: dict[str, str]) -> Iterator[None]:
     assert before[existing["finished"]][0] == "success"
     yield
     assert _snapshot(live) == before
-
-
-@pytest.fixture
-def alice(live: LiveServer) -> Iterator[httpx.Client]:
-    with live.client("alice") as client:
-        yield client
 
 
 # --------------------------------------------------------------------------

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, make_settings
+from tests.live_server import LiveServer
+
+pytestmark = pytest.mark.server
 
 ERROR_BODY = "#/components/schemas/ErrorBody"
 
@@ -33,16 +33,15 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, set[str]]] = {
 
 
 @pytest.fixture(scope="module")
-def schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    settings = make_settings(Path(tmp_path_factory.mktemp("openapi")), shutdown_grace_s=0.2)
-    with LiveServer(settings) as server:
-        assert httpx.get(f"{server.base_url}/openapi.json").status_code == 401
-        for viewer in ("/docs", "/redoc"):
-            assert httpx.get(f"{server.base_url}{viewer}").status_code == 404
-        with server.client("alice") as alice:
-            resp = alice.get("/openapi.json")
-        assert resp.status_code == 200
-        yield resp.json()
+def schema(live: LiveServer) -> dict[str, Any]:
+    assert httpx.get(f"{live.base_url}/openapi.json").status_code == 401
+    for viewer in ("/docs", "/redoc"):
+        assert httpx.get(f"{live.base_url}{viewer}").status_code == 404
+    with live.client("alice") as alice:
+        resp = alice.get("/openapi.json")
+    assert resp.status_code == 200
+    body: dict[str, Any] = resp.json()
+    return body
 
 
 @pytest.mark.timeout(20)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
+import time
+from datetime import datetime
 
 import httpx
 import pytest
@@ -19,24 +19,18 @@ from tests.api_helpers import (
     start,
     wait_finished,
 )
-from tests.live_server import LiveServer, make_settings, wait_until
+from tests.live_server import LiveServer
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.server
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 UNKNOWN = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with LiveServer(
-        make_settings(Path(tmp_path_factory.mktemp("runs")), shutdown_grace_s=0.2)
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-def alice(live: LiveServer) -> Iterator[httpx.Client]:
-    with live.client("alice") as client:
-        yield client
 
 
 @pytest.mark.timeout(20)
@@ -64,9 +58,12 @@ def test_start_answers_at_once_and_the_record_has_every_field(alice: httpx.Clien
     assert run["event_count"] == 3
     assert ISO_Z.match(run["started_at"]), run
     assert ISO_Z.match(run["finished_at"]), run
-    assert run["started_at"] <= run["finished_at"]
     assert isinstance(run["duration_s"], float)
-    assert run["duration_s"] >= 0
+    # The ticker sleeps 0.01 s between its two ticks; the duration is the span
+    # between the two timestamps (which are rounded to the millisecond).
+    assert run["duration_s"] >= 0.01
+    span = (parse_iso(run["finished_at"]) - parse_iso(run["started_at"])).total_seconds()
+    assert abs(run["duration_s"] - span) <= 0.0015
     assert [(e["seq"], e["type"], e["data"]) for e in run["events"]] == [
         (1, "tick", {"i": 1}),
         (2, "tick", {"i": 2}),
@@ -87,9 +84,13 @@ def test_list_is_newest_first_filterable_and_paginated(live: LiveServer) -> None
         listed = bob.get("/runs").json()
         assert listed["next_cursor"] is None
         mine = [r["run_id"] for r in listed["runs"]]
-        assert set(mine) == {*ids, failed, sleeping}
-        keys = [(r["started_at"], r["run_id"]) for r in listed["runs"]]
-        assert keys == sorted(keys, reverse=True)
+        # Started one after the other, so newest first is exactly the reverse.
+        # (Not a sort of the listed (started_at, run_id): started_at is shown
+        # to the millisecond, and two starts within one millisecond would
+        # then be ordered by their random ids instead of by time.)
+        assert mine == [sleeping, failed, *reversed(ids)]
+        started = [r["started_at"] for r in listed["runs"]]
+        assert started == sorted(started, reverse=True)
         summary = next(r for r in listed["runs"] if r["run_id"] == sleeping)
         assert set(summary) == {
             "run_id",
@@ -245,10 +246,12 @@ def test_ops_registry_is_admin_only_and_shows_live_runs(
     assert_error(alice.get("/ops/registry"), 403, "forbidden")
     assert_error(httpx.get(f"{live.base_url}/ops/registry"), 401, "unauthorized")
 
+    before_start = time.monotonic()
     run_id = start(alice, "ticker", n=1000, interval=0.01)
     with live.client("root") as root, open_stream(alice, run_id) as es:
         it = iter_frames(es)
         assert next(it).event == "run"
+        assert [next(it).seq for _ in range(3)] == [1, 2, 3]  # three ticks delivered
 
         def shows_the_stream() -> dict[str, object] | None:
             view = root.get("/ops/registry").json()
@@ -256,6 +259,8 @@ def test_ops_registry_is_admin_only_and_shows_live_runs(
             return view if mine and mine[0]["subscribers"] == 1 else None
 
         view = wait_until(shows_the_stream, 10, "the open stream in /ops/registry")
+        since_start = time.monotonic() - before_start
+        trace_now = get_run(alice, run_id)["event_count"]
         assert set(view) == {
             "runs_by_status",
             "live",
@@ -269,28 +274,22 @@ def test_ops_registry_is_admin_only_and_shows_live_runs(
         entry = next(r for r in view["live"] if r["run_id"] == run_id)
         assert entry["owner"] == "alice"
         assert entry["agent"] == "ticker"
-        assert entry["trace_length"] >= 0
-        assert entry["age_s"] >= 0
+        # At least the ticks the stream delivered, at most what the run had a moment later.
+        assert 3 <= entry["trace_length"] <= trace_now
+        # Its age counts from the start: past the 0.02 s between the first and the third
+        # tick, within what the test measured around it (the age is rounded to the ms).
+        assert 0.019 <= entry["age_s"] <= since_start + 0.001
         assert entry["stopping"] is False
         assert view["runs_by_status"]["running"] >= 1
         assert view["accepting"] is True
         assert view["rss_bytes"] > 0
         assert view["uptime_s"] > 0
-        assert view["persistence_backlog"] >= 0
 
-        seen = wait_until(
-            lambda: next(
-                (
-                    r["trace_length"]
-                    for r in root.get("/ops/registry").json()["live"]
-                    if r["run_id"] == run_id and r["trace_length"] >= 3
-                ),
-                None,
-            ),
-            10,
-            "the trace to grow",
-        )
-        assert seen >= 3
+        def trace_length() -> int:
+            live_runs = root.get("/ops/registry").json()["live"]
+            return int(next(r["trace_length"] for r in live_runs if r["run_id"] == run_id))
+
+        wait_until(lambda: trace_length() > trace_now, 10, "the trace to grow")
 
     assert alice.post(f"/runs/{run_id}/stop").status_code == 202
     assert wait_finished(alice, run_id)["status"] == "stopped"
@@ -298,6 +297,12 @@ def test_ops_registry_is_admin_only_and_shows_live_runs(
         view = root.get("/ops/registry").json()
         assert run_id not in {r["run_id"] for r in view["live"]}
         assert view["cached_finished"] >= 1
+        # Every record written: nothing is left waiting for the store.
+        wait_until(
+            lambda: root.get("/ops/registry").json()["persistence_backlog"] == 0,
+            10,
+            "the persistence backlog to drain",
+        )
 
 
 @pytest.mark.timeout(20)

@@ -9,7 +9,6 @@ answer comes from the store: SQLite, and the CouchDB-compatible server.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,10 @@ import pytest
 from actors.clock import ManualClock
 from actors.messages import Evict
 from tests.api_helpers import assert_error, done_of, frames, get_run, start, wait_finished
-from tests.live_server import LiveServer, make_settings, wait_until
+from tests.live_server import LiveServer, LiveServerFactory, make_settings
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.server
 
 RETENTION_S = 60
 
@@ -27,7 +29,7 @@ RETENTION_S = 60
 STORES = [pytest.param("sqlite"), pytest.param("couch", marks=pytest.mark.couchdb)]
 
 
-def store_settings(kind: str, data_dir: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+def store_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     """Settings that select the store: nothing for SQLite, a fresh database for CouchDB."""
     if kind == "sqlite":
         return {}
@@ -50,20 +52,16 @@ def clock(store_kind: str) -> ManualClock:
 
 @pytest.fixture(scope="module")
 def live(
-    tmp_path_factory: pytest.TempPathFactory,
+    live_server: LiveServerFactory,
     clock: ManualClock,
     store_kind: str,
     request: pytest.FixtureRequest,
-) -> Iterator[LiveServer]:
-    data_dir = Path(tmp_path_factory.mktemp("store"))
-    settings = make_settings(
-        data_dir,
+) -> LiveServer:
+    return live_server(
+        app_kwargs={"clock": clock},
         retention_s=RETENTION_S,
-        shutdown_grace_s=0.2,
-        **store_settings(store_kind, data_dir, request),
+        **store_settings(store_kind, request),
     )
-    with LiveServer(settings, clock=clock) as server:
-        yield server
 
 
 def cached_finished(live: LiveServer) -> int:
@@ -233,9 +231,7 @@ def test_store_survives_a_restart_with_the_same_data_dir(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:
     """A fresh process on the same data dir (or database) answers from the store alone."""
-    settings = make_settings(
-        tmp_path, shutdown_grace_s=0.2, **store_settings(kind, tmp_path, request)
-    )
+    settings = make_settings(tmp_path, shutdown_grace_s=0.2, **store_settings(kind, request))
     with LiveServer(settings) as first, first.client("alice") as alice:
         run_id = start(alice, "ticker", n=3, interval=0)
         before = wait_finished(alice, run_id)

@@ -9,7 +9,6 @@ import random
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +29,10 @@ from tests.api_helpers import (
     trace_seqs,
     wait_finished,
 )
-from tests.live_server import TOKENS, LiveServer, make_settings, wait_until
+from tests.live_server import TOKENS, LiveServer, LiveServerFactory
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.server
 
 
 @contextmanager
@@ -102,20 +104,10 @@ def open_gate(live: LiveServer, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    settings = make_settings(
-        Path(tmp_path_factory.mktemp("stream")), heartbeat_s=0.2, shutdown_grace_s=0.2
-    )
+def live(live_server: LiveServerFactory) -> LiveServer:
     catalog = builtin_catalog()
     catalog.register("gated_burst", gated_burst)
-    with LiveServer(settings, catalog=catalog) as server:
-        yield server
-
-
-@pytest.fixture
-def alice(live: LiveServer) -> Iterator[httpx.Client]:
-    with live.client("alice") as client:
-        yield client
+    return live_server(app_kwargs={"catalog": catalog}, heartbeat_s=0.2)
 
 
 @pytest.mark.timeout(20)

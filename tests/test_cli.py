@@ -15,6 +15,8 @@ import pytest
 from web.cli import graceful_timeout_s, print_sign_in, sign_in_url
 from web.config import Settings, describe_settings
 
+pytestmark = pytest.mark.server
+
 # The fixed names (docs/design.md, "Configuration"); scripts and operators
 # rely on them.
 DOCUMENTED = [
@@ -61,6 +63,7 @@ def test_serve_help_lists_every_setting_with_default(tmp_path: Path) -> None:
     out = result.stdout
     assert "--host" in out
     assert "--port" in out
+    assert "--fd" in out
     for name, default in DOCUMENTED:
         line = next((ln for ln in out.splitlines() if ln.strip().startswith(name + " ")), None)
         assert line is not None, f"{name} missing from --help"
@@ -86,6 +89,14 @@ def test_bad_tokens_exit_2_naming_the_entry_not_the_token(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "RUNYARD_TOKENS entry 2 ('bob')" in result.stderr
     assert "s3cr3t" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_fd_that_is_no_socket_exits_2_naming_it(tmp_path: Path) -> None:
+    result = runyard(["serve", "--fd", "987"], tmp_path, RUNYARD_TOKENS="alice:tok")
+    assert result.returncode == 2
+    assert "--fd 987 is not an open socket" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -1,6 +1,6 @@
 """The CouchDB-compatible test server answers like Apache CouchDB 3.
 
-One test per patch in ``tests/couchdb/preload.js``; each fails against the
+One section per patch in ``tests/couchdb/preload.js``; each test fails against the
 stock pouchdb-server 4.2.0 (run with ``RUNYARD_TEST_COUCHDB_NO_PRELOAD=1`` to
 see that). Requests go to the real server: httpx for the raw HTTP answers,
 aiocouch where the gap broke aiocouch.
@@ -8,7 +8,6 @@ aiocouch where the gap broke aiocouch.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -62,22 +61,24 @@ def _read_lines_until(
 
 
 @pytest.mark.timeout(30)
-def test_json_answers_are_application_json_and_aiocouch_reads_them(
-    couch_server: CouchServer, couch_db_name: str
-) -> None:
+def test_json_answers_are_application_json(couch_server: CouchServer) -> None:
     answer = httpx.get(couch_server.base_url, headers={"Accept": "*/*"}, timeout=10)
     assert answer.headers["content-type"].startswith("application/json")
 
-    async def scenario() -> dict[str, Any]:
-        async with _aiocouch(couch_server) as couch:
-            database = await couch.create(couch_db_name)
-            doc = await database.create("doc-1", data={"n": 1})
-            await doc.save()
-            again = await database.get("doc-1")
-            await database.delete()
-            return dict(again.data or {})
 
-    assert asyncio.run(scenario())["n"] == 1
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_aiocouch_reads_the_json_answers(
+    couch_server: CouchServer, couch_db_name: str
+) -> None:
+    async with _aiocouch(couch_server) as couch:
+        database = await couch.create(couch_db_name)
+        doc = await database.create("doc-1", data={"n": 1})
+        await doc.save()
+        again = await database.get("doc-1")
+        await database.delete()
+    assert again.data is not None
+    assert again.data["n"] == 1
 
 
 # 2. No compression: continuous _changes lines arrive as they happen ------------
@@ -100,9 +101,7 @@ def test_no_gzip_and_continuous_changes_lines_arrive(http: httpx.Client, db: str
 
 
 @pytest.mark.timeout(30)
-def test_bulk_docs_results_come_in_request_order(
-    couch_server: CouchServer, http: httpx.Client, db: str
-) -> None:
+def test_bulk_docs_results_come_in_request_order(http: httpx.Client, db: str) -> None:
     # A design doc skips the per-doc validation lookup, so the stock server
     # answered it first; ordinary docs came back in check-completion order.
     ids = [f"doc-{i:02d}" for i in range(24)]
@@ -111,16 +110,19 @@ def test_bulk_docs_results_come_in_request_order(
     assert answer.status_code == 201
     assert [row["id"] for row in answer.json()] == ids
 
-    async def scenario() -> list[str]:
-        async with _aiocouch(couch_server) as couch:
-            database = await couch[db]
-            more = [f"more-{i:02d}" for i in range(20)] + ["_design/last"]
-            async with database.create_docs(more) as bulk:  # asserts on the order itself
-                pass
-            assert bulk.response is not None
-            return [row["id"] for row in bulk.response]
 
-    assert asyncio.run(scenario())[-1] == "_design/last"
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_aiocouch_bulk_create_gets_its_results_in_request_order(
+    couch_server: CouchServer, db: str
+) -> None:
+    more = [f"more-{i:02d}" for i in range(20)] + ["_design/last"]
+    async with _aiocouch(couch_server) as couch:
+        database = await couch[db]
+        async with database.create_docs(more) as bulk:  # asserts on the order itself
+            pass
+    assert bulk.response is not None
+    assert [row["id"] for row in bulk.response] == more
 
 
 # 4. PUT /db/<id>: the URL names the document -------------------------------------
@@ -138,14 +140,22 @@ def test_put_design_doc_takes_the_id_from_the_url(http: httpx.Client, db: str) -
 # 5. _find answers a bookmark that pages -----------------------------------------
 
 
-@pytest.mark.timeout(30)
-def test_find_bookmark_pages_through_results(
-    couch_server: CouchServer, http: httpx.Client, db: str
-) -> None:
-    docs = [{"_id": f"d{i:02d}", "kind": "x", "n": i} for i in range(25)]
-    docs += [{"_id": f"other{i:02d}", "kind": "y", "n": -1} for i in range(5)]
-    assert http.post(f"/{db}/_bulk_docs", json={"docs": docs}).status_code == 201
+FIND_DOCS = [{"_id": f"d{i:02d}", "kind": "x", "n": i} for i in range(25)] + [
+    {"_id": f"other{i:02d}", "kind": "y", "n": -1} for i in range(5)
+]
+
+
+@pytest.fixture
+def find_db(http: httpx.Client, db: str) -> str:
+    """``db`` holding ``FIND_DOCS`` and an index on ``n``."""
+    assert http.post(f"/{db}/_bulk_docs", json={"docs": FIND_DOCS}).status_code == 201
     assert http.post(f"/{db}/_index", json={"index": {"fields": ["n"]}}).status_code == 200
+    return db
+
+
+@pytest.mark.timeout(30)
+def test_find_bookmark_pages_through_results(http: httpx.Client, find_db: str) -> None:
+    db = find_db
     # Like CouchDB 3: no limit means 25.
     assert len(http.post(f"/{db}/_find", json={"selector": {}}).json()["docs"]) == 25
 
@@ -170,12 +180,16 @@ def test_find_bookmark_pages_through_results(
     bad = http.post(f"/{db}/_find", json=dict(query, bookmark="not-a-bookmark"))
     assert bad.status_code == 400
 
-    async def scenario() -> list[str]:
-        async with _aiocouch(couch_server) as couch:
-            database = await couch[db]
-            return [doc.id async for doc in database.find({"kind": "x"})]
 
-    assert sorted(asyncio.run(scenario())) == [d["_id"] for d in docs if d["kind"] == "x"]
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_aiocouch_find_pages_through_every_match(
+    couch_server: CouchServer, find_db: str
+) -> None:
+    async with _aiocouch(couch_server) as couch:
+        database = await couch[find_db]
+        found = [doc.id async for doc in database.find({"kind": "x"})]
+    assert sorted(found) == [d["_id"] for d in FIND_DOCS if d["kind"] == "x"]
 
 
 @pytest.mark.timeout(30)

@@ -14,11 +14,12 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.couchdb_server import CouchServer
-from tests.live_server import LiveServer, make_settings, wait_until
+from tests.live_server import LiveServer, make_settings
+from tests.waiting import wait_until
 from web.app import create_app
 from web.config import ConfigError
 
-pytestmark = pytest.mark.couchdb
+pytestmark = [pytest.mark.couchdb, pytest.mark.server]
 
 
 def stored_doc(couch: CouchServer, db: str, run_id: str) -> dict[str, object] | None:

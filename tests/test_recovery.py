@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from httpx_sse import connect_sse
 
-from tests.live_server import ServerProcess, wait_until
+from tests.live_server import ServerProcessFactory
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.server
 
 INTERRUPTED = "interrupted: the server stopped before the run finished"
 
@@ -24,42 +27,40 @@ def stored_event_count(db: Path, run_id: str) -> int:
 
 @pytest.mark.timeout(90)
 def test_kill_9_mid_run_leaves_the_run_interrupted_with_its_checkpointed_events(
-    tmp_path: Path,
+    tmp_path: Path, server_process: ServerProcessFactory
 ) -> None:
-    server = ServerProcess(tmp_path, RUNYARD_CHECKPOINT_S="0.2").start()
-    try:
-        with server.client() as client:
-            run_id = client.post(
-                "/runs", json={"agent": "ticker", "input_dict": {"n": 100000, "interval": 0.01}}
-            ).json()["run_id"]
-            # The store, read directly, has a checkpoint with a good part of the trace.
-            db = tmp_path / "runs.sqlite3"
-            wait_until(lambda: stored_event_count(db, run_id) >= 20, 30, "a checkpoint")
-    finally:
-        server.signal(signal.SIGKILL)
-        server.wait(10)
+    server = server_process(tmp_path, RUNYARD_CHECKPOINT_S="0.2")
+    db = tmp_path / "runs.sqlite3"
+    with server.client() as client:
+        run_id = client.post(
+            "/runs", json={"agent": "ticker", "input_dict": {"n": 100000, "interval": 0.01}}
+        ).json()["run_id"]
+        # The store, read directly, has a checkpoint with a good part of the trace.
+        wait_until(lambda: stored_event_count(db, run_id) >= 20, 30, "a checkpoint")
+    server.signal(signal.SIGKILL)
+    server.wait(10)
     checkpointed = stored_event_count(db, run_id)
 
-    again = ServerProcess(tmp_path, port=server.port).start()
-    try:
-        with again.client() as client:
-            record = client.get(f"/runs/{run_id}").json()
-            assert record["status"] == "error"
-            assert record["error"] == INTERRUPTED
-            seqs = [e["seq"] for e in record["events"]]
-            assert seqs == list(range(1, len(seqs) + 1)), "the trace stays dense"
-            assert len(seqs) == checkpointed + 1, "checkpointed events plus the closing done"
-            assert record["events"][-1]["type"] == "done"
-            assert record["events"][-1]["data"]["error"] == INTERRUPTED
+    # The same listening socket: the restarted server answers on the same port.
+    again = server_process(tmp_path, listener=server.listener)
+    assert again.port == server.port
+    with again.client() as client:
+        record = client.get(f"/runs/{run_id}").json()
+        assert record["status"] == "error"
+        assert record["error"] == INTERRUPTED
+        seqs = [e["seq"] for e in record["events"]]
+        assert seqs == list(range(1, len(seqs) + 1)), "the trace stays dense"
+        assert len(seqs) == checkpointed + 1, "checkpointed events plus the closing done"
+        assert record["events"][-1]["type"] == "done"
+        assert record["events"][-1]["data"]["error"] == INTERRUPTED
 
-            listed = client.get("/runs", params={"status": "running"}).json()["runs"]
-            assert listed == [], "nothing stays running after a restart"
+        listed = client.get("/runs", params={"status": "running"}).json()["runs"]
+        assert listed == [], "nothing stays running after a restart"
 
-            with connect_sse(client, "GET", f"/runs/{run_id}/stream") as stream:
-                frames = [(sse.event, sse.id) for sse in stream.iter_sse()]
-            assert frames[0][0] == "run"
-            assert frames[-1] == ("done", str(len(seqs)))
-            assert len(frames) == len(seqs) + 1
-    finally:
-        again.signal(signal.SIGTERM)
-        assert again.wait(30) == 0
+        with connect_sse(client, "GET", f"/runs/{run_id}/stream") as stream:
+            frames = [(sse.event, sse.id) for sse in stream.iter_sse()]
+        assert frames[0][0] == "run"
+        assert frames[-1] == ("done", str(len(seqs)))
+        assert len(frames) == len(seqs) + 1
+    again.signal(signal.SIGTERM)
+    assert again.wait(30) == 0

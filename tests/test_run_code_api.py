@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,10 @@ from httpx_sse import connect_sse
 
 from actors.code.agent import CodeSettings, make_code_agent
 from tests.api_helpers import Frame, get_run, iter_frames, wait_finished
-from tests.live_server import TOKENS, LiveServer, make_settings, wait_until
+from tests.live_server import TOKENS, LiveServer, LiveServerFactory, make_settings
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.server
 
 STOP_GRACE_S = 0.5
 
@@ -36,21 +38,8 @@ async def run(input_dict, ctx):
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    settings = make_settings(
-        Path(tmp_path_factory.mktemp("run-code")),
-        stop_grace_s=STOP_GRACE_S,
-        heartbeat_s=0.2,
-        shutdown_grace_s=0.2,
-    )
-    with LiveServer(settings) as server:
-        yield server
-
-
-@pytest.fixture
-def alice(live: LiveServer) -> Iterator[httpx.Client]:
-    with live.client("alice") as client:
-        yield client
+def live(live_server: LiveServerFactory) -> LiveServer:
+    return live_server(stop_grace_s=STOP_GRACE_S, heartbeat_s=0.2)
 
 
 def start_code(client: httpx.Client, code: str, **body: Any) -> str:

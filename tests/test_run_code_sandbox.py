@@ -1,6 +1,6 @@
 """run-code under Landlock (actors.code.sandbox): what the child can no longer reach.
 
-Real children through a real runtime, like tests/test_run_code.py.  Each
+Real children through a real runtime (``tests.run_code_helpers``).  Each
 probe in the submitted code returns the exception's type name (or "ok"), so
 a failed expectation shows what actually happened.  The test process itself
 is never restricted: only ``abi_version`` (a query) and ``rules`` (a list)
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,7 @@ import pytest
 from actors.code import agent as agent_module
 from actors.code import sandbox
 from actors.code.agent import PACKAGE_ROOT, CodeSettings
-from actors.runtime import Runtime
-from tests.test_run_code import SETTINGS, in_runtime, of_type, run_code
+from tests.run_code_helpers import SETTINGS, code_runtime, of_type, run_code
 
 
 def _abi() -> int:
@@ -82,12 +83,13 @@ def probe_input(tmp_path: Path) -> dict[str, Any]:
     }
 
 
+@pytest.mark.anyio
 @needs_landlock
 @pytest.mark.timeout(30)
-def test_the_child_cannot_reach_the_servers_files_environment_or_signals(
+async def test_the_child_cannot_reach_the_servers_files_environment_or_signals(
     tmp_path: Path,
 ) -> None:
-    async def body(runtime: Runtime) -> None:
+    async with code_runtime() as runtime:
         record, events = await run_code(runtime, PROBES, probe_input(tmp_path))
         assert record.status == "success", record.error
         out = record.result
@@ -107,12 +109,11 @@ def test_the_child_cannot_reach_the_servers_files_environment_or_signals(
         # Sandboxed by default, and a sandboxed run's trace gets no extra event.
         assert of_type(events, "sandbox") == []
 
-    in_runtime(body)
 
-
+@pytest.mark.anyio
 @needs_landlock
 @pytest.mark.timeout(30)
-def test_sandboxed_code_still_imports_writes_its_cwd_prints_and_logs() -> None:
+async def test_sandboxed_code_still_imports_writes_its_cwd_prints_and_logs() -> None:
     code = """
 import asyncio, json, logging, os, ssl, subprocess, sys, tempfile
 
@@ -144,7 +145,7 @@ async def run(input_dict, ctx):
     }
 """
 
-    async def body(runtime: Runtime) -> None:
+    async with code_runtime(CodeSettings(memory_mib=256, announce_sandbox=True)) as runtime:
         record, events = await run_code(runtime, code)
         assert record.status == "success", record.error
         assert record.result == {
@@ -160,17 +161,18 @@ async def run(input_dict, ctx):
         assert events[1].data == {"stream": "stdout", "text": "hello from the sandbox\n"}
         assert events[2].data["message"] == "still logging"
 
-    in_runtime(body, CodeSettings(memory_mib=256, announce_sandbox=True))
 
-
+@pytest.mark.anyio
 @pytest.mark.timeout(30)
-def test_without_landlock_the_run_works_and_says_so(
+async def test_without_landlock_the_run_works_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(agent_module, "_sandbox_noted", set())
     caplog.set_level(logging.INFO, logger="actors.code.agent")
+    for sub in ("0", "1"):
+        (tmp_path / sub).mkdir()
 
-    async def body(runtime: Runtime) -> None:
+    async with code_runtime(CodeSettings(memory_mib=256, landlock="off")) as runtime:
         for i in range(2):
             record, events = await run_code(runtime, PROBES, probe_input(tmp_path / str(i)))
             assert record.status == "success", record.error
@@ -179,9 +181,6 @@ def test_without_landlock_the_run_works_and_says_so(
             assert events[0].type == "sandbox"
             assert events[0].data == {"landlock": "unavailable: turned off (CodeSettings.landlock)"}
 
-    for sub in ("0", "1"):
-        (tmp_path / sub).mkdir()
-    in_runtime(body, CodeSettings(memory_mib=256, landlock="off"))
     warnings = [r for r in caplog.records if "WITHOUT Landlock" in r.getMessage()]
     assert len(warnings) == 1  # once per server, not once per run
     assert warnings[0].levelno == logging.WARNING
@@ -237,18 +236,9 @@ __attribute__((constructor)) static void mark(void) {
 """
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("pool_size", [0, 2])
-def test_a_request_env_cannot_load_code_before_the_sandbox(tmp_path: Path, pool_size: int) -> None:
-    """``LD_PRELOAD`` in the request's env must not run code ahead of Landlock.
-
-    The dynamic loader reads the environment a process is started with, so
-    children start with a neutral one and take the run's env from the job,
-    inside the already-running interpreter, pooled or not.
-    """
-    import shutil
-    import subprocess
-
+@pytest.fixture
+def preload_library(tmp_path: Path) -> Path:
+    """A shared library that, once loaded, writes ``$RUNYARD_TEST_MARK`` (built with ``cc``)."""
     if shutil.which("cc") is None:
         pytest.skip("no C compiler to build the preload library")
     source = tmp_path / "mark.c"
@@ -257,14 +247,28 @@ def test_a_request_env_cannot_load_code_before_the_sandbox(tmp_path: Path, pool_
     subprocess.run(
         ["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60
     )
+    return library
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pool_size", [0, 2])
+async def test_a_request_env_cannot_load_code_before_the_sandbox(
+    tmp_path: Path, preload_library: Path, pool_size: int
+) -> None:
+    """``LD_PRELOAD`` in the request's env must not run code ahead of Landlock.
+
+    The dynamic loader reads the environment a process is started with, so
+    children start with a neutral one and take the run's env from the job,
+    inside the already-running interpreter, pooled or not.
+    """
     mark = tmp_path / "mark.txt"
-    env = {"LD_PRELOAD": str(library), "RUNYARD_TEST_MARK": str(mark)}
+    env = {"LD_PRELOAD": str(preload_library), "RUNYARD_TEST_MARK": str(mark)}
     code = "import os\nasync def run(input_dict, ctx):\n    return os.environ['LD_PRELOAD']\n"
 
-    async def body(runtime: Runtime) -> None:
+    async with code_runtime(CodeSettings(memory_mib=256, pool_size=pool_size)) as runtime:
         record, _ = await run_code(runtime, code, env=env)
         assert record.status == "success", record.error
-        assert record.result == str(library)  # the code still sees its env
+        assert record.result == str(preload_library)  # the code still sees its env
 
-    in_runtime(body, CodeSettings(memory_mib=256, pool_size=pool_size))
     assert not mark.exists(), "the preload library ran in the child before the sandbox"

@@ -1,8 +1,11 @@
-"""``runyard`` console script: ``runyard serve [--host H] [--port P]``.
+"""``runyard`` console script: ``runyard serve [--host H] [--port P] [--fd N]``.
 
-Configuration is the ``RUNYARD_*`` environment (:mod:`web.config`); the two
-flags only override host and port.  ``--help`` prints every setting with its
-default and description, so an operator never has to read the source.
+Configuration is the ``RUNYARD_*`` environment (:mod:`web.config`); the
+flags only override where it listens.  ``--fd`` serves on a listening socket
+the parent already bound and passed down (a supervisor, or the test suite),
+so the port is never free between choosing it and serving on it.  ``--help``
+prints every setting with its default and description, so an operator never
+has to read the source.
 
 With no users configured, ``serve`` creates a local admin with a random
 token and prints a URL that signs in with it (as Jupyter does).  The socket
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import socket
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -59,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="interface to listen on (overrides RUNYARD_HOST)")
     serve.add_argument("--port", type=int, help="TCP port (overrides RUNYARD_PORT; 0 = any)")
+    serve.add_argument(
+        "--fd",
+        type=int,
+        help="serve on this inherited, already bound socket (a file descriptor) "
+        "instead of binding host and port",
+    )
     return parser
 
 
@@ -71,18 +81,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(host=args.host, port=args.port)
         settings, token = with_local_admin(settings)
         load_users(settings)  # refuse malformed users before anything starts
+        listener = None if args.fd is None else inherited_socket(args.fd)
     except ConfigError as exc:
         print(f"runyard: {exc}", file=sys.stderr)
         return 2
-    return serve(settings, token)
+    return serve(settings, token, listener)
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The socket behind ``fd`` (family and type read from it); ConfigError if there is none."""
+    try:
+        return socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ConfigError(f"--fd {fd} is not an open socket ({exc.strerror})") from None
 
 
 def graceful_timeout_s(settings: Settings) -> int:
     return math.ceil(settings.shutdown_grace_s + settings.stop_grace_s + SHUTDOWN_MARGIN_S)
 
 
-def serve(settings: Settings, local_admin_token: str | None = None) -> int:
-    """Build the app, bind, print the sign-in URL if needed, serve until a signal."""
+def serve(
+    settings: Settings,
+    local_admin_token: str | None = None,
+    listener: socket.socket | None = None,
+) -> int:
+    """Build the app, bind (unless given ``listener``), print the sign-in URL if needed, serve."""
     import uvicorn
 
     from web.server import RunyardServer
@@ -103,9 +126,13 @@ def serve(settings: Settings, local_admin_token: str | None = None) -> int:
         timeout_graceful_shutdown=graceful_timeout_s(settings),
     )
     server = RunyardServer(config, app, grace_s=settings.shutdown_grace_s)
-    sock = config.bind_socket()  # exits with uvicorn's message if the port is taken
+    # bind_socket exits with uvicorn's message if the port is taken.
+    sock = config.bind_socket() if listener is None else listener
     if local_admin_token is not None:
-        print_sign_in(settings.host, sock.getsockname()[1], local_admin_token, sys.stdout)
+        host = settings.host
+        if listener is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = sock.getsockname()[0]
+        print_sign_in(host, sock.getsockname()[1], local_admin_token, sys.stdout)
     server.run(sockets=[sock])
     return 0
 
