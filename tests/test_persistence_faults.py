@@ -12,7 +12,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from tests.couchdb_server import CouchServer
+from tests.couchdb_server import CouchTestServer
 from tests.live_server import LiveServer, make_settings, wait_until
 from web.app import create_app
 from web.config import ConfigError
@@ -20,7 +20,7 @@ from web.config import ConfigError
 pytestmark = pytest.mark.couchdb
 
 
-def stored_doc(couch: CouchServer, db: str, run_id: str) -> dict[str, object] | None:
+def stored_doc(couch: CouchTestServer, db: str, run_id: str) -> dict[str, object] | None:
     try:
         response = httpx.get(f"{couch.base_url}/{db}/{run_id}", auth=couch.auth, timeout=5)
     except httpx.HTTPError:
@@ -30,7 +30,7 @@ def stored_doc(couch: CouchServer, db: str, run_id: str) -> dict[str, object] | 
 
 @pytest.mark.timeout(120)
 def test_runs_finishing_while_couchdb_is_down_all_arrive_once_it_is_back(
-    tmp_path: Path, couch_server: CouchServer, couch_db_name: str
+    tmp_path: Path, couch_server: CouchTestServer, couch_db_name: str
 ) -> None:
     settings = make_settings(
         tmp_path, couchdb_url=couch_server.url, couchdb_db=couch_db_name, checkpoint_s=0.5
@@ -95,7 +95,7 @@ def test_runs_finishing_while_couchdb_is_down_all_arrive_once_it_is_back(
 
 @pytest.mark.timeout(60)
 def test_couchdb_credentials_can_come_as_separate_settings(
-    tmp_path: Path, couch_server: CouchServer, couch_db_name: str
+    tmp_path: Path, couch_server: CouchTestServer, couch_db_name: str
 ) -> None:
     user, password = couch_server.auth
     settings = make_settings(
