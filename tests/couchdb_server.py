@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
 import httpx
@@ -35,7 +36,30 @@ class CouchServerError(RuntimeError):
     """The test server could not be started (missing install, crash, no answer)."""
 
 
-def _free_port() -> int:
+class CouchTestServer(Protocol):
+    """What tests use of a CouchDB server: this pouchdb-server or a real CouchDB.
+
+    ``tests.real_couchdb.RealCouchServer`` is the other implementation.
+    """
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def auth(self) -> tuple[str, str]: ...
+    @property
+    def log_path(self) -> Path: ...
+    @property
+    def running(self) -> bool: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def restart(self) -> None: ...
+
+
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -111,7 +135,7 @@ class CouchServer:
         attempts = 3 if self._port is None else 1
         for attempt in range(attempts):
             if self._port is None or attempt > 0:
-                self._port = _free_port()
+                self._port = free_port()
             self._spawn(node)
             try:
                 self._wait_until_ready()

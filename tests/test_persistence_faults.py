@@ -13,7 +13,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from tests.couchdb_server import CouchServer
+from tests.couchdb_server import CouchTestServer
 from tests.live_server import LiveServer, make_settings
 from tests.waiting import wait_until
 from web.app import create_app
@@ -22,7 +22,7 @@ from web.config import ConfigError
 pytestmark = [pytest.mark.couchdb, pytest.mark.server]
 
 
-def stored_doc(couch: CouchServer, db: str, run_id: str) -> dict[str, object] | None:
+def stored_doc(couch: CouchTestServer, db: str, run_id: str) -> dict[str, object] | None:
     try:
         response = httpx.get(f"{couch.base_url}/{db}/{run_id}", auth=couch.auth, timeout=5)
     except httpx.HTTPError:
@@ -32,7 +32,7 @@ def stored_doc(couch: CouchServer, db: str, run_id: str) -> dict[str, object] | 
 
 @pytest.mark.timeout(120)
 def test_while_couchdb_is_down_nothing_is_acknowledged_and_everything_arrives_after(
-    tmp_path: Path, couch_server: CouchServer, couch_db_name: str
+    tmp_path: Path, couch_server: CouchTestServer, couch_db_name: str
 ) -> None:
     settings = make_settings(
         tmp_path, couchdb_url=couch_server.url, couchdb_db=couch_db_name, store_timeout_s=1
@@ -78,7 +78,7 @@ def test_while_couchdb_is_down_nothing_is_acknowledged_and_everything_arrives_af
 
 @pytest.mark.timeout(60)
 def test_couchdb_credentials_can_come_as_separate_settings(
-    tmp_path: Path, couch_server: CouchServer, couch_db_name: str
+    tmp_path: Path, couch_server: CouchTestServer, couch_db_name: str
 ) -> None:
     user, password = couch_server.auth
     settings = make_settings(
