@@ -63,10 +63,9 @@ class LiveRun:
     ref: pykka.ActorRef[Any] | None = None
     status: RunStatus = "running"
     trace_length: int = 0
+    """Events a reader can see: with a store, those it acknowledged (the high-water mark)."""
     subscribers: int = 0
     stopping: bool = False
-    stored_events: int = 0
-    """The run's high-water mark: how many of its events the store has acknowledged."""
 
     def summary(self) -> RunSummary:
         return RunSummary(
@@ -216,8 +215,8 @@ class RunActor(AsyncioActor):
         seq = len(self._log) + 1
         safe, encoded = dumps_safe(data)
         self._log.append(Event(seq, self._clock.now(), str(type), safe, encoded))
-        self.live.trace_length = seq
         if self._store is None:
+            self.live.trace_length = seq
             self.live.subscribers = self._log.subscribers  # a lagged one may have left
         elif not self._write_queued:
             # One write per loop step: an agent emitting in a burst costs one message.
@@ -260,7 +259,7 @@ class RunActor(AsyncioActor):
             if not self._header_stored.done():
                 self._header_stored.set_result(None)
             self._log.commit(saved.event_count)
-            self.live.stored_events = self._log.committed
+            self.live.trace_length = self._log.committed
             self.live.subscribers = self._log.subscribers
             if saved.finished and self._final is not None:
                 self._end()

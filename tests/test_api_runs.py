@@ -61,7 +61,8 @@ def test_start_answers_at_once_and_the_record_has_every_field(alice: httpx.Clien
     assert isinstance(run["duration_s"], float)
     # The ticker sleeps 0.01 s between its two ticks; the duration is the span
     # between the two timestamps (which are rounded to the millisecond).
-    assert run["duration_s"] >= 0.01
+    # (asyncio may fire a timer up to a millisecond early)
+    assert run["duration_s"] >= 0.008
     span = (parse_iso(run["finished_at"]) - parse_iso(run["started_at"])).total_seconds()
     assert abs(run["duration_s"] - span) <= 0.0015
     assert [(e["seq"], e["type"], e["data"]) for e in run["events"]] == [
