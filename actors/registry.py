@@ -239,6 +239,7 @@ class RegistryActor(AsyncioActor):
             after_seq=after_seq,
             replay=list(record.events[after_seq:]),
             status=record.status,
+            end_seq=len(record.events),
         )
         sub.close(Finished(record))
         return sub

@@ -40,7 +40,7 @@ from actors.jsonsafe import dumps_safe
 from actors.messages import GetRun, RestartPolicy, StopAccepted, StopRun, Subscribe, Unsubscribe
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
-from actors.run_log import RunLog, replay_slice
+from actors.run_log import RunLog
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 
@@ -234,8 +234,9 @@ class RunActor(AsyncioActor):
                 self._loop(),
                 after_seq=after,
                 max_queue=msg.max_queue,
-                replay=replay_slice(events, after, finished=True),
+                replay=list(events[after:]),
                 status=self._final.status,
+                end_seq=len(events),
             )
             sub.close(Finished(self._final))
             return sub

@@ -16,25 +16,12 @@ the old mark and the new one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 from actors.records import Event, RunStatus
 from actors.stream_items import Closing, Finished, Lagged
 from actors.subscription import Subscription
 
-__all__ = ["RunLog", "replay_slice"]
-
-
-def replay_slice(events: Sequence[Event], after_seq: int, *, finished: bool) -> list[Event]:
-    """What a reader resuming after ``after_seq`` is sent first.
-
-    A cursor at or past the end of a finished run gets the closing ``done``
-    again rather than silence, so it knows the run is over and how it ended.
-    """
-    replay = list(events[after_seq:])
-    if not replay and finished and events:
-        replay = [events[-1]]
-    return replay
+__all__ = ["RunLog"]
 
 
 class RunLog:
@@ -115,6 +102,7 @@ class RunLog:
             max_queue=max_queue,
             replay=self.events[after_seq : self.committed],
             status=status,
+            end_seq=self.committed,
         )
         self._subs[sub] = None
         return sub

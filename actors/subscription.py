@@ -34,6 +34,7 @@ class Subscription(Outbox[Item]):
         max_queue: int = 10_000,
         replay: list[Event] | None = None,
         status: RunStatus = "running",
+        end_seq: int | None = None,
     ) -> None:
         super().__init__(loop, max_queue)
         self.run_id = run_id
@@ -41,6 +42,12 @@ class Subscription(Outbox[Item]):
         self.replay: list[Event] = replay or []
         """Events the run had when subscribing, ``seq > after_seq``, in order."""
         self.after_seq = after_seq
+        self.end_seq = (
+            end_seq
+            if end_seq is not None
+            else max(after_seq, self.replay[-1].seq if self.replay else 0)
+        )
+        """The run's last stored seq when subscribing (a cursor may lie past it)."""
         self._replay_taken = False
         self._buffer: deque[Item] = deque()  # what __anext__ took but has not yielded yet
         self.last_seq = self.replay[-1].seq if self.replay else after_seq

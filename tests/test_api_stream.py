@@ -249,6 +249,20 @@ def test_cursor_past_the_end_waits_for_live_events(alice: httpx.Client, how: str
 
 
 @pytest.mark.timeout(20)
+def test_a_cursor_past_where_a_live_run_ends_still_gets_its_done(alice: httpx.Client) -> None:
+    run_id = start(alice, "ticker", n=3, interval=0.2)
+    with open_stream(alice, run_id, **_resume_kwargs("header", 50)) as es:
+        fs = list(iter_frames(es))
+    assert fs[0].event == "run"
+    assert fs[0].data["status"] == "running"
+    assert fs[0].data["last_seq"] < 50
+    # Nothing past the cursor ever comes, but the end does: the run's own `done`.
+    assert [f.event for f in fs[1:]] == ["done"]
+    assert fs[1].id == "4"
+    assert done_of(fs)["status"] == "success"
+
+
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize(
     ("params", "headers"),
     [
@@ -281,9 +295,15 @@ def test_finished_run_stream_replays_everything_then_done(alice: httpx.Client) -
     assert [f.event for f in fs[1:]] == ["step", "step", "error", "done"]
     assert trace_seqs(fs) == [1, 2, 3, 4]
     assert done_of(fs) == {"status": "error", "result": None, "error": "RuntimeError: kaput"}
-    # Resuming a finished run after its last event: just `done`'s absence, then the end.
-    tail = frames(alice, run_id, after=4)
-    assert [f.event for f in tail] == ["run"]
+    assert fs[0].data["last_seq"] == 4
+    # A cursor at or past the end is never met with silence: the `run` frame
+    # names the last seq, and the run's own `done` comes again.
+    for cursor in (4, 9):
+        tail = frames(alice, run_id, after=cursor)
+        assert [f.event for f in tail] == ["run", "done"]
+        assert tail[0].data["last_seq"] == 4
+        assert tail[1].id == "4"
+        assert done_of(tail) == done_of(fs)
 
 
 @pytest.mark.timeout(20)

@@ -178,6 +178,8 @@ async def run_stream(
             "run_id": sub.run_id,
             "status": sub.status_at_subscribe,
             "after": sub.after_seq,
+            # The run's last stored seq now: a cursor past it is told so, not left guessing.
+            "last_seq": sub.end_seq,
         }
         if agent is not None:
             first["agent"] = agent
@@ -207,8 +209,9 @@ async def run_stream(
                     out.append(sse_event_frame(item))
                     saw_done = saw_done or item.type == "done"
                 elif isinstance(item, Finished):
-                    if not saw_done and not any(e.type == "done" for e in item.record.events):
-                        out.append(_missing_done(item).decode())
+                    if not saw_done:
+                        # A cursor at or past the end still gets the run's `done` (again).
+                        out.append(_final_done(item))
                 else:
                     out.append(_run_notice(item).decode())
             if out:
@@ -221,10 +224,14 @@ async def run_stream(
                 registry.tell(Unsubscribe(run_id=sub.run_id, subscription=sub))
 
 
-def _missing_done(item: Finished) -> bytes:
-    """A record from before ``done`` existed (or recovered after a crash) still ends with one."""
+def _final_done(item: Finished) -> str:
+    """The run's own closing ``done`` event; a record from before ``done`` existed
+    still ends with one (without an id)."""
     rec = item.record
-    return control_frame("done", {"status": rec.status, "result": rec.result, "error": rec.error})
+    if rec.events and rec.events[-1].type == "done":
+        return sse_event_frame(rec.events[-1])
+    done = {"status": rec.status, "result": rec.result, "error": rec.error}
+    return control_frame("done", done).decode()
 
 
 def _run_notice(item: Lagged | Closing) -> bytes:
