@@ -122,7 +122,7 @@ async def chatty(input_dict: dict[str, JSON], ctx: RunContext) -> JSON:
         if i % batch == 0:
             if ctx.stopping:
                 return {"sent": i, "stopped": True}
-            await asyncio.sleep(0)
+            await ctx.ready()
     return {"sent": n}
 
 

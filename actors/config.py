@@ -38,6 +38,19 @@ class RuntimeConfig:
     """How long a request that needs the store (a start's record, a stop's, a
     delete, a read of a stored run) waits for it before failing with
     ``StoreUnavailable``."""
+    max_event_bytes: int = 256 * 1024
+    """An event whose data encodes to more is kept as a marker with a preview."""
+    max_run_events: int = 1_000_000
+    """Past this many events a run ends ``error`` naming the quota."""
+    max_run_bytes: int = 128 * 1024 * 1024
+    """Past this much event data (encoded) a run ends ``error`` naming the quota."""
+    max_unstored_bytes: int = 8 * 1024 * 1024
+    """Backpressure: a run's events not yet stored may hold this much; past it the
+    agent waits at its next ``await ctx.ready()`` / ``ctx.sleep()`` (a run-code
+    child's frames are not read meanwhile), rather than memory growing."""
+    cache_bytes: int = 256 * 1024 * 1024
+    """The finished-run cache's bound (event data, encoded), least recently used out
+    first, on top of ``retention_s``."""
     write_window_s: float = 0.005
     """The store link's group-commit window: writes wait this long for company,
     then cross to the store thread as one batch (one hop and one transaction

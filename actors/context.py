@@ -75,20 +75,38 @@ class RunContext:
     out before it returns, so an agent never awaits its own bookkeeping.
     """
 
-    __slots__ = ("_emit", "_stop_event", "attempt", "run_id", "user_id")
+    __slots__ = ("_emit", "_ready", "_stop_event", "attempt", "run_id", "user_id")
 
-    def __init__(self, run_id: str, user_id: str, emit: EmitSink) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        user_id: str,
+        emit: EmitSink,
+        ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.user_id = user_id
         self.attempt = 0
         """0 on the first try; n on the n-th restart under a restart policy."""
         self._emit = emit
+        self._ready = ready
         self._stop_event = asyncio.Event()
 
     def emit(self, type: str, /, **data: Any) -> int:
         """Record one event of ``type`` with ``data``; returns its ``seq``."""
         check_event_type(type)
         return self._emit(type, data)
+
+    async def ready(self) -> None:
+        """Yield to the event loop, and wait while too many of this run's events are
+        not yet stored (backpressure: see ``max_unstored_bytes``).
+
+        An agent that emits in a loop calls this every so often; it then never
+        holds the shared loop for long, and never outruns the store.
+        """
+        await asyncio.sleep(0)
+        if self._ready is not None:
+            await self._ready()
 
     @property
     def stopping(self) -> bool:
@@ -104,6 +122,8 @@ class RunContext:
         """Sleep, but wake and raise :class:`StopRequested` as soon as a stop arrives."""
         if self._stop_event.is_set():
             raise StopRequested
+        if self._ready is not None:
+            await self._ready()
         try:
             async with asyncio.timeout(seconds):
                 await self._stop_event.wait()

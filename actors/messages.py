@@ -208,6 +208,7 @@ class LiveRunInfo:
     agent: str
     age_s: float
     trace_length: int
+    unstored_bytes: int
     subscribers: int
     stopping: bool
 

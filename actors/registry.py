@@ -107,7 +107,7 @@ class RegistryActor(AsyncioActor):
         self._clock = clock or SystemClock()
         self._code_agent = code_agent
         self._live: dict[str, LiveRun] = {}
-        self._cache = FinishedCache()
+        self._cache = FinishedCache(self._config.cache_bytes if store is not None else 2**62)
         self._live_per_user: Counter[str] = Counter()
         self._accepting = True
         self._idle: asyncio.Event | None = None
@@ -149,10 +149,9 @@ class RegistryActor(AsyncioActor):
                 "backoff_s": msg.restart.backoff_s,
             }
         settings = RunSettings(
-            stop_grace_s=self._config.stop_grace_s,
+            config=self._config,
             max_duration_s=msg.max_duration_s,
             restart=msg.restart,
-            store_timeout_s=self._config.store_timeout_s,
             options=options,
         )
         live.ref = RunActor.start(
@@ -349,6 +348,7 @@ class RegistryActor(AsyncioActor):
                 agent=r.agent,
                 age_s=max(0.0, now - r.started_at),
                 trace_length=r.trace_length,
+                unstored_bytes=r.unstored_bytes,
                 subscribers=r.subscribers,
                 stopping=r.stopping,
             )

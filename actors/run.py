@@ -34,11 +34,13 @@ import pykka
 
 from actors.asyncio_actor import RESUME, AsyncioActor
 from actors.clock import Clock
+from actors.config import RuntimeConfig
 from actors.context import Agent, RunContext, StopRequested
 from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
 from actors.messages import GetRun, RestartPolicy, StopAccepted, StopRun, Subscribe, Unsubscribe
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
+from actors.quotas import QuotaExceeded, encoded_size, truncated
 from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
 from actors.run_log import RunLog
 from actors.stream_items import Finished
@@ -64,6 +66,8 @@ class LiveRun:
     status: RunStatus = "running"
     trace_length: int = 0
     """Events a reader can see: with a store, those it acknowledged (the high-water mark)."""
+    unstored_bytes: int = 0
+    """Event data emitted but not yet acknowledged by the store (what backpressure bounds)."""
     subscribers: int = 0
     stopping: bool = False
 
@@ -82,13 +86,12 @@ class LiveRun:
 
 @dataclass(frozen=True, slots=True)
 class RunSettings:
-    """One run's knobs: the runtime's (:class:`~actors.config.RuntimeConfig`) plus the
-    start request's.  No defaults here: the registry fills every field."""
+    """One run's knobs: the runtime's configuration plus the start request's.
+    No defaults here: the registry fills every field."""
 
-    stop_grace_s: float
+    config: RuntimeConfig
     max_duration_s: float | None
     restart: RestartPolicy | None
-    store_timeout_s: float
     options: dict[str, JSON]
 
 
@@ -141,6 +144,9 @@ class RunActor(AsyncioActor):
         self._registry = registry
         self._store = store
         self._settings = settings
+        self._config = settings.config
+        self._run_bytes = 0
+        self._quota_error: str | None = None
         self._clock = clock
         self._log = RunLog(live.run_id, self._loop(), durable=store is not None)
         self._header_stored: asyncio.Future[None] = self._loop().create_future()
@@ -148,7 +154,7 @@ class RunActor(AsyncioActor):
             self._header_stored.set_result(None)
         self._write_queued = False
         self._ended = False
-        self._ctx = RunContext(live.run_id, live.owner, self._emit)
+        self._ctx = RunContext(live.run_id, live.owner, self._emit, self._ready)
         self._child: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._stop_reason: str | None = None
@@ -206,15 +212,45 @@ class RunActor(AsyncioActor):
         if self._final is not None:
             msg = f"run {self.run_id} has finished; no more events"
             raise RuntimeError(msg)
-        return self._append(type, data)
+        if self._quota_error is not None:
+            raise QuotaExceeded(self._quota_error)
+        safe, encoded = dumps_safe(data)
+        size = encoded_size(encoded)
+        config = self._config
+        if size > config.max_event_bytes:
+            safe, encoded = dumps_safe(truncated(encoded, size))
+            size = encoded_size(encoded)
+        self._run_bytes += size
+        if len(self._log) >= config.max_run_events:
+            self._over_quota(f"the run passed its quota of {config.max_run_events} events")
+        elif self._run_bytes > config.max_run_bytes:
+            self._over_quota(f"the run passed its quota of {config.max_run_bytes} bytes of events")
+        return self._append(type, safe, encoded)
 
     async def _emit_async(self, type: str, data: dict[str, JSON]) -> int:
         return self._emit(type, data)
 
-    def _append(self, type: str, data: dict[str, JSON]) -> int:
+    def _over_quota(self, message: str) -> None:
+        """End the run ``error``: no more events, the agent is stopped now."""
+        self._quota_error = message
+        self._append("error", {"type": "QuotaExceeded", "message": message})
+        self._ctx._request_stop()
+        if self._child is not None and not self._child.done():
+            self._child.cancel()
+        raise QuotaExceeded(message)
+
+    async def _ready(self) -> None:
+        """Backpressure for ``ctx.ready()``: wait while too much is not yet stored."""
+        limit = self._config.max_unstored_bytes
+        if self._log.unstored_bytes > limit:
+            await self._log.when_unstored_below(limit // 2)
+
+    def _append(self, type: str, data: dict[str, JSON], encoded: str | None = None) -> int:
         seq = len(self._log) + 1
-        safe, encoded = dumps_safe(data)
-        self._log.append(Event(seq, self._clock.now(), str(type), safe, encoded))
+        if encoded is None:
+            data, encoded = dumps_safe(data)
+        self._log.append(Event(seq, self._clock.now(), str(type), data, encoded))
+        self.live.unstored_bytes = self._log.unstored_bytes
         if self._store is None:
             self.live.trace_length = seq
             self.live.subscribers = self._log.subscribers  # a lagged one may have left
@@ -261,19 +297,20 @@ class RunActor(AsyncioActor):
                 self._header_stored.set_result(None)
             self._log.commit(saved.event_count)
             self.live.trace_length = self._log.committed
+            self.live.unstored_bytes = self._log.unstored_bytes
             self.live.subscribers = self._log.subscribers
             if saved.finished and self._final is not None:
                 self._end()
 
     async def _when_stored(self, seq: int) -> None:
         try:
-            async with asyncio.timeout(self._settings.store_timeout_s):
+            async with asyncio.timeout(self._config.store_timeout_s):
                 await asyncio.shield(self._header_stored)
                 await self._log.when_committed(seq)
         except TimeoutError:
             raise StoreUnavailable(
                 f"the store did not confirm run {self.run_id} within "
-                f"{self._settings.store_timeout_s:g} s"
+                f"{self._config.store_timeout_s:g} s"
             ) from None
 
     # -- stop --------------------------------------------------------------
@@ -290,7 +327,7 @@ class RunActor(AsyncioActor):
             self.live.stopping = True
             self._stop_seq = self._append("stop_requested", {"reason": reason})
             self._ctx._request_stop()
-            self._schedule(self._settings.stop_grace_s, self._cancel_child)
+            self._schedule(self._config.stop_grace_s, self._cancel_child)
         if self._log.committed >= self._stop_seq:
             return StopAccepted(run_id=self.run_id)
         return self._accepted_when_stored()
@@ -318,7 +355,7 @@ class RunActor(AsyncioActor):
         self._cancelled_by_stop = True
         child.cancel()
         # A child that swallows CancelledError would keep the run alive forever.
-        self._schedule(self._settings.stop_grace_s, self._abandon_child)
+        self._schedule(self._config.stop_grace_s, self._abandon_child)
 
     def _abandon_child(self) -> None:
         if self._final is None and self._child is not None and not self._child.done():
@@ -415,6 +452,8 @@ class RunActor(AsyncioActor):
         self._cancel_timers()
         status = outcome.status
         error: str | None = outcome.error
+        if self._quota_error is not None:
+            status, error = "error", self._quota_error
         if status == "stopped" and error is None:
             error = self._stop_reason or "stopped"
         self._append("done", {"status": status, "result": outcome.result, "error": error})

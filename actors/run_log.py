@@ -37,6 +37,9 @@ class RunLog:
         """Events ``1..sent`` were handed to the store (committed or on their way)."""
         self._subs: dict[Subscription, None] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._bytes = 0
+        self._stored_bytes = 0
+        self._room: list[tuple[int, asyncio.Future[None]]] = []
 
     def __len__(self) -> int:
         return len(self.events)
@@ -49,10 +52,16 @@ class RunLog:
     def uncommitted(self) -> int:
         return len(self.events) - self.committed
 
+    @property
+    def unstored_bytes(self) -> int:
+        """Event data (encoded) appended but not yet stored: what backpressure bounds."""
+        return self._bytes - self._stored_bytes
+
     # -- writing -------------------------------------------------------------
 
     def append(self, event: Event) -> None:
         self.events.append(event)
+        self._bytes += len(event.data_json)
         if not self._durable:
             self.commit(event.seq)
 
@@ -69,6 +78,7 @@ class RunLog:
             return
         fresh = self.events[self.committed : upto]
         self.committed = upto
+        self._stored_bytes += sum(len(e.data_json) for e in fresh)
         lagged = [sub for sub in self._subs for event in fresh if not sub.push(event)]
         for sub in lagged:
             self._subs.pop(sub, None)
@@ -78,6 +88,22 @@ class RunLog:
             for _, waiter in ready:
                 if not waiter.done():
                     waiter.set_result(None)
+        if self._room:
+            unstored = self.unstored_bytes
+            free = [(n, w) for n, w in self._room if unstored <= n]
+            self._room = [(n, w) for n, w in self._room if unstored > n]
+            for _, waiter in free:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def when_unstored_below(self, limit: int) -> asyncio.Future[None]:
+        """A future that is done once at most ``limit`` bytes of events wait for the store."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        if self.unstored_bytes <= limit:
+            waiter.set_result(None)
+        else:
+            self._room.append((limit, waiter))
+        return waiter
 
     def when_committed(self, seq: int) -> asyncio.Future[None]:
         """A future that is done once events ``1..seq`` are stored."""

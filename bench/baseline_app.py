@@ -101,6 +101,9 @@ class Ctx:
     def emit(self, type_: str, /, **data: Any) -> int:
         return self._run.add_event(type_, data)
 
+    async def ready(self) -> None:
+        await asyncio.sleep(0)  # nothing to wait for: no store
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()

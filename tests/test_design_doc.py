@@ -53,9 +53,16 @@ def test_every_runtime_knob_is_named_with_its_default() -> None:
     section = _section("Configuration")
     for field in dataclasses.fields(RuntimeConfig):
         assert f"`{field.name}`" in section, f"RuntimeConfig.{field.name} is not described"
-    for name in ("evict_interval_s", "purge_interval_s", "store_timeout_s", "write_window_s"):
+    for name in (
+        "evict_interval_s",
+        "purge_interval_s",
+        "store_timeout_s",
+        "write_window_s",
+        "max_unstored_bytes",
+    ):
         value = getattr(DEFAULTS, name)
-        assert f"`{name}` ({value:g})" in section, name
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        assert f"`{name}` ({shown})" in section, name
 
 
 def _plain(default: str) -> str:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.code import protocol
 from actors.code.agent import CodeAgent, CodeSettings
 from actors.messages import StartRun, StopRun, Subscribe
+from actors.quotas import PREVIEW_CHARS
 from actors.stream_items import Finished
 from tests.run_code_helpers import STOP_GRACE_S, code_runtime, next_event, of_type, run_code
 from tests.runtime_helpers import ALICE, collect
@@ -344,7 +344,7 @@ async def run(input_dict, ctx):
         assert big["truncated"] is True
         assert big["original_bytes"] > 300_000
         assert big["preview"].startswith('{"blob":"xxxx')
-        assert len(big["preview"]) <= protocol.PREVIEW_CHARS
+        assert len(big["preview"]) <= PREVIEW_CHARS
         assert events[1].type == "stdout"
         assert out["truncated"] is True
         assert small == {"n": 1}

@@ -120,6 +120,27 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=MIB, ge=1, description="Largest accepted request body in bytes (else 413)."
     )
+    max_event_bytes: int = Field(
+        default=DEFAULTS.max_event_bytes,
+        ge=1024,
+        description="An event whose data encodes to more is kept as a marker with a preview.",
+    )
+    max_run_events: int = Field(
+        default=DEFAULTS.max_run_events,
+        ge=1,
+        description="Past this many events a run ends error, naming the quota.",
+    )
+    max_run_bytes: int = Field(
+        default=DEFAULTS.max_run_bytes,
+        ge=1024,
+        description="Past this much event data (encoded bytes) a run ends error, naming the quota.",
+    )
+    cache_bytes: int = Field(
+        default=DEFAULTS.cache_bytes,
+        ge=0,
+        description="Memory (bytes of event data) for finished runs kept after they end; "
+        "least recently used out first.",
+    )
     store_timeout_s: float = Field(
         default=DEFAULTS.store_timeout_s,
         gt=0,
@@ -141,6 +162,10 @@ class Settings(BaseSettings):
             shutdown_grace_s=self.shutdown_grace_s,
             max_live_runs_per_user=self.max_live_runs_per_user,
             store_timeout_s=self.store_timeout_s,
+            max_event_bytes=self.max_event_bytes,
+            max_run_events=self.max_run_events,
+            max_run_bytes=self.max_run_bytes,
+            cache_bytes=self.cache_bytes,
         )
 
     def code_settings(self) -> CodeSettings:

@@ -91,6 +91,9 @@ class LiveRunModel(BaseModel):
     agent: str
     age_s: float
     trace_length: int
+    unstored_bytes: int = Field(
+        description="Event data the run emitted that the store has not acknowledged yet."
+    )
     subscribers: int
     stopping: bool
 

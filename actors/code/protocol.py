@@ -43,8 +43,8 @@ dropped.  The server refuses any frame larger than its hard limit (the
 biggest legitimate frame plus an envelope), which only a child that writes
 to the socket behind the ``ctx``'s back can produce.
 
-This module is imported by the child, so it uses the standard library and
-:mod:`actors.jsonsafe` only.
+This module is imported by the child, so it uses the standard library,
+:mod:`actors.jsonsafe` and :mod:`actors.quotas` only.
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ import struct
 from typing import Any
 
 from actors.jsonsafe import dumps_safe
+from actors.quotas import encoded_size, truncated
 
 HEADER = struct.Struct("!I")
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
-PREVIEW_CHARS = 1024
 ENVELOPE_BYTES = 64 * 1024
 """Room for a frame's own fields (type, ``t``, a traceback) on top of its payload."""
 
@@ -89,15 +89,10 @@ def decode(body: bytes) -> dict[str, Any]:
 def event_message(type: str, data: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """The ``event`` message for ``data``, truncated with a marker past ``max_bytes``."""
     safe, text = dumps_safe(data)
-    size = len(text.encode("utf-8", "surrogatepass"))
+    size = encoded_size(text)
     if size > max_bytes:
         safe = truncated(text, size)
     return {"t": "event", "type": type, "data": safe}
-
-
-def truncated(text: str, size: int) -> dict[str, Any]:
-    """The marker that replaces an oversized payload whose JSON is ``text`` (``size`` bytes)."""
-    return {"truncated": True, "original_bytes": size, "preview": text[:PREVIEW_CHARS]}
 
 
 def frame_limit(max_event_bytes: int, max_result_bytes: int) -> int:

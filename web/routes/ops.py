@@ -89,6 +89,7 @@ async def ops_registry(request: Request, admin: AdminDep, gateway: GatewayDep) -
                 agent=r.agent,
                 age_s=round(r.age_s, 3),
                 trace_length=r.trace_length,
+                unstored_bytes=r.unstored_bytes,
                 subscribers=r.subscribers,
                 stopping=r.stopping,
             )
