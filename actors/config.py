@@ -19,6 +19,9 @@ __all__ = ["DEFAULTS", "RuntimeConfig"]
 class RuntimeConfig:
     """Times are seconds; a ``0`` interval switches that periodic job off."""
 
+    node_id: str = "local"
+    """This process's name among the nodes sharing a store: written on every run it
+    starts, and at start-up it reconciles only its own interrupted runs."""
     retention_s: float = 3600.0
     """How long a finished run stays in memory (it is in the store after that)."""
     store_retention_s: float = 7 * 24 * 3600.0

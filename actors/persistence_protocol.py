@@ -183,9 +183,12 @@ class DeleteStored:
 
 @dataclass(frozen=True, slots=True)
 class RecoverInterrupted:
-    """Mark runs a dead process left ``running`` as interrupted; reply: their ids."""
+    """Mark runs a dead process of ``node`` left ``running`` as interrupted; reply:
+    their ids.  Runs of other nodes are not touched (records without a node
+    count as this node's)."""
 
-    error: str = "interrupted: the server stopped before the run finished"
+    node: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True)

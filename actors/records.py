@@ -108,6 +108,9 @@ class RunRecord:
     error: str | None = None
     updated_at: float = 0.0
     options: dict[str, JSON] = field(default_factory=dict)
+    node: str | None = None
+    """The node that runs it (``RUNYARD_NODE_ID``): after a crash, the node that
+    reconciles it.  None in records written before nodes existed."""
 
     @property
     def finished(self) -> bool:

@@ -500,6 +500,7 @@ class RunActor(AsyncioActor):
             started_at=live.started_at,
             updated_at=self._clock.now(),
             options=self._settings.options,
+            node=self._config.node_id,
         )
 
     # -- helpers -----------------------------------------------------------

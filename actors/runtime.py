@@ -83,7 +83,10 @@ class Runtime:
         if self.persistence is not None:
             # Before accepting runs: nothing may stay `running` from a dead process.
             try:
-                self.recovered = tuple(await ask(self.persistence, RecoverInterrupted()))
+                node = self.config.node_id
+                error = f"interrupted: node {node} stopped before the run finished"
+                recover = RecoverInterrupted(node=node, error=error)
+                self.recovered = tuple(await ask(self.persistence, recover))
             except Exception as exc:
                 logger.warning("could not reconcile interrupted runs at start-up: %s", exc)
             if self.recovered:

@@ -107,6 +107,7 @@ def _rows(records: list[RunRecord]) -> tuple[list[tuple[Any, ...]], list[tuple[A
             json.dumps(r.result),
             json.dumps(r.options),
             len(r.events),
+            None,
         )
         for r in records
     ]
@@ -125,7 +126,7 @@ def plain_sqlite(path: Path, records: list[RunRecord]) -> float:
     t0 = time.perf_counter()
     runs, events = _rows(records)
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", runs)
+    conn.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", runs)
     conn.executemany("INSERT INTO events (run_id, seq, ts, type, data) VALUES (?,?,?,?,?)", events)
     conn.execute("COMMIT")
     rate = len(records) / (time.perf_counter() - t0)

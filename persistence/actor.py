@@ -223,8 +223,8 @@ class PersistenceActor(pykka.ThreadingActor):
                 return self._query(message)
             case DeleteStored(run_id=run_id):
                 return self._delete(run_id)
-            case RecoverInterrupted(error=error):
-                return self._recover(error)
+            case RecoverInterrupted(node=node, error=error):
+                return self._recover(node, error)
             case PurgeStored(cutoff=cutoff, batch=batch):
                 return self._call(self._store.purge_older_than(cutoff, batch=batch))
             case StoreStatus():
@@ -438,7 +438,7 @@ class PersistenceActor(pykka.ThreadingActor):
             raise
         return deleted or entry is not None
 
-    def _recover(self, error: str) -> tuple[str, ...]:
+    def _recover(self, node: str, error: str) -> tuple[str, ...]:
         """Mark runs a dead process left running as interrupted, keeping their events.
 
         The rewritten records go through the pending map like any write, so
@@ -446,7 +446,7 @@ class PersistenceActor(pykka.ThreadingActor):
         """
         now = time.time()
         marked: list[str] = []
-        for stored in self._call(self._store.find_unfinished()):
+        for stored in self._call(self._store.find_unfinished(node)):
             entry = self._pending.get(stored.run_id)
             if entry is not None:
                 # Written by this process: its newest version is about to be written.

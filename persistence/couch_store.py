@@ -375,14 +375,16 @@ class CouchStore:
         )
         return [summary_from_doc(doc) for doc in answer["docs"]]
 
-    async def find_unfinished(self) -> list[RunWrite]:
+    async def find_unfinished(self, node: str | None = None) -> list[RunWrite]:
         rows = await find_all(
             self._database(), {"status": "running"}, INDEX_BY_STATUS, ["_id"], page=self._find_page
         )
         records = []
         for row in rows:
             record = await self.get(row["_id"])
-            if record is not None and record.status == "running":
+            if record is None or record.status != "running":
+                continue
+            if node is None or record.node in (None, node):
                 records.append(RunWrite(replace(record, events=()), len(record.events)))
         return records
 

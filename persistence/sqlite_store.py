@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     input       TEXT NOT NULL,
     result      TEXT NOT NULL,
     options     TEXT NOT NULL,
-    event_count INTEGER NOT NULL
+    event_count INTEGER NOT NULL,
+    node        TEXT
 );
 -- The list query: one owner, newest first, keyset pagination on the sort key.
 CREATE INDEX IF NOT EXISTS runs_owner_started
@@ -71,8 +72,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_run_seq ON events (run_id, seq);
 """
 
-SCHEMA_VERSION = 2
-"""``PRAGMA user_version`` of this layout; 0 or 1 is the first one (events ``WITHOUT ROWID``)."""
+SCHEMA_VERSION = 3
+"""``PRAGMA user_version`` of this layout: 3 added ``runs.node``; 2 the rowid events
+table; 0 or 1 is the first layout (events ``WITHOUT ROWID``)."""
 
 _MIGRATE_EVENTS = """
 ALTER TABLE events RENAME TO events_v1;
@@ -93,8 +95,8 @@ DROP TABLE events_v1;
 # RunRecord.replaces, inside the write transaction (see _write).
 _UPSERT = """
 INSERT INTO runs (run_id, owner, agent, status, started_at, finished_at, updated_at,
-                  error, input, result, options, event_count)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  error, input, result, options, event_count, node)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET
     owner = excluded.owner,
     agent = excluded.agent,
@@ -106,13 +108,14 @@ ON CONFLICT (run_id) DO UPDATE SET
     input = excluded.input,
     result = excluded.result,
     options = excluded.options,
-    event_count = excluded.event_count
+    event_count = excluded.event_count,
+    node = excluded.node
 """
 
 _SUMMARY_COLUMNS = "run_id, owner, agent, status, started_at, finished_at, event_count, error"
 _RECORD_COLUMNS = (
     "run_id, owner, agent, status, started_at, finished_at, updated_at, error, "
-    "input, result, options, event_count"
+    "input, result, options, node, event_count"
 )
 
 
@@ -183,15 +186,21 @@ class SQLiteStore:
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
         """Bring a file written by an older runyard to this layout, in one transaction."""
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
-        if version >= SCHEMA_VERSION or not columns or "id" in columns:
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        statements = []
+        runs = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+        if runs and "node" not in runs:
+            statements.append("ALTER TABLE runs ADD COLUMN node TEXT")
+        events = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
+        if events and "id" not in events:
+            statements += [st for st in _MIGRATE_EVENTS.split(";") if st.strip()]
+        if not statements:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _MIGRATE_EVENTS.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements:
+                conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -261,6 +270,7 @@ class SQLiteStore:
                 encode_json(header.result),
                 encode_json(header.options),
                 write.event_count,
+                header.node,
             ),
         )
         if write.events:
@@ -328,7 +338,7 @@ class SQLiteStore:
     @staticmethod
     def _record(row: tuple[Any, ...], events: Iterable[tuple[Any, ...]]) -> RunRecord:
         (run_id, owner, agent, status, started_at, finished_at, updated_at, error) = row[:8]
-        input_, result, options = row[8:11]
+        input_, result, options, node = row[8:12]
         return RunRecord(
             run_id=run_id,
             owner=owner,
@@ -342,6 +352,7 @@ class SQLiteStore:
             error=error,
             updated_at=updated_at,
             options=_decode_object(options),
+            node=node,
         )
 
     async def list_for_user(
@@ -395,10 +406,13 @@ class SQLiteStore:
             ) in self._db().execute(sql, params)
         ]
 
-    async def find_unfinished(self) -> list[RunWrite]:
+    async def find_unfinished(self, node: str | None = None) -> list[RunWrite]:
+        where, params = "status = 'running'", []
+        if node is not None:
+            where, params = "status = 'running' AND (node = ? OR node IS NULL)", [node]
         rows = (
             self._db()
-            .execute(f"SELECT {_RECORD_COLUMNS} FROM runs WHERE status = 'running'")
+            .execute(f"SELECT {_RECORD_COLUMNS} FROM runs WHERE {where}", params)
             .fetchall()
         )
         return [RunWrite(self._record(row, ()), row[-1]) for row in rows]

@@ -63,9 +63,10 @@ class RunStore(Protocol):
     async def delete(self, run_id: str) -> bool:
         """Remove the run and all its trace chunks; False if it was not there."""
 
-    async def find_unfinished(self) -> list[RunWrite]:
-        """Every run still ``running`` (after a crash: the interrupted ones), as its
-        header and stored ``event_count`` (no events)."""
+    async def find_unfinished(self, node: str | None = None) -> list[RunWrite]:
+        """Every run of ``node`` still ``running`` (after a crash: the interrupted
+        ones), as its header and stored ``event_count`` (no events).  Runs without
+        a node count as every node's; ``None`` means all runs."""
 
     async def purge_older_than(self, cutoff: float, *, batch: int = 500) -> int:
         """Delete finished runs with ``finished_at < cutoff``; returns how many."""

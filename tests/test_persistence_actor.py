@@ -208,18 +208,18 @@ def test_recover_interrupted_keeps_checkpointed_events(tmp_path: Path) -> None:
 
     asyncio.run(crashed_process())
     ref = start(SQLiteStore(path))
-    marked = ask(ref, RecoverInterrupted())
+    marked = ask(ref, RecoverInterrupted("local", "interrupted: node local stopped"))
     assert sorted(marked) == ["i-1", "i-2"]
     got = ask(ref, LoadRun("i-1"))
     assert got.status == "error"
-    assert got.error == "interrupted: the server stopped before the run finished"
+    assert got.error == "interrupted: node local stopped"
     assert got.finished_at is not None
     checkpointed = rec("i-1", status="running", events=5).events
     assert got.events[:-1] == checkpointed
     done = got.events[-1]
     assert (done.seq, done.type) == (6, "done")
     assert done.data == {"status": "error", "result": None, "error": got.error}
-    assert ask(ref, RecoverInterrupted()) == ()
+    assert ask(ref, RecoverInterrupted("local", "interrupted: node local stopped")) == ()
     ref.stop(timeout=WAIT)
     stored = read_back(path, "i-1")
     assert stored is not None

@@ -14,7 +14,7 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.server
 
-INTERRUPTED = "interrupted: the server stopped before the run finished"
+INTERRUPTED = "interrupted: node n1 stopped before the run finished"
 
 
 def stored_event_count(db: Path, run_id: str) -> int:
@@ -29,20 +29,20 @@ def stored_event_count(db: Path, run_id: str) -> int:
 def test_kill_9_mid_run_leaves_the_run_interrupted_with_its_checkpointed_events(
     tmp_path: Path, server_process: ServerProcessFactory
 ) -> None:
-    server = server_process(tmp_path, RUNYARD_CHECKPOINT_S="0.2")
+    server = server_process(tmp_path, RUNYARD_NODE_ID="n1")
     db = tmp_path / "runs.sqlite3"
     with server.client() as client:
         run_id = client.post(
             "/runs", json={"agent": "ticker", "input_dict": {"n": 100000, "interval": 0.01}}
         ).json()["run_id"]
         # The store, read directly, has a checkpoint with a good part of the trace.
-        wait_until(lambda: stored_event_count(db, run_id) >= 20, 30, "a checkpoint")
+        wait_until(lambda: stored_event_count(db, run_id) >= 20, 30, "20 stored events")
     server.signal(signal.SIGKILL)
     server.wait(10)
     checkpointed = stored_event_count(db, run_id)
 
     # The same listening socket: the restarted server answers on the same port.
-    again = server_process(tmp_path, listener=server.listener)
+    again = server_process(tmp_path, listener=server.listener, RUNYARD_NODE_ID="n1")
     assert again.port == server.port
     with again.client() as client:
         record = client.get(f"/runs/{run_id}").json()

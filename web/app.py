@@ -28,6 +28,7 @@ from web.errors import install_error_handlers
 from web.gateway import Gateway
 from web.gc_tuning import tune_gc
 from web.loop_monitor import LoopMonitor
+from web.node import DataDirLock, node_id
 from web.routes import dashboard, feed, ops, run_code, runs, schema, stream
 
 API_DESCRIPTION = """Durable, reconnectable agent runs.  Start a run and get its `run_id` at
@@ -70,7 +71,11 @@ def create_app(
     clock: Clock | None = None,
     store: RunStore | None = None,
     code_agent: AgentFactory | None = None,
+    data_dir_lock: DataDirLock | None = None,
 ) -> FastAPI:
+    """The app.  With the SQLite store it holds the data dir's lock while it serves
+    (``data_dir_lock``: one the caller already took, as ``runyard serve`` does to
+    refuse a second process before anything starts)."""
     settings = settings or Settings()
     authenticator = Authenticator.from_settings(settings)
     if settings.couchdb_url:
@@ -78,11 +83,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lock = data_dir_lock
+        if lock is None and store is None and not settings.couchdb_url:
+            lock = DataDirLock(settings.data_dir)
+            lock.acquire()  # SQLite is single-node: a second process is refused here
         the_store = store or build_store(settings)
         persistence: pykka.ActorRef[Any] = PersistenceActor.start(the_store)
         runs_code = code_agent or make_code_agent(settings.code_settings())
         runtime = Runtime(
-            settings.runtime_config(write_window_s=the_store.commit_window_s),
+            settings.runtime_config(
+                node_id=node_id(settings), write_window_s=the_store.commit_window_s
+            ),
             catalog=catalog,
             persistence=persistence,
             clock=clock,
@@ -105,6 +116,8 @@ def create_app(
             # Idle pre-started run-code children: killed and reaped, never orphaned.
             await runs_code.aclose()
             await monitor.stop()
+            if lock is not None:
+                lock.release()
 
     app = FastAPI(
         title="runyard",

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from web.config import ConfigError, Settings, describe_settings, load_settings
+from web.node import DataDirLock
 from web.users import LOCAL_ADMIN_ID, load_users, with_local_admin
 
 SHUTDOWN_MARGIN_S = 5.0
@@ -114,7 +115,11 @@ def serve(
     # building the app, and web.app imports the whole runtime.
     create_app = importlib.import_module("web.app").create_app
     try:
-        app = create_app(settings)
+        lock = None
+        if not settings.couchdb_url:
+            lock = DataDirLock(settings.data_dir)
+            lock.acquire()  # SQLite is single-node: refuse a second process at once
+        app = create_app(settings, data_dir_lock=lock)
     except ConfigError as exc:
         print(f"runyard: {exc}", file=sys.stderr)
         return 2

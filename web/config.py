@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         default=Path("./runyard-data"),
         description="Directory for the SQLite store, the session key and other local state.",
     )
+    node_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="This node's name among the nodes sharing a CouchDB (letters, digits, "
+        "'.', '_', '-'); unset: one made once and kept in the data dir.",
+    )
     couchdb_url: str | None = Field(
         default=None,
         repr=False,
@@ -151,10 +157,13 @@ class Settings(BaseSettings):
         default=10, gt=0, description="Seconds between SSE heartbeat comments."
     )
 
-    def runtime_config(self, *, write_window_s: float = DEFAULTS.write_window_s) -> RuntimeConfig:
+    def runtime_config(
+        self, *, node_id: str = DEFAULTS.node_id, write_window_s: float = DEFAULTS.write_window_s
+    ) -> RuntimeConfig:
         """The runtime's configuration: these settings over :data:`~actors.config.DEFAULTS`,
-        with the store's own group-commit window."""
+        with this node's id and the store's own group-commit window."""
         return RuntimeConfig(
+            node_id=node_id,
             write_window_s=write_window_s,
             retention_s=self.retention_s,
             store_retention_s=self.store_retention_s,
