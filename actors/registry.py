@@ -377,6 +377,8 @@ class RegistryActor(AsyncioActor):
         if self._store is not None:
             try:
                 store = await self._ask_store(StoreStatus(), timeout=2.0)
+            except StoreUnavailable as exc:
+                store = StoreHealth(up=False, backlog=-1, last_error=exc.message)
             except Exception as exc:
                 store = StoreHealth(up=False, backlog=-1, last_error=f"{type(exc).__name__}: {exc}")
         return Health(accepting=self._accepting, live_runs=len(self._live), store=store)
@@ -422,8 +424,16 @@ class RegistryActor(AsyncioActor):
         return record
 
     async def _ask_store(self, message: Any, timeout: float | None = None) -> Any:
+        """The store's answer within ``timeout`` (default: ``store_timeout_s``), else
+        :class:`StoreUnavailable`: a frozen or busy store is a 503, never a 500."""
         assert self._store is not None
-        return await ask(self._store, message, timeout=timeout or self._config.store_timeout_s)
+        limit = timeout or self._config.store_timeout_s
+        try:
+            return await ask(self._store, message, timeout=limit)
+        except TimeoutError:
+            raise StoreUnavailable(f"the store did not answer within {limit:g} s") from None
+        except pykka.ActorDeadError:
+            raise StoreUnavailable("the store is not running (the server is stopping)") from None
 
     _handlers: dict[type, Any] = {
         StartRun: _start,

@@ -137,6 +137,7 @@ def create_app(settings):
 
 stub = types.ModuleType("web.app")
 stub.create_app = create_app
+stub.probe_store = lambda settings: None  # no store to open here
 sys.modules["web.app"] = stub  # stands in for the real app: this tests the CLI only
 from web.cli import main
 sys.exit(main(["serve", "--port", "0"]))
