@@ -24,6 +24,7 @@ checkpoints: one batched, acknowledged route to the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import Counter
@@ -398,7 +399,13 @@ class RegistryActor(AsyncioActor):
         for live in list(self._live.values()):
             if live.ref is not None and live.ref.is_alive():
                 live.ref.tell(StopRun(SYSTEM, live.run_id, reason=msg.reason))
-        await idle.wait()
+        # A run ends once its final record is stored: a store that takes no
+        # writes must not hold the shutdown forever.  What it could not take
+        # is reported by the persistence actor's final flush (exit status 1).
+        config = self._config
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2 * config.stop_grace_s + config.store_timeout_s + 1):
+                await idle.wait()
 
     def _idle_event(self) -> asyncio.Event:
         if self._idle is None:
