@@ -24,6 +24,7 @@ checkpoints: one batched, acknowledged route to the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import Counter
@@ -378,6 +379,8 @@ class RegistryActor(AsyncioActor):
         if self._store is not None:
             try:
                 store = await self._ask_store(StoreStatus(), timeout=2.0)
+            except StoreUnavailable as exc:
+                store = StoreHealth(up=False, backlog=-1, last_error=exc.message)
             except Exception as exc:
                 store = StoreHealth(up=False, backlog=-1, last_error=f"{type(exc).__name__}: {exc}")
         return Health(accepting=self._accepting, live_runs=len(self._live), store=store)
@@ -397,7 +400,13 @@ class RegistryActor(AsyncioActor):
         for live in list(self._live.values()):
             if live.ref is not None and live.ref.is_alive():
                 live.ref.tell(StopRun(SYSTEM, live.run_id, reason=msg.reason))
-        await idle.wait()
+        # A run ends once its final record is stored: a store that takes no
+        # writes must not hold the shutdown forever.  What it could not take
+        # is reported by the persistence actor's final flush (exit status 1).
+        config = self._config
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2 * config.stop_grace_s + config.store_timeout_s + 1):
+                await idle.wait()
 
     def _idle_event(self) -> asyncio.Event:
         if self._idle is None:
@@ -423,8 +432,16 @@ class RegistryActor(AsyncioActor):
         return record
 
     async def _ask_store(self, message: Any, timeout: float | None = None) -> Any:
+        """The store's answer within ``timeout`` (default: ``store_timeout_s``), else
+        :class:`StoreUnavailable`: a frozen or busy store is a 503, never a 500."""
         assert self._store is not None
-        return await ask(self._store, message, timeout=timeout or self._config.store_timeout_s)
+        limit = timeout or self._config.store_timeout_s
+        try:
+            return await ask(self._store, message, timeout=limit)
+        except TimeoutError:
+            raise StoreUnavailable(f"the store did not answer within {limit:g} s") from None
+        except pykka.ActorDeadError:
+            raise StoreUnavailable("the store is not running (the server is stopping)") from None
 
     _handlers: dict[type, Any] = {
         StartRun: _start,

@@ -1,10 +1,8 @@
 """``PersistenceActor``: the only thing that talks to the store.
 
-It is a pykka ``ThreadingActor`` so that store I/O and the JSON encoding of
-big traces happen in its thread, never on the server's event loop.  The
-store protocol is async (aiocouch), so the actor owns a private event loop
-in that same thread and runs each store call to completion on it; between
-calls the loop is idle and nothing else runs there.
+It is a pykka thread (:class:`~persistence.loop_actor.LoopThreadActor`) so
+that store I/O and the JSON encoding of big traces happen there, never on
+the server's event loop.
 
 Writes arrive batched (the runtime's store link, :mod:`actors.store_link`,
 sends one ``SaveRuns`` per group-commit window) and are never dropped: each
@@ -15,14 +13,21 @@ write goes out as one transaction, not one per window.  A failed write keeps
 the records pending and retries with backoff from a timer, while the actor
 goes on answering reads; a read of a pending run answers from memory, so a
 run whose write is late is never "missing".
+
+The actor never stops for a store problem (a failed tell is logged, see
+:mod:`persistence.loop_actor`), so a store that is down, read-only or frozen is only ever a
+503 with a reason, and everything works again once the store does, without
+a restart.  Its health (``StoreStatus``) is "up" only if the store answers
+*and* writes are not failing.  A refusal of the credentials is the one
+failure not retried at once (see :mod:`persistence.credentials_hold`).
+What the final flush on stop could not store goes into a
+:class:`~persistence.stop_report.StopReport` for the owner to act on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -45,8 +50,14 @@ from actors.persistence_protocol import (
     StoreHealth,
     StoreStatus,
 )
-from actors.records import RunRecord, RunSummary, replaces
+from actors.records import RunRecord, RunSummary
+from persistence.backoff_timer import BackoffTimer
+from persistence.credentials_hold import CredentialsHold
+from persistence.loop_actor import LoopThreadActor, describe
+from persistence.pending_page import merge_page, store_limit
+from persistence.stop_report import StopReport
 from persistence.store import RunStore
+from persistence.store_errors import CredentialsRefused
 
 __all__ = ["PersistenceActor"]
 
@@ -73,15 +84,7 @@ class _Pending:
     ack_to: list[pykka.ActorRef[Any]] = field(default_factory=list)
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _key(s: RunSummary) -> tuple[float, str]:
-    return (s.started_at, s.run_id)
-
-
-class PersistenceActor(pykka.ThreadingActor):
+class PersistenceActor(LoopThreadActor):
     """Batches writes to a :class:`RunStore`, retries them, and answers reads."""
 
     def __init__(
@@ -92,50 +95,58 @@ class PersistenceActor(pykka.ThreadingActor):
         retry_max_s: float = 2.0,
         batch_max: int = 500,
         stop_timeout_s: float = 5.0,
+        credentials_hold_s: float = 120.0,
+        stop_report: StopReport | None = None,
     ) -> None:
+        """``stop_report``: filled in on stop with what could not be stored."""
         super().__init__()
         if batch_max < 1:
             raise ValueError("batch_max must be >= 1")
         self._store = store
-        self._retry_initial_s = retry_initial_s
-        self._retry_max_s = max(retry_max_s, retry_initial_s)
         self._batch_max = batch_max
         self._stop_timeout_s = stop_timeout_s
 
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
         self._pending: dict[str, _Pending] = {}
         self._flush_queued = False
-        self._backoff_s = retry_initial_s
-        # Set while backing off: only the timer's _Flush(retry=True) writes then.
-        self._retry_timer: threading.Timer | None = None
+        # Waiting while backing off: only the timer's _Flush(retry=True) writes then.
+        self._retry = BackoffTimer(retry_initial_s, retry_max_s, name="PersistenceActor-retry")
         self._last_error: str | None = None
+        # When writes began failing (None once a round wrote everything) and the
+        # last successful write: failing with no success since means the store
+        # takes no writes (read-only, full); a success since, one bad record.
+        self._failing_since: float | None = None
+        self._saved_at = 0.0
+        self._hold = CredentialsHold(credentials_hold_s)
+        self._report = stop_report if stop_report is not None else StopReport()
+        # The runtime's start-up reconciliation, if it failed: done at the next open.
+        self._recovery_owed: tuple[str, str] | None = None
+        """(node, error) of a start-up reconciliation the store was not there for."""
+        self._wrote_any = False
 
     # ------------------------------------------------------------------ life
 
     def on_start(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
+        self._start_loop()
         try:
             self._ensure_open()
         except Exception as exc:
             # The store may come up later: stay alive, answer reads with
             # StoreUnavailable, and let the first write or ping open it.
-            self._last_error = _describe(exc)
+            self._last_error = describe(exc)
             logger.warning("store not available at start: %s", self._last_error)
+        self._serving = True
 
     def on_stop(self) -> None:
         self._shutdown()
 
-    def on_failure(self, *_exc_info: Any) -> None:
+    def _on_fatal(self) -> None:
         self._shutdown()
 
     def _shutdown(self) -> None:
         """Final bounded flush, then close the store and the loop: no thread survives."""
-        self._cancel_retry_timer()
-        loop = self._loop
-        if loop is None:
+        self._retry.cancel()
+        if self._loop is None:
             return
         deadline = time.monotonic() + self._stop_timeout_s
         try:
@@ -151,49 +162,53 @@ class PersistenceActor(pykka.ThreadingActor):
                 )
                 self._acknowledge(batch)
         except Exception as exc:
-            ids = list(islice(self._pending, 20))
+            self._report.unsaved = list(self._pending)
+            self._report.error = describe(exc)
             logger.error(
                 "persistence stopping with %d unsaved record(s) (%s): %s",
                 len(self._pending),
-                ", ".join(ids),
-                _describe(exc),
+                ", ".join(islice(self._pending, 20)),
+                self._report.error,
             )
         try:
             # Also when open() failed: it may have left a client session behind.
-            self._run(self._store.close(), timeout=max(0.1, deadline - time.monotonic()))
+            self._run(
+                self._store.close(),
+                timeout=max(0.1, deadline - time.monotonic()),
+                guarded=False,
+            )
         except Exception as exc:
-            logger.warning("closing the store failed: %s", _describe(exc))
+            logger.warning("closing the store failed: %s", describe(exc))
         finally:
             self._opened = False
-            self._close_loop(loop)
+            self._close_loop()
 
-    def _close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            # Joins resolver/executor threads a client library may have started.
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            loop.close()
-            asyncio.set_event_loop(None)
-            self._loop = None
-
-    def _run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+    def _run(
+        self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None, guarded: bool = True
+    ) -> T:
         """Run one store coroutine on the private loop (this thread) to completion.
 
         ``timeout`` only bounds truly async stores; SQLite's blocking calls
         cannot be interrupted, which is fine because they are local and short.
+        ``guarded``: refused at once while the credentials hold is on.
         """
-        if self._loop is None:
+        refused = self._hold.refusal() if guarded else None
+        if refused is not None:
             coro.close()
-            raise RuntimeError("the persistence actor's loop is closed")
-        if timeout is not None:
-            return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
-        return self._loop.run_until_complete(coro)
+            raise refused
+        try:
+            return self._run_on_loop(coro, timeout)
+        except CredentialsRefused as exc:
+            self._hold.trip(exc)
+            raise
 
     def _ensure_open(self, *, timeout: float | None = None) -> None:
         if not self._opened:
             self._run(self._store.open(), timeout=timeout)
             self._opened = True
+            self._hold.clear()
+        if self._recovery_owed is not None:
+            self._recover_owed(*self._recovery_owed)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """A read or maintenance call: store failures reach the asker as StoreUnavailable."""
@@ -202,7 +217,7 @@ class PersistenceActor(pykka.ThreadingActor):
             return self._run(coro)
         except Exception as exc:
             coro.close()  # harmless if it already ran; avoids "never awaited" if not
-            self._last_error = _describe(exc)
+            self._last_error = describe(exc)
             raise StoreUnavailable(f"store unavailable: {self._last_error}") from exc
 
     # -------------------------------------------------------------- messages
@@ -244,11 +259,15 @@ class PersistenceActor(pykka.ThreadingActor):
             entry.ack_to.append(ack_to)
 
     def _after_merge(self) -> None:
-        if not self._pending or self._retry_timer is not None:
+        if not self._pending or self._retry.waiting:
             return  # backing off: the timer writes
         if len(self._pending) >= self._batch_max:
             self._flush()
-        elif not self._flush_queued:
+        else:
+            self._queue_flush()
+
+    def _queue_flush(self) -> None:
+        if not self._flush_queued:
             # Queued behind everything already in the inbox: by the time it is
             # handled, every SaveRuns that queued during the last write is merged.
             self._flush_queued = True
@@ -256,10 +275,10 @@ class PersistenceActor(pykka.ThreadingActor):
 
     def _on_flush(self, retry: bool) -> None:
         if retry:
-            self._retry_timer = None
+            self._retry.fired()
         else:
             self._flush_queued = False
-            if self._retry_timer is not None:
+            if self._retry.waiting:
                 return
         self._flush()
 
@@ -286,7 +305,9 @@ class PersistenceActor(pykka.ThreadingActor):
                 self._save(batch)
                 continue
             except Exception as exc:
-                self._last_error = _describe(exc)
+                self._last_error = describe(exc)
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
             if len(batch) == 1 or not self._ping_ok():
                 failed.update(p.write.run_id for p in batch)
                 break
@@ -296,7 +317,7 @@ class PersistenceActor(pykka.ThreadingActor):
                     self._save([entry])
                     saved_one = True
                 except Exception as exc:
-                    self._last_error = _describe(exc)
+                    self._last_error = describe(exc)
                     failed.add(entry.write.run_id)
                     if not saved_one and n >= 1:
                         break
@@ -306,17 +327,20 @@ class PersistenceActor(pykka.ThreadingActor):
             logger.warning(
                 "store write failed, %d record(s) kept pending, retry in %.2fs: %s",
                 len(self._pending),
-                self._backoff_s,
+                self._retry.delay_s,
                 self._last_error,
             )
-            self._schedule_retry()
+            self._retry.schedule(self._retry_due)
         else:
-            self._backoff_s = self._retry_initial_s
+            self._retry.reset()
             self._last_error = None
+            self._failing_since = None
 
     def _save(self, batch: list[_Pending]) -> None:
         self._ensure_open()
         self._run(self._store.save_many([p.write for p in batch]))
+        self._wrote_any = True
+        self._saved_at = time.monotonic()
         self._acknowledge(batch)
 
     def _acknowledge(self, batch: list[_Pending]) -> None:
@@ -339,32 +363,14 @@ class PersistenceActor(pykka.ThreadingActor):
             self._ensure_open()
             self._run(self._store.ping())
         except Exception as exc:
-            self._last_error = _describe(exc)
+            self._last_error = describe(exc)
             return False
         return True
-
-    def _schedule_retry(self) -> None:
-        if self._retry_timer is not None:
-            return
-        delay = self._backoff_s
-        self._backoff_s = min(self._backoff_s * 2, self._retry_max_s)
-        timer = threading.Timer(delay, self._retry_due)
-        timer.name = f"{self.actor_ref.actor_class.__name__}-retry"
-        timer.daemon = True
-        self._retry_timer = timer
-        timer.start()
 
     def _retry_due(self) -> None:
         # If the actor is stopping, on_stop makes the last attempt itself.
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(_Flush(retry=True))
-
-    def _cancel_retry_timer(self) -> None:
-        timer, self._retry_timer = self._retry_timer, None
-        if timer is not None:
-            timer.cancel()
-            if timer is not threading.current_thread():
-                timer.join()
 
     # ----------------------------------------------------------------- reads
 
@@ -382,12 +388,7 @@ class PersistenceActor(pykka.ThreadingActor):
         return self._call(self._store.get(run_id))
 
     def _query(self, q: QueryRuns) -> list[RunSummary]:
-        """The store's page with pending records merged in, as the store will have them.
-
-        Pending versions can push stored rows out of the filter, so the store
-        is asked for ``limit`` plus the number of pending runs of that owner,
-        which is always enough to fill the page.
-        """
+        """The store's page with pending records merged in, as the store will have them."""
         if q.limit < 1:
             return []
         mine = [p.write for p in self._pending.values() if p.write.header.owner == q.owner]
@@ -396,37 +397,11 @@ class PersistenceActor(pykka.ThreadingActor):
                 q.owner,
                 status=q.status,
                 agent=q.agent,
-                limit=q.limit + len(mine),
+                limit=store_limit(q, mine),
                 before=q.before,
             )
         )
-        if not mine:
-            return stored[: q.limit]
-        pending = {r.run_id: r for r in mine}
-        merged: dict[str, RunSummary] = {}
-        for s in stored:
-            p = pending.get(s.run_id)
-            if p is None or not replaces(p.version, (s.status, s.event_count, 0.0)):
-                merged[s.run_id] = s
-            else:
-                del pending[s.run_id]
-                if self._matches(p, q):
-                    merged[s.run_id] = p.summary()
-        for p in pending.values():
-            if self._matches(p, q):
-                merged[p.run_id] = p.summary()
-        # A pending running checkpoint of a run stored as terminal elsewhere in the
-        # order is not visible here; the store ignores it when it is written anyway.
-        return sorted(merged.values(), key=_key, reverse=True)[: q.limit]
-
-    @staticmethod
-    def _matches(w: RunWrite, q: QueryRuns) -> bool:
-        r = w.header
-        return (
-            (q.status is None or r.status == q.status)
-            and (q.agent is None or r.agent == q.agent)
-            and (q.before is None or (r.started_at, r.run_id) < q.before)
-        )
+        return merge_page(stored, mine, q)
 
     def _delete(self, run_id: str) -> bool:
         entry = self._pending.pop(run_id, None)
@@ -443,22 +418,68 @@ class PersistenceActor(pykka.ThreadingActor):
 
         The rewritten records go through the pending map like any write, so
         they are readable at once and survive a store that fails right now.
+        If the store cannot be read now (it is down at start-up), this is owed
+        and done the first time the store opens, before anything this process
+        wrote reaches it (see :meth:`_recover_owed`).
         """
+        try:
+            unfinished = self._call(self._store.find_unfinished(node))
+        except StoreUnavailable:
+            if not self._wrote_any:
+                self._recovery_owed = (node, error)
+            raise
+        marked = self._mark_interrupted(unfinished, error)
+        if marked and not self._retry.waiting:
+            self._flush()
+        return tuple(marked)
+
+    def _recover_owed(self, node: str, error: str) -> None:
+        """The start-up reconciliation that failed, once the store answers again.
+
+        Only safe while nothing of this process is stored: a run this process
+        stored as running would look interrupted.  Its writes wait in the
+        pending map until the store opens, and this runs on the way to
+        writing them (they are skipped here as this process's own).
+        """
+        if self._wrote_any:
+            logger.error("start-up reconciliation skipped: this process already wrote runs")
+            self._recovery_owed = None
+            return
+        try:
+            unfinished = self._run(self._store.find_unfinished(node))
+        except Exception as exc:
+            logger.warning("start-up reconciliation still failing: %s", describe(exc))
+            return
+        self._recovery_owed = None
+        marked = self._mark_interrupted(unfinished, error)
+        if marked:
+            logger.info("marked %d interrupted run(s) as error", len(marked))
+            if not self._retry.waiting:
+                self._queue_flush()
+
+    def _mark_interrupted(self, unfinished: list[RunWrite], error: str) -> list[str]:
         now = time.time()
         marked: list[str] = []
-        for stored in self._call(self._store.find_unfinished(node)):
-            entry = self._pending.get(stored.run_id)
-            if entry is not None:
+        for stored in unfinished:
+            if stored.run_id in self._pending:
                 # Written by this process: its newest version is about to be written.
                 continue
             self._merge(stored.interrupted(error, now), None)
             marked.append(stored.run_id)
-        if marked and self._retry_timer is None:
-            self._flush()
-        return tuple(marked)
+        return marked
 
     def _health(self) -> StoreHealth:
-        up = self._ping_ok()
-        if up and not self._pending:
+        """Up means the store answers a ping *and* writes are not failing: a
+        read-only store answers reads but keeps nothing."""
+        backlog = len(self._pending)
+        if not self._ping_ok():
+            return StoreHealth(up=False, backlog=backlog, last_error=self._last_error)
+        failing = self._failing_since
+        if failing is not None and self._pending and self._saved_at < failing:
+            return StoreHealth(
+                up=False, backlog=backlog, last_error=f"writes failing: {self._last_error}"
+            )
+        if not self._pending:
             self._last_error = None
-        return StoreHealth(up=up, backlog=len(self._pending), last_error=self._last_error)
+            self._failing_since = None
+        return StoreHealth(up=True, backlog=backlog, last_error=self._last_error)

@@ -6,18 +6,24 @@ paged ``_find``. aiocouch's public bulk and find calls wrap every document
 in a ``Document`` (its ``find`` refuses ``fields``), which costs the store's
 batches their speed, so its two private calls (``_bulk_docs``, ``_find``) are
 made here and nowhere else.
+
+A 401 while opening or pinging becomes
+:class:`~persistence.store_errors.CredentialsRefused`: a configuration error
+that must not be retried in a loop (CouchDB locks the account out).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, cast
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from aiocouch import CouchDB, Database, NotFoundError
+from aiocouch import CouchDB, Database, NotFoundError, UnauthorizedError
 
 from actors.jsonsafe import dumps
 from persistence.couch_layout import CouchStoreError
+from persistence.store_errors import CredentialsRefused
 
 __all__ = [
     "INDEX_BY_FINISHED",
@@ -30,6 +36,7 @@ __all__ = [
     "find_all",
     "make_admin_only",
     "open_database",
+    "ping",
     "revs_by_id",
 ]
 
@@ -46,18 +53,28 @@ INDEXES: Final = (INDEX_BY_OWNER, INDEX_BY_STATUS, INDEX_BY_FINISHED)
 _BULK_MAX_DOCS = 500
 
 
-async def open_database(url: str, name: str, *, timeout_s: float) -> tuple[CouchDB, Database]:
+async def open_database(
+    url: str, name: str, *, timeout_s: float, idle_timeout_s: float | None = None
+) -> tuple[CouchDB, Database]:
     """A session on ``url`` and its database ``name``, created if missing, made
     admin-only and indexed (each step harmless when done already).
 
-    Raises aiocouch's errors, or :class:`CouchStoreError` (see
-    :func:`make_admin_only`); the session is closed then.
+    ``timeout_s`` bounds every request of the session; ``idle_timeout_s`` the
+    wait to connect and for each read from the server, so a frozen server
+    fails a request in that time while a big but moving one may take longer.
+
+    Raises :class:`CredentialsRefused` on a 401, aiocouch's errors, or
+    :class:`CouchStoreError` (see :func:`make_admin_only`); the session is
+    closed then.
     """
     # Credentials stay in the URL: aiohttp sends them as basic auth on every
     # request (its ``auth=`` parameter, which aiocouch's user/password use,
     # is deprecated). The session encodes JSON bodies compactly in UTF-8:
     # that is the encoding the document sizes are measured in.
-    couch = CouchDB(url, json_serialize=dumps, timeout=aiohttp.ClientTimeout(total=timeout_s))
+    timeout = aiohttp.ClientTimeout(
+        total=timeout_s, sock_connect=idle_timeout_s, sock_read=idle_timeout_s
+    )
+    couch = CouchDB(url, json_serialize=dumps, timeout=timeout)
     try:
         try:
             db = await couch[name]
@@ -66,10 +83,32 @@ async def open_database(url: str, name: str, *, timeout_s: float) -> tuple[Couch
         await make_admin_only(db)
         for ddoc, index_name, fields in INDEXES:
             await db.index({"fields": fields}, ddoc=ddoc, name=index_name, type="json")
+    except UnauthorizedError as exc:
+        await couch.close()
+        raise credentials_refused(url, exc) from None
     except BaseException:
         await couch.close()
         raise
     return couch, db
+
+
+async def ping(url: str, db: Database) -> None:
+    """One cheap read of ``db`` (its info); :class:`CredentialsRefused` on a 401."""
+    try:
+        await db.info()
+    except UnauthorizedError as exc:
+        raise credentials_refused(url, exc) from None
+
+
+def credentials_refused(url: str, exc: Exception) -> CredentialsRefused:
+    """The 401 ``exc`` from the server at ``url``, naming the user, never the password."""
+    parts = urlsplit(url)
+    user = unquote(parts.username) if parts.username is not None else None
+    server = f"{parts.scheme}://{parts.hostname}:{parts.port or 5984}"
+    who = f"user {user!r}" if user is not None else "no user (no credentials were given)"
+    return CredentialsRefused(
+        f"CouchDB at {server} refused {who}: 401 unauthorized ({exc})", user=user, server=server
+    )
 
 
 async def make_admin_only(db: Database) -> None:

@@ -69,6 +69,7 @@ from persistence.couch_requests import (
     find,
     find_all,
     open_database,
+    ping,
     revs_by_id,
 )
 from persistence.store import PageKey
@@ -95,6 +96,7 @@ class CouchStore:
         *,
         chunk_bytes: int = 1_000_000,
         request_timeout_s: float = 120.0,
+        idle_timeout_s: float | None = 10.0,
         find_page: int = 200,
         inline_bytes: int = 256 * 1024,
     ) -> None:
@@ -105,6 +107,8 @@ class CouchStore:
         self._url = url.rstrip("/")
         self.db_name = db
         self._timeout = request_timeout_s
+        # A frozen server must fail a request within this, not the 120 s total.
+        self._idle_timeout = idle_timeout_s
         self._find_page = find_page
         self._known: OrderedDict[str, dict[str, Any]] = OrderedDict()
         """Run id -> what this store last wrote or read of its run doc (``run_doc_meta``).
@@ -137,7 +141,7 @@ class CouchStore:
         if self._db is not None:
             return
         self._couch, self._db = await open_database(
-            self._url, self.db_name, timeout_s=self._timeout
+            self._url, self.db_name, timeout_s=self._timeout, idle_timeout_s=self._idle_timeout
         )
 
     async def close(self) -> None:
@@ -146,7 +150,7 @@ class CouchStore:
             await couch.close()
 
     async def ping(self) -> None:
-        await self._database().info()
+        await ping(self._url, self._database())
 
     def _database(self) -> Database:
         if self._db is None:

@@ -23,6 +23,7 @@ DOCUMENTED = [
     ("RUNYARD_HOST", "127.0.0.1"),
     ("RUNYARD_PORT", "8000"),
     ("RUNYARD_DATA_DIR", "./runyard-data"),
+    ("RUNYARD_NODE_ID", "unset"),
     ("RUNYARD_COUCHDB_URL", "unset"),
     ("RUNYARD_COUCHDB_DB", "runyard_runs"),
     ("RUNYARD_COUCHDB_USER", "unset"),
@@ -128,7 +129,7 @@ from fastapi import FastAPI
 from web.auth import Authenticator, CallerDep, install_auth
 from web.errors import install_error_handlers
 
-def create_app(settings):
+def create_app(settings, data_dir_lock=None):
     app = FastAPI()
     install_error_handlers(app, settings)
     install_auth(app, Authenticator.from_settings(settings))
@@ -141,6 +142,7 @@ def create_app(settings):
 
 stub = types.ModuleType("web.app")
 stub.create_app = create_app
+stub.probe_store = lambda settings: None  # no store to open here
 sys.modules["web.app"] = stub  # stands in for the real app: this tests the CLI only
 from web.cli import main
 sys.exit(main(["serve", "--port", "0"]))

@@ -3,10 +3,19 @@
 This is the one place that picks the store (SQLite by default, CouchDB when
 ``RUNYARD_COUCHDB_URL`` is set), starts the persistence actor and the
 runtime, and mounts the routes.  Everything else receives what it needs.
+
+A store that cannot be used at start-up does not stop the server (it serves,
+``/readyz`` says why it is not ready, and everything works once the store
+does), except for settings no retry can fix: :func:`probe_store` turns a
+refusal of the CouchDB credentials into a :class:`ConfigError` that names
+the setting, and ``runyard serve`` exits with it.  After shutdown,
+``app.state.stop_report`` says whether acknowledged data could not be stored.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +30,9 @@ from actors.code.agent import make_code_agent
 from actors.context import AgentFactory
 from actors.runtime import Runtime
 from persistence.actor import PersistenceActor
+from persistence.stop_report import StopReport
 from persistence.store import RunStore
+from persistence.store_errors import CredentialsRefused
 from web.auth import Authenticator, install_auth
 from web.config import ConfigError, Settings
 from web.errors import install_error_handlers
@@ -37,12 +48,22 @@ stop it; find it after it finished.  Every endpoint but `/healthz` needs a
 token (`Authorization: Bearer <token>` or the session cookie from
 `POST /auth/session`); you only ever see your own runs."""
 
+logger = logging.getLogger("runyard.app")
+
+MIN_COUCH_IDLE_TIMEOUT_S = 2.0
+"""A CouchDB request that hears nothing for the store timeout (but at least
+this long) fails and is retried: a frozen server cannot hold the store thread."""
+
 
 def build_store(settings: Settings) -> RunStore:
     if settings.couchdb_url:
         from persistence.couch_store import CouchStore
 
-        return CouchStore(couchdb_url(settings), db=settings.couchdb_db)
+        return CouchStore(
+            couchdb_url(settings),
+            db=settings.couchdb_db,
+            idle_timeout_s=max(settings.store_timeout_s, MIN_COUCH_IDLE_TIMEOUT_S),
+        )
     from persistence.sqlite_store import SQLiteStore
 
     return SQLiteStore(settings.data_dir / "runs.sqlite3")
@@ -62,6 +83,45 @@ def couchdb_url(settings: Settings) -> str:
     if settings.couchdb_password is not None:
         auth += ":" + quote(settings.couchdb_password, safe="")
     return urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
+
+
+def probe_store(settings: Settings) -> str | None:
+    """Open and close the configured store once, before serving.
+
+    Returns None if it opened, else why not (the server serves anyway and
+    keeps trying).  Raises :class:`ConfigError` if CouchDB refused the
+    credentials: naming the settings and the user, never the password, and
+    tried once only, since every failed login counts towards CouchDB's lockout.
+    """
+    store = build_store(settings)
+
+    async def open_close() -> None:
+        try:
+            await store.open()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(open_close())
+    except CredentialsRefused as exc:
+        raise ConfigError(credentials_message(settings, exc)) from None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None
+
+
+def credentials_message(settings: Settings, exc: CredentialsRefused) -> str:
+    if settings.couchdb_user is not None:
+        where = f"RUNYARD_COUCHDB_USER={settings.couchdb_user!r} with RUNYARD_COUCHDB_PASSWORD"
+    elif exc.user is not None:
+        where = f"the user {exc.user!r} in RUNYARD_COUCHDB_URL"
+    else:
+        where = "RUNYARD_COUCHDB_URL without credentials (set RUNYARD_COUCHDB_USER/_PASSWORD)"
+    return (
+        f"CouchDB at {exc.server} (RUNYARD_COUCHDB_URL) refused {where}: {exc}. "
+        "Fix the credentials and start again; runyard does not retry, because "
+        "CouchDB locks a user out after a few failed logins."
+    )
 
 
 def create_app(
@@ -88,7 +148,9 @@ def create_app(
             lock = DataDirLock(settings.data_dir)
             lock.acquire()  # SQLite is single-node: a second process is refused here
         the_store = store or build_store(settings)
-        persistence: pykka.ActorRef[Any] = PersistenceActor.start(the_store)
+        report = StopReport()
+        app.state.stop_report = report
+        persistence: pykka.ActorRef[Any] = PersistenceActor.start(the_store, stop_report=report)
         runs_code = code_agent or make_code_agent(settings.code_settings())
         runtime = Runtime(
             settings.runtime_config(
@@ -116,6 +178,12 @@ def create_app(
             # Idle pre-started run-code children: killed and reaped, never orphaned.
             await runs_code.aclose()
             await monitor.stop()
+            if report.lost:
+                logger.error(
+                    "%d run(s) whose writes were acknowledged could not be stored: %s",
+                    len(report.unsaved),
+                    report.error,
+                )
             if lock is not None:
                 lock.release()
 

@@ -11,10 +11,17 @@ With no users configured, ``serve`` creates a local admin with a random
 token and prints a URL that signs in with it (as Jupyter does).  The socket
 is bound before that URL is printed, so ``--port 0`` shows the real port.
 
+Start-up: the store is opened once before serving (:func:`web.app.probe_store`).
+CouchDB refusing the credentials exits 2 with a message naming the setting;
+any other store problem is printed and the server serves anyway (``/readyz``
+says why it is not ready, and it recovers once the store does).
+
 Shutdown: :class:`web.server.RunyardServer` drains on the first SIGINT/SIGTERM
 while still answering (new starts 503, live runs get their grace, streams end
 with a final frame), then lets uvicorn stop.  ``timeout_graceful_shutdown``
-bounds what uvicorn waits for open connections afterwards.
+bounds what uvicorn waits for open connections afterwards.  The exit status
+is 1 if data the server had acknowledged could not be stored (the store was
+down to the end), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -113,16 +120,24 @@ def serve(
 
     # Imported here, by name: the CLI (and ``--help``) must work without
     # building the app, and web.app imports the whole runtime.
-    create_app = importlib.import_module("web.app").create_app
+    web_app = importlib.import_module("web.app")
     try:
         lock = None
         if not settings.couchdb_url:
             lock = DataDirLock(settings.data_dir)
             lock.acquire()  # SQLite is single-node: refuse a second process at once
-        app = create_app(settings, data_dir_lock=lock)
+        app = web_app.create_app(settings, data_dir_lock=lock)
+        problem = web_app.probe_store(settings)
     except ConfigError as exc:
         print(f"runyard: {exc}", file=sys.stderr)
         return 2
+    if problem is not None:
+        print(
+            f"runyard: the store is not available yet ({problem}); serving anyway, "
+            "/readyz reports it until it is",
+            file=sys.stderr,
+            flush=True,
+        )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -139,7 +154,22 @@ def serve(
             host = sock.getsockname()[0]
         print_sign_in(host, sock.getsockname()[1], local_admin_token, sys.stdout)
     server.run(sockets=[sock])
-    return 0
+    return exit_status(app.state)
+
+
+def exit_status(state: object) -> int:
+    """1 if the store lost acknowledged data at shutdown (said on stderr), else 0."""
+    report = getattr(state, "stop_report", None)
+    if report is None or not report.lost:
+        return 0
+    shown = ", ".join(report.unsaved[:20]) + (" ..." if len(report.unsaved) > 20 else "")
+    print(
+        f"runyard: exiting 1: {len(report.unsaved)} run(s) whose writes were acknowledged "
+        f"could not be stored ({report.error}): {shown}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
 
 
 def sign_in_url(host: str, port: int, token: str) -> str:

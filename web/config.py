@@ -16,11 +16,12 @@ typo in a deployment reads as ``RUNYARD_PORT: Input should be a valid integer
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors.code.settings import CodeSettings
@@ -28,6 +29,11 @@ from actors.config import DEFAULTS, RuntimeConfig
 
 ENV_PREFIX = "RUNYARD_"
 MIB = 1024 * 1024
+
+COUCHDB_DB_NAME: Final = re.compile(r"[a-z][a-z0-9_$()+/-]*")
+"""CouchDB's rule for a database name (``fullmatch``), which it checks only
+when the database is created: refused here, before anything starts."""
+COUCHDB_DB_NAME_MAX: Final = 238
 
 
 class ConfigError(ValueError):
@@ -79,7 +85,9 @@ class Settings(BaseSettings):
         ),
     )
     couchdb_db: str = Field(
-        default="runyard_runs", min_length=1, description="CouchDB database name."
+        default="runyard_runs",
+        description="CouchDB database name: a lowercase letter, then lowercase letters, "
+        "digits and _$()+/- (at most 238 characters).",
     )
     couchdb_user: str | None = Field(
         default=None,
@@ -156,6 +164,17 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         default=10, gt=0, description="Seconds between SSE heartbeat comments."
     )
+
+    @field_validator("couchdb_db")
+    @classmethod
+    def _couchdb_db_name(cls, name: str) -> str:
+        if len(name) > COUCHDB_DB_NAME_MAX or COUCHDB_DB_NAME.fullmatch(name) is None:
+            raise ValueError(
+                "not a valid CouchDB database name: it must start with a lowercase letter "
+                "and hold only lowercase letters, digits and _$()+/- "
+                f"(at most {COUCHDB_DB_NAME_MAX} characters)"
+            )
+        return name
 
     def runtime_config(
         self, *, node_id: str = DEFAULTS.node_id, write_window_s: float = DEFAULTS.write_window_s
