@@ -1,9 +1,10 @@
 """``python -m bench [--quick] [--only NAME[,NAME]] [--reps N] [--json PATH]``.
 
-Runs the benchmarks (each one: both servers fresh, the same client, medians
-over ``--reps`` repetitions) and prints one table, metric | baseline |
-runyard | ratio, where ratio is runyard / baseline (above 1 is better for
-rates, below 1 is better for latencies and memory), then the goals.
+Runs the benchmarks (each one: every server it measures fresh, the same
+client, medians over ``--reps`` repetitions) and prints one table, metric |
+baseline | durable | runyard | vs baseline | vs durable, where "vs X" is
+runyard / X (above 1 is better for rates, below 1 is better for latencies
+and memory) and ``-`` means not measured, then the goals.
 """
 
 from __future__ import annotations
@@ -27,17 +28,29 @@ from bench import (
     concurrency,
     event_cost,
     fanout,
+    first_event,
     live_sse,
     persistence,
     replay,
     resume,
     start_rate,
 )
-from bench.common import FULL, QUICK, ROOT, Benchmark, Outcome, Sizes, raise_fd_limit, run_benchmark
+from bench.common import (
+    FULL,
+    KINDS,
+    QUICK,
+    ROOT,
+    Benchmark,
+    Outcome,
+    Sizes,
+    raise_fd_limit,
+    run_benchmark,
+)
 
 BENCHMARKS: list[Benchmark] = [
     start_rate.BENCH,
     live_sse.BENCH,
+    first_event.BENCH,
     replay.BENCH,
     resume.BENCH,
     fanout.BENCH,
@@ -57,24 +70,33 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
-    rows = [("metric", "baseline", "runyard", "ratio")]
+    """metric | baseline | durable | runyard | vs baseline | vs durable (``-``: not measured)."""
+    rows = [("metric", *KINDS, *(f"vs {k}" for k in REFERENCES))]
     for o in outcomes:
         notes = {n.split(": ", 1)[0]: n.split(": ", 1)[1] for n in o.notes}
         for m in o.bench.metrics:
-            base = o.value("baseline", m.key)
-            ours = o.value("runyard", m.key)
-            if base is None and ours is None:
+            values = {kind: o.value(kind, m.key) for kind in KINDS}
+            if all(v is None for v in values.values()):
                 if notes:
-                    rows.append((f"{m.label} ({m.unit})", "-", notes.get("runyard", "n/a"), "-"))
+                    rows.append(
+                        (f"{m.label} ({m.unit})", "-", "-", notes.get("runyard", "n/a"), "-", "-")
+                    )
                 continue
             label = f"{m.label} ({m.unit})" if m.unit else m.label
             if m.better == "lower":
                 label += " [lower is better]"
-            ratio = "-"
-            if m.better in ("higher", "lower") and base and ours is not None:
-                ratio = f"{ours / base:.2f}x"
-            rows.append((label, fmt(base, m.fmt), fmt(ours, m.fmt), ratio))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            ours = values["runyard"]
+            ratios = []
+            for ref in REFERENCES:
+                base = values[ref]
+                if m.better in ("higher", "lower") and base and ours is not None:
+                    ratios.append(f"{ours / base:.2f}x")
+                else:
+                    ratios.append("-")
+            cells = [fmt(values[k], m.fmt) if k in o.bench.kinds else "-" for k in KINDS]
+            rows.append((label, *cells, *ratios))
+    ncol = len(rows[0])
+    widths = [max(len(r[i]) for r in rows) for i in range(ncol)]
     lines = []
     for k, r in enumerate(rows):
         cells = [r[0].ljust(widths[0])] + [
@@ -92,7 +114,10 @@ def table(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-_GOAL = re.compile(r"(\w+)(>=|<=|<|==)([\d.]+)(x?)")
+REFERENCES = ("baseline", "durable")
+"""The kinds runyard is compared with, one ratio column each."""
+
+_GOAL = re.compile(r"(\w+)(>=|<=|<|==)(\+?)([\d.]+)(x?)(?:@(\w+))?")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b,
     "<=": lambda a, b: a <= b,
@@ -102,34 +127,45 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 
 
 def goals(outcomes: Sequence[Outcome]) -> list[tuple[str, str, bool | None]]:
-    """``(benchmark, goal text, met)`` with ``met`` None when it could not be measured."""
+    """``(benchmark, goal text, met)`` with ``met`` None when it could not be measured.
+
+    Goal syntax in :class:`bench.common.Benchmark`: ``key OP target`` absolute,
+    ``key OP 0.9x@kind`` as a ratio to ``kind`` (default ``baseline``),
+    ``key OP +10@kind`` as a margin over it (in the metric's unit).
+    """
     out: list[tuple[str, str, bool | None]] = []
     for o in outcomes:
         for goal in o.bench.goals:
             match = _GOAL.fullmatch(goal)
             assert match, goal
-            key, op, target, relative = match.groups()
+            key, op, plus, target, relative, ref = match.groups()
+            ref = ref or "baseline"
+            metric = next(m for m in o.bench.metrics if m.key == key)
             ours = o.value("runyard", key)
-            if ours is None:
-                out.append((o.bench.name, goal, None))
+            base = o.value(ref, key) if (relative or plus) else None
+            if ours is None or ((relative or plus) and base is None):
+                out.append((o.bench.name, f"{metric.label}: {goal}", None))
                 continue
             if relative:
-                base = o.value("baseline", key)
+                assert base is not None
                 if not base:
-                    out.append((o.bench.name, goal, None))
+                    out.append((o.bench.name, f"{metric.label}: {goal}", None))
                     continue
-                metric = next(m for m in o.bench.metrics if m.key == key)
                 ratio = ours / base
-                shown = f"{goal} (runyard/baseline = {ratio:.2f})"
-                out.append(
-                    (f"{o.bench.name}", f"{metric.label}: {shown}", _OPS[op](ratio, float(target)))
+                shown = f"{goal} (runyard/{ref} = {ratio:.2f})"
+                met = _OPS[op](ratio, float(target))
+            elif plus:
+                assert base is not None
+                limit = base + float(target)
+                shown = (
+                    f"{goal} (runyard = {fmt(ours, metric.fmt)}, {ref} = {fmt(base, metric.fmt)}, "
+                    f"limit {fmt(limit, metric.fmt)})"
                 )
+                met = _OPS[op](ours, limit)
             else:
-                metric = next(m for m in o.bench.metrics if m.key == key)
                 shown = f"{goal} (runyard = {fmt(ours, metric.fmt)})"
-                out.append(
-                    (o.bench.name, f"{metric.label}: {shown}", _OPS[op](ours, float(target)))
-                )
+                met = _OPS[op](ours, float(target))
+            out.append((o.bench.name, f"{metric.label}: {shown}", met))
     return out
 
 

@@ -1,10 +1,15 @@
 """What every benchmark shares: sizes, servers as subprocesses, metrics, statistics.
 
-Both servers run under the same ``python -m uvicorn --factory`` command with
+Every server runs under the same ``python -m uvicorn --factory`` command with
 the same options (:data:`UVICORN_OPTS`) on 127.0.0.1 and a free port; only
-the factory differs.  Each measurement gets fresh servers, one at a time (a
-server that is not being measured is not running), and the order alternates
-between repetitions so drift on a noisy machine does not favour one side.
+the factory differs.  Three kinds (:data:`KINDS`): ``baseline`` (plain
+asyncio, nothing stored), ``durable`` (the same plus group-committed SQLite:
+it answers and delivers only what is committed) and ``runyard``.  Every
+benchmark runs ``baseline`` and ``runyard``; those where keeping one's word
+costs something (starts, live delivery, first event) run ``durable`` too.
+Each measurement gets fresh servers, one at a time (a server that is not
+being measured is not running), and the order alternates between
+repetitions so drift on a noisy machine does not favour one side.
 """
 
 from __future__ import annotations
@@ -34,9 +39,12 @@ TOKEN = "bench-token"
 TOKENS_ENV = f"{USER}:{TOKEN}:admin,other:other-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-KINDS = ("baseline", "runyard")
+KINDS = ("baseline", "durable", "runyard")
+PAIR = ("baseline", "runyard")
+"""The kinds every benchmark runs; :data:`KINDS` is all of them."""
 FACTORIES = {
     "baseline": "bench.baseline_app:create_app",
+    "durable": "bench.durable_app:create_app",
     "runyard": "bench.runyard_app:create_app",
 }
 UVICORN_OPTS = ("--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "60")
@@ -71,6 +79,8 @@ class Sizes:
     persist_runs: int = 10_000
     emit_events: int = 20_000
     emit_subs: int = 100
+    first_runs: int = 300
+    """Sequential start-then-follow rounds for the first-event latency."""
     server_reps_cap: dict[str, int] = field(default_factory=lambda: {"concurrency": 1})
     """Benchmarks that run fewer repetitions than ``--reps`` (too heavy to repeat)."""
 
@@ -92,6 +102,7 @@ QUICK = replace(
     conc_budget_s=30.0,
     persist_runs=2000,
     emit_events=5000,
+    first_runs=100,
 )
 TINY = replace(
     QUICK,
@@ -115,6 +126,7 @@ TINY = replace(
     persist_runs=200,
     emit_events=500,
     emit_subs=20,
+    first_runs=10,
 )
 
 
@@ -371,8 +383,13 @@ class Benchmark:
     title: str
     metrics: list[Metric]
     measure: Measure
-    """One repetition for one side (``"baseline"`` or ``"runyard"``)."""
+    """One repetition for one side (one of :data:`KINDS`)."""
     goals: list[str] = field(default_factory=list)
+    """``key OP target``: absolute (``get_p99<10``), a ratio to a kind's value
+    (``seq_rate>=0.9x@durable``; the kind defaults to ``baseline``) or a margin
+    over it (``first_p50<=+10@baseline``: at most 10 units more)."""
+    kinds: tuple[str, ...] = PAIR
+    """The servers it measures, in the order of the first repetition."""
 
 
 @dataclass
@@ -397,9 +414,9 @@ class Outcome:
 
 async def run_benchmark(bench: Benchmark, sizes: Sizes, reps: int) -> Outcome:
     reps = max(1, min(reps, sizes.server_reps_cap.get(bench.name, reps)))
-    outcome = Outcome(bench, {kind: {} for kind in KINDS})
+    outcome = Outcome(bench, {kind: {} for kind in bench.kinds})
     for rep in range(reps):
-        order = KINDS if rep % 2 == 0 else tuple(reversed(KINDS))
+        order = bench.kinds if rep % 2 == 0 else tuple(reversed(bench.kinds))
         for kind in order:
             values = await bench.measure(kind, sizes)
             for key, value in values.items():

@@ -209,6 +209,8 @@ class ServerProcess:
             pass_fds=(fd,),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Its own process group: a crash test kills the server and its children at once.
+            start_new_session=True,
         )
 
         def ready() -> bool:
