@@ -82,7 +82,8 @@ async def measure(url: str, commits: int) -> dict[str, Any]:
     total = time.perf_counter() - t0
     events = commits * PER_COMMIT
     got = await store.get("live")
-    assert got is not None and len(got.events) == events
+    if got is None or len(got.events) != events:
+        raise RuntimeError(f"read back {got and len(got.events)} events, wrote {events}")
     await store._database().delete()
     await store.close()
     first_window = marks[0] - t0
@@ -108,9 +109,11 @@ def main() -> None:
     else:
         from tests.real_couchdb import RealCouchServer
 
-        with tempfile.TemporaryDirectory(prefix="bench-commits-") as tmp:
-            with RealCouchServer(Path(tmp) / "couch") as server:
-                result = asyncio.run(measure(server.url, args.commits))
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-commits-") as tmp,
+            RealCouchServer(Path(tmp) / "couch") as server,
+        ):
+            result = asyncio.run(measure(server.url, args.commits))
     for key, value in result.items():
         print(f"{key:>24}: {value:,.1f}" if isinstance(value, float) else f"{key:>24}: {value:,}")
 
