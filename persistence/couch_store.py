@@ -28,16 +28,14 @@ then the newer ``updated_at``. A write whose header loses is skipped whole,
 its events included (chunks written by a losing attempt are ignored by
 readers: ``writers`` does not name them for those seqs).
 
-Portability (checked against Apache CouchDB 3.5 behaviour): sequences are never
-read, ``_find`` is always sorted and paged until a page is short (bookmarks
-are opaque and the last one repeats), every delete carries its rev, and list
-queries sort on all fields of their index.
+Portability (checked against Apache CouchDB 3.5): sequences are never read,
+``_find`` is sorted and paged until a page is short (bookmarks are opaque),
+every delete carries its rev, and list queries sort on all fields of their index.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from collections import OrderedDict
@@ -48,10 +46,9 @@ from urllib.parse import urlsplit
 
 from aiocouch import CouchDB, Database
 
-from actors.jsonsafe import dumps
 from actors.persistence_protocol import RunWrite
 from actors.records import TERMINAL_STATUSES, Event, RunRecord, RunStatus, RunSummary
-from persistence.couch_chunks import EVENTS_TYPE, assemble_events, events_range
+from persistence.couch_chunks import EVENTS_TYPE
 from persistence.couch_deletes import delete_run, purge_finished
 from persistence.couch_layout import (
     RUN_TYPE,
@@ -65,12 +62,12 @@ from persistence.couch_layout import (
     summary_from_doc,
     write_wins,
 )
+from persistence.couch_reads import read_events, refused_chunks
 from persistence.couch_requests import (
     INDEX_BY_OWNER,
     INDEX_BY_STATUS,
     bulk_docs,
     docs_by_id,
-    docs_in_range,
     find,
     find_all,
     open_database,
@@ -240,7 +237,7 @@ class CouchStore:
             [doc for doc, _ in extra] + run_docs,
             [size for _, size in extra] + [plan.run_doc_size for plan in plans],
         )
-        refused = await self._check_chunks(extra, results[: len(extra)])
+        refused = await refused_chunks(self._database(), extra, results[: len(extra)])
         conflicted, unused = self._apply_run_results(
             plans, stored, results[len(extra) :], refused, must_read
         )
@@ -292,38 +289,6 @@ class CouchStore:
             must_read.difference_update(to_read)
         return stored, carry
 
-    async def _check_chunks(
-        self, docs: list[tuple[dict[str, Any], int]], results: list[dict[str, Any]]
-    ) -> set[str]:
-        """The runs with a chunk or part that is not stored as written.
-
-        Field parts are named by their content: "already there" (409) is as good
-        as written. An event chunk that is already there is read back: the
-        same content (a retried commit) is success, another is refused.
-        """
-        refused: set[str] = set()
-        to_check: dict[str, dict[str, Any]] = {}
-        for (doc, _), result in zip(docs, results, strict=True):
-            if "error" not in result:
-                continue
-            if result["error"] != "conflict":
-                refused.add(doc["run_id"])
-                logger.warning("writing %s failed: %s", doc["_id"], result)
-            elif doc.get("type") == EVENTS_TYPE:
-                to_check[doc["_id"]] = doc
-        if to_check:
-            found = await self._docs_by_id(list(to_check))
-            for doc_id, doc in to_check.items():
-                there = found.get(doc_id)
-                if there is None or any(
-                    there.get(key) != json.loads(dumps(value))
-                    for key, value in doc.items()
-                    if key != "_id"
-                ):
-                    refused.add(doc["run_id"])
-                    logger.warning("event chunk %s is stored with other content", doc_id)
-        return refused
-
     def _apply_run_results(
         self,
         plans: list[WritePlan],
@@ -370,7 +335,13 @@ class CouchStore:
                 return None
             parts = list(field_part_ids(run_doc))
             header = header_from_doc(run_doc, await self._docs_by_id(parts) if parts else {})
-            events = await self._events(run_doc, 0, int(run_doc.get("event_count") or 0))
+            events = await read_events(
+                self._database(),
+                run_doc,
+                0,
+                int(run_doc.get("event_count") or 0),
+                page=self._range_page,
+            )
             if header is not None and events is not None:
                 return replace(header, events=tuple(events))
             # A commit is in flight (or failed and will be retried): read again.
@@ -386,7 +357,9 @@ class CouchStore:
             if run_doc is None:
                 return []
             stop = min(int(run_doc.get("event_count") or 0), after_seq + limit)
-            events = await self._events(run_doc, after_seq, stop)
+            events = await read_events(
+                self._database(), run_doc, after_seq, stop, page=self._range_page
+            )
             if events is not None:
                 return events
             await asyncio.sleep(0.05 * (attempt + 1))
@@ -398,32 +371,6 @@ class CouchStore:
             return None
         self._remember(run_id, run_doc_meta(run_doc))
         return run_doc
-
-    async def _events(
-        self, run_doc: Mapping[str, Any], after_seq: int, stop: int
-    ) -> list[Event] | None:
-        """Events ``after_seq+1 .. stop`` of ``run_doc``'s run; None if one is missing.
-
-        The chunks are read in id (``last_seq``) order, a page at a time, until
-        every wanted seq is there: a replay page reads about what it returns.
-        """
-        run_id = run_doc["_id"]
-        writers = run_doc.get("writers") or []
-        inline = run_doc.get("events") or []
-        if stop <= after_seq:
-            return []
-        events = assemble_events(run_id, writers, inline, [], after_seq, stop)
-        if events is not None:
-            return events
-        chunks: list[dict[str, Any]] = []
-        start, end = events_range(run_id, max(after_seq + 1, len(inline) + 1))
-        async for page in docs_in_range(self._database(), start, end, page=self._range_page):
-            chunks += page
-            if page and page[-1].get("last_seq", 0) >= stop:
-                events = assemble_events(run_id, writers, inline, chunks, after_seq, stop)
-                if events is not None:
-                    return events
-        return assemble_events(run_id, writers, inline, chunks, after_seq, stop)
 
     async def list_for_user(
         self,
