@@ -1,21 +1,34 @@
-"""A run's trace as CouchDB documents of bounded size: the trace chunks.
+"""A run's events as CouchDB documents of bounded size: the event chunks.
 
-A chunk ``<run_id>:trace:<first>-<last>`` holds the events ``first..last`` as
-``[seq, ts, type, data]`` lists; an event too big for one chunk is split into
-text parts ``<run_id>:trace:<seq>-<seq>:<i>of<k>`` whose concatenation is that
-list's JSON. A run doc names its chunks by their ``ref`` (``[first, last]``,
-or ``[seq, seq, i, k]`` for a part), in order.
+Each commit of a run appends its new events as one or more **event chunks**
+``<run_id>:e:<last_seq>:<first_seq>:<gen>`` (seqs zero-padded to 12 digits),
+each holding ``first_seq, last_seq`` and the events ``first_seq..last_seq`` as
+``[seq, ts, type, data]`` lists. An event too big for one chunk is split into
+text parts ``<...>:<i>of<k>`` (6 digits each) whose concatenation is that
+list's JSON. Chunks are never rewritten: a commit's cost is what is new.
+
+Why the id starts with ``last_seq``: the chunks holding the events after
+``seq`` are exactly those whose id sorts at or after ``<run_id>:e:<seq+1>``,
+so a replay page is one ``_all_docs`` range read, and a ``_changes`` follower
+can tell a chunk's range from its id alone.
+
+``gen`` names the writer (a store instance) that wrote the chunk. The run doc
+lists ``writers``: ``[[gen, from_seq], ...]``; seq ``s`` is read from the
+chunks of the last writer with ``from_seq <= s``. So chunks that a dead or
+out-raced writer left behind (written in the same ``_bulk_docs`` as a run doc
+that was refused, or never followed by one) are ignored, and a writer taking
+over a run never collides with them: a retried identical write reuses its ids
+(deterministic), a different writer's never do.
 
 Sizes are bytes of compact UTF-8 JSON (:func:`actors.jsonsafe.dumps`), the
-encoding CouchStore's HTTP session sends. No I/O here: the store writes and
-reads what these functions build (see :mod:`persistence.couch_layout`).
+encoding CouchStore's HTTP session sends. No I/O here.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -23,18 +36,23 @@ from actors.jsonsafe import dumps, dumps_safe
 from actors.records import Event
 
 __all__ = [
-    "TRACE_TYPE",
-    "Chunk",
-    "chunk_id",
+    "CHUNK_OVERHEAD",
+    "EVENTS_TYPE",
+    "EventDoc",
+    "assemble_events",
+    "event_doc_id",
     "event_entry",
     "event_from_entry",
-    "events_from_chunks",
-    "pack_chunks",
+    "events_range",
+    "pack_event_docs",
     "split_text",
     "utf8_len",
+    "writer_of",
 ]
 
-TRACE_TYPE: Final = "runyard.trace"
+EVENTS_TYPE: Final = "runyard.events"
+CHUNK_OVERHEAD: Final = 160
+"""Room in a chunk for its id's suffix, ``gen``, ``first_seq``, ``last_seq``, part numbers."""
 
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring
 
@@ -61,23 +79,29 @@ def split_text(text: str, budget: int) -> list[str]:
     return pieces
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One trace chunk document to be (or already) stored."""
+def event_doc_id(
+    run_id: str, first: int, last: int, gen: str, part: tuple[int, int] | None = None
+) -> str:
+    """The ``_id`` of the chunk holding events ``first..last`` (or part ``i`` of ``k``)."""
+    base = f"{run_id}:e:{last:012d}:{first:012d}:{gen}"
+    return base if part is None else f"{base}:{part[0]:06d}of{part[1]:06d}"
 
-    ref: list[Any]
-    """What the run doc stores: ``[first, last]`` or ``[seq, seq, i, k]`` for a part."""
+
+def events_range(run_id: str, from_seq: int) -> tuple[str, str]:
+    """``(startkey, endkey)`` of the ``_all_docs`` range holding every chunk of
+    ``run_id`` with an event at ``from_seq`` or later (and possibly a few before)."""
+    return f"{run_id}:e:{max(from_seq, 0):012d}", f"{run_id}:e:\ufff0"
+
+
+@dataclass(frozen=True, slots=True)
+class EventDoc:
+    """One event chunk to be written."""
+
+    doc_id: str
     body: dict[str, Any] = field(compare=False)
     """The document without ``_id``/``_rev``."""
     size: int = field(compare=False)
-    """Its encoded size, at most the budget."""
-
-
-def chunk_id(run_id: str, ref: Sequence[Any]) -> str:
-    """The ``_id`` of the chunk (or event part) a run doc names by ``ref``."""
-    if len(ref) == 2:
-        return f"{run_id}:trace:{ref[0]}-{ref[1]}"
-    return f"{run_id}:trace:{ref[0]}-{ref[1]}:{ref[2]}of{ref[3]}"
+    """Its encoded payload size, at most the budget."""
 
 
 def event_entry(event: Event) -> tuple[list[Any], int, str, str]:
@@ -108,24 +132,31 @@ def event_entry(event: Event) -> tuple[list[Any], int, str, str]:
     )
 
 
-def pack_chunks(run_id: str, events: Sequence[Event], budget: int) -> list[Chunk]:
-    """Greedy packing of the events, in order, into chunks of at most ``budget`` bytes.
+def pack_event_docs(run_id: str, gen: str, events: Sequence[Event], budget: int) -> list[EventDoc]:
+    """Greedy packing of contiguous ``events``, in order, into chunks of at most
+    ``budget`` payload bytes; an event too big for a chunk of its own is split
+    into text parts, each a chunk.
 
-    Deterministic: the same trace prefix always gives the same full chunks, so a
-    longer trace only changes the last chunk and adds new ones. An event too big
-    for a chunk of its own is split into text parts, each a chunk.
+    Deterministic: the same events always give the same ids and bodies, which
+    makes a retried write idempotent.
     """
-    chunks: list[Chunk] = []
+    docs: list[EventDoc] = []
     batch: list[list[Any]] = []
     size = 0
-    first = 0
 
     def close() -> None:
         nonlocal batch, size
         if batch:
-            ref = [first, batch[-1][0]]
-            body = {"type": TRACE_TYPE, "run_id": run_id, "events": batch}
-            chunks.append(Chunk(ref, body, size))
+            first, last = batch[0][0], batch[-1][0]
+            body = {
+                "type": EVENTS_TYPE,
+                "run_id": run_id,
+                "gen": gen,
+                "first_seq": first,
+                "last_seq": last,
+                "events": batch,
+            }
+            docs.append(EventDoc(event_doc_id(run_id, first, last, gen), body, size))
         batch, size = [], 0
 
     for event in events:
@@ -135,18 +166,26 @@ def pack_chunks(run_id: str, events: Sequence[Event], budget: int) -> list[Chunk
             close()
             texts = split_text(f"{head[:-1]},{data_json}]", budget - 64)
             for i, text in enumerate(texts):
-                ref = [event.seq, event.seq, i, len(texts)]
-                body = {"type": TRACE_TYPE, "run_id": run_id, "part": text}
-                chunks.append(Chunk(ref, body, budget))
+                seq = event.seq
+                body = {
+                    "type": EVENTS_TYPE,
+                    "run_id": run_id,
+                    "gen": gen,
+                    "first_seq": seq,
+                    "last_seq": seq,
+                    "part": text,
+                    "i": i,
+                    "k": len(texts),
+                }
+                doc_id = event_doc_id(run_id, seq, seq, gen, (i, len(texts)))
+                docs.append(EventDoc(doc_id, body, budget))
             continue
         if batch and size + entry_size > budget:
             close()
-        if not batch:
-            first = event.seq
         batch.append(entry)
         size += entry_size
     close()
-    return chunks
+    return docs
 
 
 def event_from_entry(entry: Sequence[Any]) -> Event:
@@ -155,20 +194,55 @@ def event_from_entry(entry: Sequence[Any]) -> Event:
     return Event(seq=seq, ts=float(ts), type=type_, data=data)
 
 
-def events_from_chunks(
-    refs: Sequence[Sequence[Any]], docs: Sequence[Mapping[str, Any]]
-) -> list[Event]:
-    """The events of the chunks ``docs`` that a run doc names by ``refs`` (same order)."""
-    events: list[Event] = []
-    parts: list[str] = []
-    for ref, doc in zip(refs, docs, strict=True):
-        if len(ref) == 2:
-            events += [
-                event_from_entry(entry) for entry in doc["events"] if ref[0] <= entry[0] <= ref[1]
-            ]
+def writer_of(writers: Sequence[Sequence[Any]], seq: int) -> str | None:
+    """The ``gen`` whose chunks hold ``seq``: the last ``[gen, from_seq]`` from at most ``seq``."""
+    found = None
+    for gen, from_seq in writers:
+        if from_seq <= seq:
+            found = gen
+    return found
+
+
+def assemble_events(
+    run_id: str,
+    writers: Sequence[Sequence[Any]],
+    inline: Sequence[Sequence[Any]],
+    chunks: Iterable[Mapping[str, Any]],
+    after_seq: int,
+    stop_seq: int,
+) -> list[Event] | None:
+    """The events ``after_seq+1 .. stop_seq`` that ``inline`` (the run doc's own
+    ``events``) and ``chunks`` (event chunk documents in any order, other runs'
+    and strays allowed) hold, each seq taken from the chunks ``writers`` assigns it to.
+
+    None if one is missing: a chunk not written yet (a concurrent commit, or a
+    commit that failed and will be retried): read again. Chunks may overlap (a
+    retry that joined two commits): events never change once written, so any
+    chunk of the right writer holding a seq serves.
+    """
+    found: dict[int, Sequence[Any]] = {}
+    parts: dict[tuple[str, int], dict[int, str]] = {}
+    sizes: dict[tuple[str, int], int] = {}
+    for chunk in chunks:
+        if chunk.get("type") != EVENTS_TYPE or chunk.get("run_id") != run_id:
             continue
-        parts.append(doc["part"])
-        if ref[2] == ref[3] - 1:
-            events.append(event_from_entry(json.loads("".join(parts))))
-            parts = []
-    return events
+        gen = chunk["gen"]
+        if "part" in chunk:
+            seq = chunk["first_seq"]
+            if after_seq < seq <= stop_seq and writer_of(writers, seq) == gen:
+                parts.setdefault((gen, seq), {})[chunk["i"]] = chunk["part"]
+                sizes[(gen, seq)] = chunk["k"]
+            continue
+        for entry in chunk["events"]:
+            seq = entry[0]
+            if after_seq < seq <= stop_seq and writer_of(writers, seq) == gen:
+                found.setdefault(seq, entry)
+    for key, texts in parts.items():
+        if len(texts) == sizes[key]:
+            found.setdefault(key[1], json.loads("".join(texts[i] for i in range(sizes[key]))))
+    for entry in inline:
+        if after_seq < entry[0] <= stop_seq:
+            found[entry[0]] = entry
+    if len(found) < stop_seq - after_seq:
+        return None
+    return [event_from_entry(found[seq]) for seq in range(after_seq + 1, stop_seq + 1)]

@@ -1,27 +1,27 @@
-"""How a :class:`~actors.records.RunRecord` becomes CouchDB documents, and back.
+"""How a run becomes CouchDB documents, and back.
 
 Documents (one database, ``_id`` = run id for the run):
 
-- the **run doc** ``<run_id>``: the summary fields, ``input``, ``result``,
-  ``error``, ``options``, ``event_count`` and the events: inline as
+- the **run doc** ``<run_id>``: the header (summary fields, ``input``,
+  ``result``, ``error``, ``options``), ``event_count`` (the committed trace
+  length: readers never return events past it) and ``writers`` (which
+  writer's event chunks hold which seqs, see :mod:`persistence.couch_chunks`).
+  A finished run written whole in one commit keeps its events inline as
   ``events`` (``[seq, ts, type, data]`` each) when their encoding fits in
-  ``inline_bytes`` (256 KiB) and half a document, else ``trace``: the list of
-  the trace chunks that hold them, in order. Times are float POSIX seconds
-  (``started_at``, ``finished_at``; the latter is absent while the run has
-  none, which also keeps running runs out of the purge index) plus ISO-8601
-  copies for people reading the database.
-- **trace chunks** (big traces only): see :mod:`persistence.couch_chunks`.
+  ``inline_bytes`` (256 KiB) and half a document: one document per run. A
+  later write of such a run keeps them there and appends chunks. Times are
+  float POSIX seconds (``started_at``, ``finished_at``; the latter is absent
+  while the run has none, which also keeps running runs out of the purge
+  index) plus ISO-8601 copies for people reading the database.
+- **event chunks** ``<run_id>:e:...``: every other event, appended once by the
+  commit that brought it; see :mod:`persistence.couch_chunks`.
 - **field parts** ``<run_id>:field:<name>:<hash>:<i>of<k>``: an ``input`` /
   ``result`` / ``error`` / ``options`` too big to stay in the run doc (spilled).
 
-Every chunk and part is immutable and named by its content (an event range
-of the append-only trace, or a hash), and each stays under ``chunk_bytes`` of
-encoded JSON, measured here: CouchDB refuses documents over its
-``max_document_size`` (8 MB by default in 3.x) and fails a whole
-``_bulk_docs`` batch for one of them, so the server is never asked to judge.
-The chunk layout is a greedy packing of the events in order, so a checkpoint
-of a growing trace keeps every full chunk and writes only a new tail chunk
-(and the chunks after it).
+Each chunk and part stays under ``chunk_bytes`` of encoded JSON, measured
+here: CouchDB refuses documents over its ``max_document_size`` (8 MB by
+default in 3.x) and fails a whole ``_bulk_docs`` batch for one of them, so
+the server is never asked to judge.
 
 This module does no I/O, so all of that is unit-tested without a server;
 :class:`~persistence.couch_store.CouchStore` decides what to read and write.
@@ -39,13 +39,21 @@ from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from actors.jsonsafe import dumps, dumps_safe
-from actors.records import ALL_STATUSES, JSON, Event, RunRecord, RunStatus, RunSummary
+from actors.persistence_protocol import RunWrite
+from actors.records import (
+    ALL_STATUSES,
+    JSON,
+    TERMINAL_STATUSES,
+    Event,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    replaces,
+)
 from persistence.couch_chunks import (
-    chunk_id,
+    CHUNK_OVERHEAD,
     event_entry,
-    event_from_entry,
-    events_from_chunks,
-    pack_chunks,
+    pack_event_docs,
     split_text,
     utf8_len,
 )
@@ -57,18 +65,18 @@ __all__ = [
     "SUMMARY_FIELDS",
     "CouchStoreError",
     "DocLayout",
-    "Plan",
-    "named_ids",
-    "part_ids",
-    "read_record",
-    "replaces_stored",
+    "WritePlan",
+    "field_part_ids",
+    "header_from_doc",
     "run_doc_meta",
+    "stored_version",
     "summary_from_doc",
+    "write_wins",
 ]
 
 RUN_TYPE: Final = "runyard.run"
 FIELD_TYPE: Final = "runyard.field"
-SCHEMA: Final = 1
+SCHEMA: Final = 2
 
 SPILLABLE_FIELDS: Final = ("result", "input", "error", "options")
 SUMMARY_FIELDS: Final = [
@@ -88,8 +96,9 @@ by the server), ``type``, ``run_id`` and the JSON punctuation."""
 MIN_CHUNK_BYTES: Final = 4096
 
 # What the store remembers of a run doc it wrote or read: enough to merge with
-# (``replaces_stored``) and to know the chunks and parts it names (``named_ids``).
-META_KEYS: Final = ("_rev", "status", "event_count", "updated_at", "trace", "spilled")
+# (``write_wins``), to plan the next commit (``writers``, ``inline``: how many
+# events the run doc holds itself) and to know its field parts.
+META_KEYS: Final = ("_rev", "status", "event_count", "updated_at", "writers", "spilled")
 
 
 class CouchStoreError(RuntimeError):
@@ -109,42 +118,44 @@ def _iso(ts: float | None) -> str | None:
 
 
 @dataclass(slots=True)
-class Plan:
-    """Everything one record's write needs (it does not depend on what is stored)."""
+class WritePlan:
+    """Everything one commit of one run writes, given what is stored of it."""
 
-    record: RunRecord
+    write: RunWrite
     run_doc: dict[str, Any]
     """The run doc without ``_rev``."""
     run_doc_size: int
     docs: dict[str, dict[str, Any]]
-    """Chunk and field-part documents by id (without ``_rev``); none for a small run."""
+    """Event chunks and field parts by id (without ``_rev``)."""
     sizes: dict[str, int]
     """Their encoded sizes (upper bounds)."""
 
 
-def _run_doc(record: RunRecord) -> dict[str, Any]:
-    """The run doc's fields, without its events (encodable: see ``_clean``)."""
-    run_id = record.run_id
+def _run_doc(header: RunRecord, event_count: int) -> dict[str, Any]:
+    """The run doc's fields, without events or writers (encodable: see ``_clean``)."""
+    run_id = header.run_id
     run_doc: dict[str, Any] = {
         "_id": run_id,
         "type": RUN_TYPE,
         "schema": SCHEMA,
         "run_id": run_id,
-        "owner": record.owner,
-        "agent": record.agent,
-        "status": record.status,
-        "started_at": record.started_at,
-        "started_at_iso": _iso(record.started_at),
-        "updated_at": record.updated_at,
-        "event_count": len(record.events),
-        "error": record.error,
-        "input": record.input,
-        "result": record.result,
-        "options": record.options,
+        "owner": header.owner,
+        "agent": header.agent,
+        "status": header.status,
+        "started_at": header.started_at,
+        "started_at_iso": _iso(header.started_at),
+        "updated_at": header.updated_at,
+        "event_count": event_count,
+        "error": header.error,
+        "input": header.input,
+        "result": header.result,
+        "options": header.options,
     }
-    if record.finished_at is not None:
-        run_doc["finished_at"] = record.finished_at
-        run_doc["finished_at_iso"] = _iso(record.finished_at)
+    if header.node is not None:
+        run_doc["node"] = header.node
+    if header.finished_at is not None:
+        run_doc["finished_at"] = header.finished_at
+        run_doc["finished_at_iso"] = _iso(header.finished_at)
     for name in ("owner", "agent", "error", "input", "result", "options"):
         run_doc[name] = _clean(run_doc[name])
     return run_doc
@@ -166,13 +177,22 @@ def _inline_events(events: Sequence[Event], limit: int) -> tuple[list[list[Any]]
     return entries, size
 
 
+def _writers_after(writers: Sequence[Sequence[Any]], gen: str, first: int) -> list[list[Any]]:
+    """``writers`` once ``gen`` has written chunks from seq ``first`` on."""
+    current = [list(w) for w in writers]
+    if current and current[-1][0] == gen and current[-1][1] <= first:
+        return current
+    return [w for w in current if w[1] < first] + [[gen, first]]
+
+
 @dataclass(frozen=True, slots=True)
 class DocLayout:
     """The document sizes one store writes with.
 
     ``chunk_bytes``: the most any document may take, encoded (at least
-    ``MIN_CHUNK_BYTES``, else ``ValueError``). ``inline_bytes``: a trace whose
-    encoding fits in this (and in half a run doc) stays in the run doc.
+    ``MIN_CHUNK_BYTES``, else ``ValueError``). ``inline_bytes``: the trace of a
+    run written whole whose encoding fits in this (and in half a run doc)
+    stays in the run doc.
     """
 
     chunk_bytes: int = 1_000_000
@@ -187,40 +207,65 @@ class DocLayout:
         """The payload bytes of one document: ``chunk_bytes`` less ``DOC_OVERHEAD``."""
         return self.chunk_bytes - DOC_OVERHEAD
 
-    def plan(self, record: RunRecord) -> Plan:
-        """The documents that store ``record``.
+    def plan_write(
+        self,
+        write: RunWrite,
+        stored: Mapping[str, Any] | None,
+        gen: str,
+        *,
+        trim: bool = True,
+        carry: Sequence[Sequence[Any]] = (),
+    ) -> WritePlan:
+        """The documents that apply ``write`` onto ``stored`` (its ``run_doc_meta``;
+        None: nothing stored, or not known: a conflict will tell).
 
-        Raises :class:`CouchStoreError` if its run doc is too big even with
+        ``gen`` names this writer's chunks. ``trim``: leave out the events
+        ``stored`` already counts (False after a commit whose chunks may not all
+        have been written). ``carry``: the stored run doc's inline events
+        (``stored["inline"]`` of them), which a run doc keeps.
+
+        Raises :class:`CouchStoreError` if the run doc is too big even with
         every spillable field moved out (a huge owner or agent name).
         """
-        run_doc = _run_doc(record)
-        inline = _inline_events(record.events, min(self.inline_bytes, self.budget // 2))
-        if inline is not None:
-            entries, events_size = inline
-            doc: dict[str, Any] = dict(run_doc)
-            docs: dict[str, dict[str, Any]] = {}
-            sizes: dict[str, int] = {}
-            try:
-                size = self._spill(doc, docs, sizes, len(',"events":') + events_size)
-            except CouchStoreError:  # not even the summary fits beside the events
-                pass
-            else:
-                doc["events"] = entries
-                return Plan(record, doc, size + DOC_OVERHEAD, docs, sizes)
-        return self._chunked_plan(record, run_doc)
-
-    def _chunked_plan(self, record: RunRecord, run_doc: dict[str, Any]) -> Plan:
-        run_id = record.run_id
+        run_doc = _run_doc(write.header, write.event_count)
+        writers: list[list[Any]] = [list(w) for w in (stored or {}).get("writers", [])]
         docs: dict[str, dict[str, Any]] = {}
         sizes: dict[str, int] = {}
-        # Every chunk also carries the run id twice (in _id and run_id).
-        chunks = pack_chunks(run_id, record.events, self.budget - 2 * utf8_len(dumps(run_id)))
-        for chunk in chunks:
-            docs[chunk_id(run_id, chunk.ref)] = chunk.body
-            sizes[chunk_id(run_id, chunk.ref)] = chunk.size + DOC_OVERHEAD
-        run_doc["trace"] = [chunk.ref for chunk in chunks]
-        size = self._spill(run_doc, docs, sizes)
-        return Plan(record, run_doc, size + DOC_OVERHEAD, docs, sizes)
+        whole = write.first_seq == 1 and write.header.status in TERMINAL_STATUSES
+        if whole and not writers:
+            inline = _inline_events(write.events, min(self.inline_bytes, self.budget // 2))
+            if inline is not None:
+                doc = dict(run_doc)
+                try:
+                    size = self._spill(doc, docs, sizes, len(',"events":') + inline[1])
+                except CouchStoreError:  # not even the summary fits beside the events
+                    docs.clear()
+                    sizes.clear()
+                else:
+                    doc["events"] = inline[0]
+                    return WritePlan(write, doc, size + DOC_OVERHEAD, docs, sizes)
+        stored_count = int((stored or {}).get("event_count") or 0)
+        if int((stored or {}).get("inline") or 0) > len(carry):
+            # The run doc's own events would be lost: write them again as chunks.
+            if write.first_seq > 1:
+                raise CouchStoreError(f"run {write.run_id}: the stored inline events are needed")
+            trim = False
+        new = [e for e in write.events if e.seq > stored_count] if trim else list(write.events)
+        if new:
+            writers = _writers_after(writers, gen, new[0].seq)
+            budget = self.budget - 2 * utf8_len(dumps(write.run_id)) - CHUNK_OVERHEAD
+            for chunk in pack_event_docs(write.run_id, gen, new, budget):
+                docs[chunk.doc_id] = chunk.body
+                sizes[chunk.doc_id] = chunk.size + DOC_OVERHEAD + CHUNK_OVERHEAD
+        if writers:
+            run_doc["writers"] = writers
+        extra = 0
+        if carry:
+            extra = len(',"events":') + utf8_len(dumps(list(carry)))
+        size = self._spill(run_doc, docs, sizes, extra)
+        if carry:
+            run_doc["events"] = list(carry)
+        return WritePlan(write, run_doc, size + DOC_OVERHEAD, docs, sizes)
 
     def _spill(
         self,
@@ -263,32 +308,33 @@ class DocLayout:
 
 
 def run_doc_meta(run_doc: Mapping[str, Any]) -> dict[str, Any]:
-    """What a store remembers of a run doc (``META_KEYS``): enough to merge with."""
-    return {key: run_doc[key] for key in META_KEYS if key in run_doc}
+    """What a store remembers of a run doc (``META_KEYS`` and ``inline``, the
+    number of events it holds itself): enough to merge with and plan the next commit."""
+    meta = {key: run_doc[key] for key in META_KEYS if key in run_doc}
+    meta["inline"] = len(run_doc.get("events") or ())
+    return meta
 
 
-def named_ids(run_id: str, run_doc: Mapping[str, Any] | None) -> set[str]:
-    """The ids of the chunks and parts ``run_doc`` (or its meta) names."""
+def field_part_ids(run_doc: Mapping[str, Any] | None) -> set[str]:
+    """The ids of the field parts ``run_doc`` (or its meta) names."""
     if not run_doc:
         return set()
-    ids = {chunk_id(run_id, ref) for ref in run_doc.get("trace", [])}
-    for spilled in run_doc.get("spilled", {}).values():
-        ids.update(spilled["ids"])
-    return ids
+    return {i for part in run_doc.get("spilled", {}).values() for i in part["ids"]}
 
 
-def replaces_stored(record: RunRecord, stored: Mapping[str, Any] | None) -> bool:
-    """Whether ``record`` may replace the run doc (or meta) ``stored``; None: nothing stored.
-
-    :meth:`RunRecord.replaces` decides: the rule of every write path.
-    """
-    if stored is None:
-        return True
-    return record.replaces(
+def stored_version(stored: Mapping[str, Any]) -> tuple[Any, int, float]:
+    """The :data:`~actors.records.Version` of a run doc or its meta."""
+    return (
         stored.get("status"),
         int(stored.get("event_count") or 0),
         float(stored.get("updated_at") or 0.0),
     )
+
+
+def write_wins(write: RunWrite, stored: Mapping[str, Any] | None) -> bool:
+    """Whether ``write`` may replace the run doc (or meta) ``stored``; None: nothing
+    stored. :func:`actors.records.replaces` decides: the rule of every write path."""
+    return stored is None or replaces(write.version, stored_version(stored))
 
 
 # ------------------------------------------------------------------ reading
@@ -308,55 +354,32 @@ def _as_object(value: JSON) -> dict[str, JSON]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def part_ids(run_doc: Mapping[str, Any]) -> list[str]:
-    """The ids of the documents to read with ``run_doc`` to rebuild its record."""
-    run_id = run_doc["_id"]
-    refs = [] if run_doc.get("events") is not None else run_doc.get("trace", [])
-    ids = [chunk_id(run_id, ref) for ref in refs]
-    ids += [doc_id for part in run_doc.get("spilled", {}).values() for doc_id in part["ids"]]
-    return ids
-
-
-def read_record(
+def header_from_doc(
     run_doc: Mapping[str, Any], found: Mapping[str, Mapping[str, Any]]
 ) -> RunRecord | None:
-    """The record ``run_doc`` and the documents it names (``found``, by id) hold.
-
-    None if one of them is missing from ``found`` (a concurrent write replaced
-    it: read again). Raises :class:`CouchStoreError` if they contradict
-    each other or hold an unknown status.
-    """
-    run_id = run_doc["_id"]
-    ids = part_ids(run_doc)
-    if any(doc_id not in found for doc_id in ids):
-        return None
-    inline = run_doc.get("events")
-    if inline is not None:
-        events = [event_from_entry(entry) for entry in inline]
-    else:
-        refs = run_doc.get("trace", [])
-        events = events_from_chunks(refs, [found[chunk_id(run_id, ref)] for ref in refs])
+    """The header (a record without events) ``run_doc`` and its field parts
+    (``found``, by id) hold; None if a part is missing from ``found`` (a
+    concurrent write replaced it: read again). Raises :class:`CouchStoreError`
+    on an unknown status."""
     fields = dict(run_doc)
     for name, part in run_doc.get("spilled", {}).items():
+        if any(doc_id not in found for doc_id in part["ids"]):
+            return None
         fields[name] = json.loads("".join(found[doc_id]["part"] for doc_id in part["ids"]))
-    if len(events) != run_doc.get("event_count", len(events)):
-        raise CouchStoreError(
-            f"run {run_id}: the trace holds {len(events)} events, "
-            f"the run doc says {run_doc.get('event_count')}"
-        )
     return RunRecord(
-        run_id=run_id,
+        run_id=run_doc["_id"],
         owner=fields["owner"],
         agent=fields["agent"],
         status=_status(fields["status"]),
         input=_as_object(fields.get("input")),
         started_at=float(fields["started_at"]),
         finished_at=_float_or_none(fields.get("finished_at")),
-        events=tuple(events),
+        events=(),
         result=fields.get("result"),
         error=fields.get("error"),
         updated_at=float(fields.get("updated_at") or 0.0),
         options=_as_object(fields.get("options") or {}),
+        node=run_doc.get("node"),
     )
 
 

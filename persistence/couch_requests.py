@@ -14,7 +14,8 @@ that must not be retried in a loop (CouchDB locks the account out).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Final, cast
 from urllib.parse import unquote, urlsplit
 
@@ -32,6 +33,7 @@ __all__ = [
     "Index",
     "bulk_docs",
     "docs_by_id",
+    "docs_in_range",
     "find",
     "find_all",
     "make_admin_only",
@@ -210,3 +212,23 @@ async def find_all(
         if len(answer["docs"]) < page:
             return docs
         bookmark = answer["bookmark"]
+
+
+async def docs_in_range(
+    db: Database, startkey: str, endkey: str, *, page: int
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The live documents with ids in ``[startkey, endkey]``, in id order, ``page`` at a time.
+
+    A page ends short only at the end of the range; the caller stops early by
+    not asking for the next one.
+    """
+    params: dict[str, Any] = {"endkey": json.dumps(endkey), "limit": page, "include_docs": True}
+    start = json.dumps(startkey)
+    skip = 0
+    while True:
+        response = await db.all_docs.get(startkey=start, skip=skip, **params)
+        rows = response.rows
+        yield [row["doc"] for row in rows if row.get("doc") is not None]
+        if len(rows) < page:
+            return
+        start, skip = json.dumps(rows[-1]["id"]), 1

@@ -5,40 +5,41 @@ What the documents hold, and how big each may be, is
 the requests are :mod:`persistence.couch_requests`. This module decides what
 to read and write, and in which order.
 
-A write goes in three steps: missing chunks and parts first, then the run doc
-(its ``_rev`` decides races), then the chunks and parts the run doc no longer
-names are deleted (also when a trace moves from chunks to inline). A reader
-therefore never meets a run doc that names a chunk not yet written; if a chunk
-vanished under it (a concurrent rewrite), it reads again. Chunks left unnamed
-by an interrupted or out-raced write are removed by ``delete`` (it scans the
-run's id range); ``purge_older_than`` removes what the run docs name.
+A commit (``save_many``) is one ``_bulk_docs`` for all its runs: each run's
+new events as event chunks (never rewritten, named by their seqs and this
+store's ``gen``), new field parts, and the run docs (header, ``event_count``,
+``writers``), each with its remembered ``_rev``. A run doc's ``_rev`` decides
+races; a chunk is acknowledged only once it is stored with exactly this
+content (a 409 on a chunk is read back and compared), else ``save_many``
+raises and the persistence actor retries the batch: the same chunk ids
+again, so a retry is idempotent. Until a run's chunks are known to be stored,
+its next commit writes all its events again (not only those past the stored
+``event_count``). A reader cuts the trace at the run doc's ``event_count``; a
+seq missing below it (a commit still in flight) means read again.
 
-The store remembers the ``_rev``, status, event count and chunk names of the
-run docs it last wrote or read (a bounded LRU). A batch of small runs is
-therefore one ``_bulk_docs``: known runs carry their remembered ``_rev``,
-unknown ones none (a new run needs none); a conflict re-reads only those runs
-and merges. A big trace's stored run doc is read before its chunks are written,
-and a write its stored version beats is dropped without a request.
+The store remembers the ``_rev``, version, ``writers`` and field parts of the
+run docs it last wrote or read (a bounded LRU). Known runs carry their
+remembered ``_rev``, unknown ones none (a new run needs none); a conflict
+re-reads only those runs and merges: ``_rev`` conflicts are resolved by
+reading the stored doc again and applying :func:`actors.records.replaces`: a
+terminal status always beats ``running`` and is never replaced by a
+``running`` write; of two ``running`` versions the one with more events wins,
+then the newer ``updated_at``. A write whose header loses is skipped whole,
+its events included (chunks written by a losing attempt are ignored by
+readers: ``writers`` does not name them for those seqs).
 
-``_rev`` conflicts on run docs are resolved by reading the stored doc again and
-merging with :meth:`~actors.records.RunRecord.replaces`: a terminal status
-always beats ``running`` and is never replaced by a ``running`` write; of two
-``running`` versions the one with more events wins, then the newer
-``updated_at`` (a stale checkpoint never shrinks a stored trace).
-
-Portability (checked against Apache CouchDB 3.5 behaviour): sequences are never
-read, ``_find`` is always sorted and paged until a page is short (bookmarks
-are opaque and the last one repeats), every delete carries its rev, and list
-queries sort on all fields of their index.
+Portability (checked against Apache CouchDB 3.5): sequences are never read,
+``_find`` is sorted and paged until a page is short (bookmarks are opaque),
+every delete carries its rev, and list queries sort on all fields of their index.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
+import secrets
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -46,22 +47,23 @@ from urllib.parse import urlsplit
 from aiocouch import CouchDB, Database
 
 from actors.persistence_protocol import RunWrite
-from actors.records import Event, RunRecord, RunStatus, RunSummary
+from actors.records import TERMINAL_STATUSES, Event, RunRecord, RunStatus, RunSummary
+from persistence.couch_chunks import EVENTS_TYPE
+from persistence.couch_deletes import delete_run, purge_finished
 from persistence.couch_layout import (
     RUN_TYPE,
     SUMMARY_FIELDS,
     CouchStoreError,
     DocLayout,
-    Plan,
-    named_ids,
-    part_ids,
-    read_record,
-    replaces_stored,
+    WritePlan,
+    field_part_ids,
+    header_from_doc,
     run_doc_meta,
     summary_from_doc,
+    write_wins,
 )
+from persistence.couch_reads import read_events, refused_chunks
 from persistence.couch_requests import (
-    INDEX_BY_FINISHED,
     INDEX_BY_OWNER,
     INDEX_BY_STATUS,
     bulk_docs,
@@ -110,6 +112,8 @@ class CouchStore:
         # A frozen server must fail a request within this, not the 120 s total.
         self._idle_timeout = idle_timeout_s
         self._find_page = find_page
+        self._range_page = max(8, min(500, 32_000_000 // self.layout.chunk_bytes))
+        """Event chunks per range read: about 32 MB of them at most."""
         self._known: OrderedDict[str, dict[str, Any]] = OrderedDict()
         """Run id -> what this store last wrote or read of its run doc (``run_doc_meta``).
 
@@ -118,6 +122,11 @@ class CouchStore:
         it holds was stored once, and a stored run only ever moves up the
         ``RunRecord.replaces`` order (until it is deleted, which forgets it here).
         """
+        self._gen = secrets.token_hex(4)
+        """This store's name on the event chunks it writes (see couch_chunks)."""
+        self._unsure: set[str] = set()
+        """Runs whose last commit's chunks may not all be stored: their next
+        commit writes all its events, not only those past the stored count."""
         self._couch: CouchDB | None = None
         self._db: Database | None = None
 
@@ -169,40 +178,6 @@ class CouchStore:
         # About 8 full chunks per request.
         return await bulk_docs(self._database(), docs, sizes, max_bytes=8 * self.chunk_bytes)
 
-    # ---------------------------------------------------------------- writes
-
-    async def save(self, record: RunRecord) -> None:
-        await self._save_records([record])
-
-    async def save_many(self, writes: list[RunWrite]) -> None:
-        # The layout stores whole records: a write of new events is applied to
-        # the stored record first.  (Costs a read per continued run.)
-        records = []
-        for write in writes:
-            stored = None if write.first_seq == 1 else await self.get(write.run_id)
-            records.append(write.applied_to(stored))
-        await self._save_records(records)
-
-    async def get_events(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
-        record = await self.get(run_id)
-        return [] if record is None else list(record.events[after_seq : after_seq + limit])
-
-    async def _save_records(self, records: list[RunRecord]) -> None:
-        latest: dict[str, RunRecord] = {}
-        for record in records:
-            current = latest.get(record.run_id)
-            latest[record.run_id] = record if current is None else current.newest(record)
-        pending = [self.layout.plan(record) for record in latest.values()]
-        must_read: set[str] = set()
-        for _ in range(_MAX_ROUNDS):
-            if not pending:
-                return
-            pending = await self._write_round(pending, must_read)
-        raise CouchStoreError(
-            f"{len(pending)} run(s) still conflicting after {_MAX_ROUNDS} rounds: "
-            + ", ".join(p.record.run_id for p in pending[:5])
-        )
-
     def _remember(self, run_id: str, meta: dict[str, Any] | None) -> None:
         if meta is None:
             self._known.pop(run_id, None)
@@ -212,137 +187,195 @@ class CouchStore:
         while len(self._known) > _META_CACHE_SIZE:
             self._known.popitem(last=False)
 
-    async def _write_round(self, plans: list[Plan], must_read: set[str]) -> list[Plan]:
-        """One merge-write pass; returns the plans that lost a ``_rev`` race."""
-        stored = await self._stored(plans, must_read)
-        # A run whose stored version beats the record is left alone: nothing is written.
-        live = [p for p in plans if replaces_stored(p.record, stored.get(p.record.run_id))]
-        if not live:
+    # ---------------------------------------------------------------- writes
+
+    async def save(self, record: RunRecord) -> None:
+        await self.save_many([RunWrite.of(record)])
+
+    async def save_many(self, writes: list[RunWrite]) -> None:
+        latest: dict[str, RunWrite] = {}
+        for write in writes:
+            current = latest.get(write.run_id)
+            latest[write.run_id] = write if current is None else current.then(write)
+        pending = list(latest.values())
+        must_read: set[str] = set()
+        for _ in range(_MAX_ROUNDS):
+            if not pending:
+                return
+            pending = await self._write_round(pending, must_read)
+        raise CouchStoreError(
+            f"{len(pending)} run(s) still conflicting after {_MAX_ROUNDS} rounds: "
+            + ", ".join(w.run_id for w in pending[:5])
+        )
+
+    async def _write_round(self, writes: list[RunWrite], must_read: set[str]) -> list[RunWrite]:
+        """One merge-write pass (one ``_bulk_docs`` of event chunks, then one of run
+        docs); returns the writes that lost a ``_rev`` race. Raises
+        :class:`CouchStoreError` if a document was refused."""
+        stored, carry = await self._stored(writes, must_read)
+        plans = [
+            self.layout.plan_write(
+                write,
+                stored.get(write.run_id),
+                self._gen,
+                trim=write.run_id not in self._unsure,
+                carry=carry.get(write.run_id, ()),
+            )
+            for write in writes
+            # A run whose stored version beats the write is left alone, events and all.
+            if write_wins(write, stored.get(write.run_id))
+        ]
+        if not plans:
             return []
-        named = {
-            p.record.run_id: named_ids(p.record.run_id, stored.get(p.record.run_id)) for p in live
-        }
-        await self._write_parts(live, named)
-        conflicted, unused = await self._write_run_docs(live, stored, named, must_read)
+        extra: list[tuple[dict[str, Any], int]] = []
+        for plan in plans:
+            have = field_part_ids(stored.get(plan.write.run_id))
+            extra += [
+                ({"_id": doc_id, **body}, plan.sizes[doc_id])
+                for doc_id, body in plan.docs.items()
+                if doc_id not in have
+            ]
+            if any(body.get("type") == EVENTS_TYPE for body in plan.docs.values()):
+                self._unsure.add(plan.write.run_id)
+        # Chunks first, run docs after: `_bulk_docs` is not atomic, and a run doc
+        # must never count events whose chunk was refused (a crash before the
+        # retry would leave that gap for good).  One more round trip per commit.
+        results = await self._bulk([doc for doc, _ in extra], [size for _, size in extra])
+        refused = await refused_chunks(self._database(), extra, results)
+        plans = [plan for plan in plans if plan.write.run_id not in refused]
+        run_docs = [self._with_rev(plan.run_doc, stored.get(plan.write.run_id)) for plan in plans]
+        run_results = await self._bulk(run_docs, [plan.run_doc_size for plan in plans])
+        conflicted, unused = self._apply_run_results(plans, stored, run_results, refused, must_read)
+        self._unsure -= {plan.write.run_id for plan in plans} - refused
+        if refused:
+            raise CouchStoreError(f"documents of run(s) {sorted(refused)} were refused")
         await self._delete_unused(unused)
         return conflicted
 
-    async def _stored(
-        self, plans: list[Plan], must_read: set[str]
-    ) -> dict[str, dict[str, Any] | None]:
-        """What is stored of each plan's run (``run_doc_meta``; None: nothing), where known.
+    @staticmethod
+    def _with_rev(run_doc: dict[str, Any], stored: Mapping[str, Any] | None) -> dict[str, Any]:
+        return run_doc if stored is None else {**run_doc, "_rev": stored["_rev"]}
 
-        It comes from ``_known`` (what this store last wrote or read of it), from
-        a read (after a conflict, and before the chunks of a big trace are
-        written, so a losing write leaves none behind), or stays unknown (left
-        out): a small run unknown here is written without ``_rev`` (a new run
-        costs that one request); if it exists, the conflict sends it round again
-        with a read.
+    async def _stored(
+        self, writes: list[RunWrite], must_read: set[str]
+    ) -> tuple[dict[str, dict[str, Any] | None], dict[str, list[Any]]]:
+        """What is stored of each write's run (``run_doc_meta``; None: nothing),
+        where known, and the inline events of the run docs that were read.
+
+        It comes from ``_known`` (what this store last wrote or read of it) or a
+        read: after a conflict, to carry a run doc's inline events over, and
+        before the event chunks of a run unknown here are written (so a losing
+        write leaves none behind). Else a run unknown here is left out: it is
+        written without ``_rev`` (a new run costs that one request); if it
+        exists, the conflict sends it round again with a read.
         """
         stored: dict[str, dict[str, Any] | None] = {}
         to_read: list[str] = []
-        for plan in plans:
-            run_id = plan.record.run_id
-            if run_id in must_read or (plan.docs and run_id not in self._known):
+        for write in writes:
+            run_id = write.run_id
+            known = self._known.get(run_id)
+            if run_id in must_read or (
+                known.get("inline") and write.first_seq > 1
+                if known is not None
+                else bool(write.events) and not _whole(write)
+            ):
                 to_read.append(run_id)
-            elif run_id in self._known:
-                stored[run_id] = self._known[run_id]
+            elif known is not None:
+                stored[run_id] = known
+        carry: dict[str, list[Any]] = {}
         if to_read:
             found = await self._docs_by_id(to_read)
             for run_id in to_read:
                 doc = found.get(run_id)
                 stored[run_id] = None if doc is None else run_doc_meta(doc)
+                if doc is not None and doc.get("events"):
+                    carry[run_id] = doc["events"]
                 self._remember(run_id, stored[run_id])
             must_read.difference_update(to_read)
-        return stored
+        return stored, carry
 
-    async def _write_parts(self, live: list[Plan], named: dict[str, set[str]]) -> None:
-        """Step 1: the chunks and parts the run docs will name, unless stored ones name them.
-
-        They are named by their content, so "already there" (409, e.g. left by
-        an out-raced write) is as good as written.
-        """
-        missing = [
-            ({"_id": doc_id, **body}, plan.sizes[doc_id])
-            for plan in live
-            for doc_id, body in plan.docs.items()
-            if doc_id not in named[plan.record.run_id]
-        ]
-        if not missing:
-            return
-        docs = [doc for doc, _ in missing]
-        results = await self._bulk(docs, [size for _, size in missing])
-        failed_runs: set[str] = set()
-        for doc, result in zip(docs, results, strict=True):
-            if "error" in result and result["error"] != "conflict":
-                failed_runs.add(doc["run_id"])
-                logger.warning("writing %s failed: %s", doc["_id"], result)
-        if failed_runs:
-            raise CouchStoreError(f"trace chunks of {sorted(failed_runs)} were refused")
-
-    async def _write_run_docs(
+    def _apply_run_results(
         self,
-        live: list[Plan],
+        plans: list[WritePlan],
         stored: dict[str, dict[str, Any] | None],
-        named: dict[str, set[str]],
+        results: list[dict[str, Any]],
+        refused: set[str],
         must_read: set[str],
-    ) -> tuple[list[Plan], set[str]]:
-        """Step 2: the run docs. Returns the plans that conflicted and the ids of
-        the chunks and parts the written run docs no longer name.
-
-        A conflict means someone wrote since we read (or the run we did not
-        know exists): the run is read and merged again in the next round.
-        """
-        run_docs = []
-        for plan in live:
-            old = stored.get(plan.record.run_id)
-            run_docs.append(plan.run_doc if old is None else {**plan.run_doc, "_rev": old["_rev"]})
-        results = await self._bulk(run_docs, [plan.run_doc_size for plan in live])
-        conflicted: list[Plan] = []
+    ) -> tuple[list[RunWrite], set[str]]:
+        """Remember what the run docs' results say; returns the writes that
+        conflicted (read and merged again in the next round) and the field
+        parts the written run docs no longer name."""
+        conflicted: list[RunWrite] = []
         unused: set[str] = set()
-        for plan, result in zip(live, results, strict=True):
-            run_id = plan.record.run_id
+        for plan, result in zip(plans, results, strict=True):
+            run_id = plan.write.run_id
             if "error" not in result:
                 self._remember(run_id, {**run_doc_meta(plan.run_doc), "_rev": result["rev"]})
-                unused |= named[run_id] - plan.docs.keys()
+                unused |= field_part_ids(stored.get(run_id)) - field_part_ids(plan.run_doc)
             elif result["error"] == "conflict":
                 self._remember(run_id, None)
                 must_read.add(run_id)
-                conflicted.append(plan)
+                conflicted.append(plan.write)
             else:
-                raise CouchStoreError(f"run {run_id} was refused: {result}")
+                refused.add(run_id)
+                logger.warning("run doc %s was refused: %s", run_id, result)
         return conflicted, unused
 
     async def _delete_unused(self, unused: set[str]) -> None:
-        """Step 3: what the new run docs no longer name (e.g. the previous tail
-        chunk, or every chunk of a trace that now fits in the run doc)."""
+        """Field parts the new run docs no longer name (a field that changed)."""
         if not unused:
             return
         revs = await revs_by_id(self._database(), unused)
         deletions = [{"_id": i, "_rev": r, "_deleted": True} for i, r in revs.items()]
         for result in await self._bulk(deletions):
             if "error" in result and result["error"] not in ("conflict", "not_found"):
-                logger.warning("deleting unused trace chunk failed: %s", result)
+                logger.warning("deleting an unused field part failed: %s", result)
 
     # ----------------------------------------------------------------- reads
 
     async def get(self, run_id: str) -> RunRecord | None:
         for attempt in range(_READ_ATTEMPTS):
-            run_doc = (await self._docs_by_id([run_id])).get(run_id)
-            if run_doc is None or run_doc.get("type") != RUN_TYPE:
+            run_doc = await self._run_doc(run_id)
+            if run_doc is None:
                 return None
-            self._remember(run_id, run_doc_meta(run_doc))
-            record = await self._record(run_doc)
-            if record is not None:
-                return record
-            # A chunk vanished under us: a writer replaced it; read the new run doc.
+            parts = list(field_part_ids(run_doc))
+            header = header_from_doc(run_doc, await self._docs_by_id(parts) if parts else {})
+            events = await read_events(
+                self._database(),
+                run_doc,
+                0,
+                int(run_doc.get("event_count") or 0),
+                page=self._range_page,
+            )
+            if header is not None and events is not None:
+                return replace(header, events=tuple(events))
+            # A commit is in flight (or failed and will be retried): read again.
             await asyncio.sleep(0.05 * (attempt + 1))
-        raise CouchStoreError(f"run {run_id}: its trace chunks keep changing under the reader")
+        raise CouchStoreError(f"run {run_id}: its stored events keep missing under the reader")
 
-    async def _record(self, run_doc: dict[str, Any]) -> RunRecord | None:
-        """The record ``run_doc`` holds; None if one of its chunks or parts vanished."""
-        ids = part_ids(run_doc)
-        return read_record(run_doc, await self._docs_by_id(ids) if ids else {})
+    async def get_events(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
+        if limit < 1:
+            return []
+        after_seq = max(after_seq, 0)
+        for attempt in range(_READ_ATTEMPTS):
+            run_doc = await self._run_doc(run_id)
+            if run_doc is None:
+                return []
+            stop = min(int(run_doc.get("event_count") or 0), after_seq + limit)
+            events = await read_events(
+                self._database(), run_doc, after_seq, stop, page=self._range_page
+            )
+            if events is not None:
+                return events
+            await asyncio.sleep(0.05 * (attempt + 1))
+        raise CouchStoreError(f"run {run_id}: its stored events keep missing under the reader")
+
+    async def _run_doc(self, run_id: str) -> dict[str, Any] | None:
+        run_doc = (await self._docs_by_id([run_id])).get(run_id)
+        if run_doc is None or run_doc.get("type") != RUN_TYPE:
+            return None
+        self._remember(run_id, run_doc_meta(run_doc))
+        return run_doc
 
     async def list_for_user(
         self,
@@ -383,81 +416,37 @@ class CouchStore:
         rows = await find_all(
             self._database(), {"status": "running"}, INDEX_BY_STATUS, ["_id"], page=self._find_page
         )
-        records = []
-        for row in rows:
-            record = await self.get(row["_id"])
-            if record is None or record.status != "running":
+        found = await self._docs_by_id([row["_id"] for row in rows])
+        parts = [i for doc in found.values() for i in field_part_ids(doc)]
+        part_docs = await self._docs_by_id(parts) if parts else {}
+        writes = []
+        for doc in found.values():
+            header = header_from_doc(doc, part_docs) if doc.get("type") == RUN_TYPE else None
+            if header is None or header.status != "running":
                 continue
-            if node is None or record.node in (None, node):
-                records.append(RunWrite(replace(record, events=()), len(record.events)))
-        return records
+            if node is None or header.node in (None, node):
+                writes.append(RunWrite(header, int(doc.get("event_count") or 0)))
+        return writes
 
     # --------------------------------------------------------------- deletes
 
     async def delete(self, run_id: str) -> bool:
-        self._remember(run_id, None)
+        self._forget(run_id)
         try:
-            return await self._delete(run_id)
+            return await delete_run(self._database(), run_id, self._bulk)
         finally:
-            self._remember(run_id, None)
-
-    async def _delete(self, run_id: str) -> bool:
-        for _ in range(_MAX_ROUNDS):
-            # The run doc and everything named after it, orphans of an
-            # interrupted write included.
-            response = await self._database().all_docs.get(
-                startkey=json.dumps(run_id), endkey=json.dumps(f"{run_id}:\ufff0")
-            )
-            own = re.compile(re.escape(run_id) + r"(:(trace|field):.*)?\Z")
-            rows = [row for row in response.rows if own.match(row["id"])]
-            if not any(row["id"] == run_id for row in rows):
-                if rows:  # a run doc already gone: clear what it left
-                    await self._bulk([_deletion(row) for row in rows])
-                return False
-            # Chunks first, the run doc last: a failure leaves a readable-or-gone run.
-            rows.sort(key=lambda row: row["id"] == run_id)
-            results = await self._bulk([_deletion(row) for row in rows])
-            if results[-1].get("error") is None:
-                return True
-            if results[-1]["error"] != "conflict":
-                raise CouchStoreError(f"deleting run {run_id} failed: {results[-1]}")
-        raise CouchStoreError(f"deleting run {run_id} kept conflicting")
+            self._forget(run_id)
 
     async def purge_older_than(self, cutoff: float, *, batch: int = 500) -> int:
-        if batch < 1:
-            raise ValueError("batch must be >= 1")
-        ddoc, name, fields = INDEX_BY_FINISHED
-        total = 0
-        while True:
-            answer = await find(
-                self._database(),
-                {"finished_at": {"$lt": cutoff}, "type": RUN_TYPE, "status": {"$ne": "running"}},
-                sort=[{f: "asc"} for f in fields],
-                limit=batch,
-                fields=["_id", "_rev", "type", "trace", "spilled"],
-                use_index=[ddoc, name],
-            )
-            docs = answer["docs"]
-            deleted = await self._delete_runs(docs)
-            total += deleted
-            if len(docs) < batch or deleted == 0:
-                return total
-
-    async def _delete_runs(self, run_docs: list[dict[str, Any]]) -> int:
-        run_docs = [doc for doc in run_docs if doc.get("type") == RUN_TYPE]
-        for doc in run_docs:
-            self._remember(doc["_id"], None)
-        parts = {doc_id for doc in run_docs for doc_id in named_ids(doc["_id"], doc)}
-        revs = await revs_by_id(self._database(), parts)
-        deletions = [{"_id": i, "_rev": r, "_deleted": True} for i, r in revs.items()]
-        deletions += [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in run_docs]
-        results = await self._bulk(deletions)
-        return sum(
-            1
-            for doc, result in zip(deletions, results, strict=True)
-            if doc["_id"] in {d["_id"] for d in run_docs} and "error" not in result
+        return await purge_finished(
+            self._database(), cutoff, batch=batch, bulk=self._bulk, forget=self._forget
         )
 
+    def _forget(self, run_id: str) -> None:
+        self._remember(run_id, None)
+        self._unsure.discard(run_id)
 
-def _deletion(row: dict[str, Any]) -> dict[str, Any]:
-    return {"_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
+
+def _whole(write: RunWrite) -> bool:
+    """A finished run written whole: it wins against anything stored."""
+    return write.first_seq == 1 and write.header.status in TERMINAL_STATUSES

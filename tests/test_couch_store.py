@@ -1,7 +1,7 @@
 """CouchStore behaviour the shared store contract cannot show.
 
-Trace splitting (no document over ``chunk_bytes``, only changed chunks
-written), ``_rev`` races between two writers, the Mango indexes and the
+Trace splitting (no document over ``chunk_bytes``, a commit adds chunks and
+rewrites only the run doc), ``_rev`` races between two writers, the Mango indexes and the
 database's ``_security``. Runs against the CouchDB-compatible test server
 (``couch_url``); each test has its own database and its own event loop
 (aiocouch binds its HTTP session to the loop that opened it).
@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from actors.persistence_protocol import RunWrite
 from actors.records import Event, RunRecord, RunStatus
 from persistence.couch_store import CouchStore
 from tests.store_helpers import whole
@@ -117,9 +119,7 @@ def test_thirty_megabyte_trace_is_split_and_round_trips(
 
     checkpoint = record("big", "running", trace[:6_000])
     run(store.save(checkpoint))
-    first_chunks = {
-        d["_id"]: d["_rev"] for d in all_docs(http, couch_db_name) if ":trace:" in d["_id"]
-    }
+    first_chunks = {d["_id"]: d["_rev"] for d in all_docs(http, couch_db_name) if ":e:" in d["_id"]}
 
     final = record("big", "success", trace, result=big_result)
     run(store.save(final))
@@ -130,16 +130,16 @@ def test_thirty_megabyte_trace_is_split_and_round_trips(
     assert sum(encoded_size(d) for d in docs) > 30_000_000
     assert max(encoded_size(d) for d in docs) <= store.chunk_bytes
     run_doc = next(d for d in docs if d["_id"] == "big")
-    chunk_ids = {d["_id"] for d in docs if ":trace:" in d["_id"]}
-    assert len(chunk_ids) == len(run_doc["trace"]) > 30  # no leftovers of the checkpoint
-    assert any(len(ref) == 4 for ref in run_doc["trace"])  # the big event's parts
+    chunks = [d for d in docs if ":e:" in d["_id"]]
+    assert "events" not in run_doc
+    assert run_doc["writers"] == [[store._gen, 1]]
+    assert any("part" in d for d in chunks)  # the big event's parts
     assert "result" in run_doc["spilled"]
-    # A checkpoint's full chunks are kept as they are: never rewritten, only the
-    # tail chunk is replaced by a longer one.
-    kept = set(first_chunks) & chunk_ids
-    assert len(kept) >= len(first_chunks) - 1
-    assert all(rev.startswith("1-") for rev in first_chunks.values())
-    assert all(d["_rev"].startswith("1-") for d in docs if d["_id"] in chunk_ids)
+    # The checkpoint's chunks are never rewritten: the final write added chunks
+    # for the events after it, and nothing else.
+    assert set(first_chunks) <= {d["_id"] for d in chunks}
+    assert all(d["_rev"].startswith("1-") for d in chunks)
+    assert min(d["first_seq"] for d in chunks if d["_id"] not in first_chunks) == 6_001
 
 
 @pytest.mark.timeout(60)
@@ -370,45 +370,36 @@ def test_a_batch_of_new_small_runs_is_one_request(
 
 
 @pytest.mark.timeout(120)
-def test_live_run_grows_from_inline_to_chunks_without_losing_or_leaving_anything(
+def test_a_live_runs_commit_rewrites_its_run_doc_and_adds_chunks_only(
     stores: Callable[..., CouchStore],
     run: Callable[[Coroutine[Any, Any, Any]], Any],
     http: httpx.Client,
     couch_db_name: str,
 ) -> None:
-    # 8 KiB documents: a trace stays inline up to ~4 KB, ~7 KB per chunk.
+    # 8 KiB documents: ~7 KB of events per chunk.
     store = stores(chunk_bytes=8192)
     events = log_events(60, 500)
-    seen_chunks: set[str] = set()
+    header = record("live", "running")
+    run(store.save_many([RunWrite(header, 0)]))
+    done = 0
     for n in (1, 3, 4, 9, 10, 25, 26, 40, 59):
-        checkpoint = record("live", "running", events[:n], updated_at=T0 + n)
-        run(store.save(checkpoint))
-        assert run(store.get("live")) == checkpoint
-        docs = docs_of(http, couch_db_name, "live")
-        run_doc = docs.pop("live")
-        if n <= 3:
-            assert len(run_doc["events"]) == n
-            assert not docs
-        else:
-            assert "events" not in run_doc
-            assert set(docs) == {f"live:trace:{a}-{b}" for a, b in run_doc["trace"]}
-            seen_chunks |= set(docs)
-        assert max(encoded_size(d) for d in [run_doc, *docs.values()]) <= store.chunk_bytes
-    final = record("live", "success", events, updated_at=T0 + 99, result={"n": 60})
-    run(store.save(final))
+        before = docs_of(http, couch_db_name, "live")
+        write = RunWrite(replace(header, updated_at=T0 + n), n, events[done:n])
+        run(store.save_many([write]))
+        after = docs_of(http, couch_db_name, "live")
+        assert {i for i in before if after[i]["_rev"] != before[i]["_rev"]} == {"live"}
+        added = [after[i] for i in set(after) - set(before)]
+        assert sorted(e[0] for d in added for e in d["events"]) == list(range(done + 1, n + 1))
+        assert after["live"]["event_count"] == n
+        assert max(encoded_size(d) for d in after.values()) <= store.chunk_bytes
+        assert run(stores().get("live")) == record("live", "running", events[:n], updated_at=T0 + n)
+        done = n
+    final = replace(header, status="success", finished_at=T0 + 99, updated_at=T0 + 99)
+    run(store.save_many([RunWrite(final, 60, events[59:])]))
     for reader in (store, stores()):
         got = run(reader.get("live"))
-        assert got == final
-        assert [e.seq for e in got.events] == list(range(1, 61))
-    docs = docs_of(http, couch_db_name, "live")
-    run_doc = docs.pop("live")
-    assert set(docs) == {f"live:trace:{a}-{b}" for a, b in run_doc["trace"]}
-    assert len(seen_chunks) > len(docs)  # tail chunks were replaced, and removed
-
-    # A terminal record whose trace fits inline replaces a chunked one: no chunk stays.
-    run(store.save(record("live", "error", events[:2], updated_at=T0 + 100)))
-    assert list(docs_of(http, couch_db_name, "live")) == ["live"]
-    assert run(stores().get("live")) == record("live", "error", events[:2], updated_at=T0 + 100)
+        assert got == replace(final, events=events)
+        assert run(reader.get_events("live", 57, 10)) == list(events[57:])
 
 
 @pytest.mark.timeout(60)
