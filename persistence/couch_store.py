@@ -5,17 +5,18 @@ What the documents hold, and how big each may be, is
 the requests are :mod:`persistence.couch_requests`. This module decides what
 to read and write, and in which order.
 
-A commit (``save_many``) is one ``_bulk_docs`` for all its runs: each run's
-new events as event chunks (never rewritten, named by their seqs and this
-store's ``gen``), new field parts, and the run docs (header, ``event_count``,
-``writers``), each with its remembered ``_rev``. A run doc's ``_rev`` decides
+A commit (``save_many``) is two ``_bulk_docs`` for all its runs: first each
+run's new events as event chunks (never rewritten, named by their seqs and
+this store's ``gen``) and new field parts, then the run docs (header,
+``event_count``, ``writers``), each with its remembered ``_rev``; a run whose
+chunk was refused gets no run doc, so a stored ``event_count`` never counts a
+missing event, even if the process dies before it retries. A run doc's ``_rev`` decides
 races; a chunk is acknowledged only once it is stored with exactly this
 content (a 409 on a chunk is read back and compared), else ``save_many``
 raises and the persistence actor retries the batch: the same chunk ids
 again, so a retry is idempotent. Until a run's chunks are known to be stored,
 its next commit writes all its events again (not only those past the stored
-``event_count``). A reader cuts the trace at the run doc's ``event_count``; a
-seq missing below it (a commit still in flight) means read again.
+``event_count``). A reader cuts the trace at the run doc's ``event_count``.
 
 The store remembers the ``_rev``, version, ``writers`` and field parts of the
 run docs it last wrote or read (a bounded LRU). Known runs carry their
