@@ -51,6 +51,7 @@ from actors.errors import (
 from actors.feed import Feed
 from actors.finished_cache import FinishedCache
 from actors.listing import Listing
+from actors.live_run import LiveRun, RunEnded, RunSettings, WhenStored
 from actors.messages import (
     SYSTEM,
     Caller,
@@ -79,7 +80,7 @@ from actors.persistence_protocol import (
     StoreStatus,
 )
 from actors.records import RunRecord, RunSummary
-from actors.run import LiveRun, RunActor, RunEnded, RunSettings, WhenStored
+from actors.run import RunActor
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 from actors.watchers import Watchers

@@ -34,84 +34,19 @@ import pykka
 
 from actors.asyncio_actor import RESUME, AsyncioActor
 from actors.clock import Clock
-from actors.config import RuntimeConfig
 from actors.context import Agent, RunContext, StopRequested
 from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
-from actors.messages import GetRun, RestartPolicy, StopAccepted, StopRun, Subscribe, Unsubscribe
+from actors.live_run import LiveRun, RunEnded, RunSettings, WhenStored
+from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.quotas import QuotaExceeded, encoded_size, truncated
-from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
+from actors.records import JSON, Event, RunRecord, RunStatus
 from actors.run_log import RunLog
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 
 logger = logging.getLogger("runyard.run")
-
-
-@dataclass
-class LiveRun:
-    """A live run's gauges: written by its run actor, read by the registry.
-
-    Both live on the loop thread, so reading needs no message round trip;
-    this is how the registry lists and introspects 100,000 live runs without
-    asking 100,000 actors.
-    """
-
-    run_id: str
-    owner: str
-    agent: str
-    started_at: float
-    ref: pykka.ActorRef[Any] | None = None
-    status: RunStatus = "running"
-    trace_length: int = 0
-    """Events a reader can see: with a store, those it acknowledged (the high-water mark)."""
-    unstored_bytes: int = 0
-    """Event data emitted but not yet acknowledged by the store (what backpressure bounds)."""
-    subscribers: int = 0
-    stopping: bool = False
-
-    def summary(self) -> RunSummary:
-        return RunSummary(
-            run_id=self.run_id,
-            owner=self.owner,
-            agent=self.agent,
-            status=self.status,
-            started_at=self.started_at,
-            finished_at=None,
-            event_count=self.trace_length,
-            error=None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """One run's knobs: the runtime's configuration plus the start request's.
-    No defaults here: the registry fills every field."""
-
-    config: RuntimeConfig
-    max_duration_s: float | None
-    restart: RestartPolicy | None
-    options: dict[str, JSON]
-
-
-@dataclass(frozen=True, slots=True)
-class RunEnded:
-    """A run actor's last word to the registry: its final record, sent before it stops."""
-
-    record: RunRecord
-
-
-@dataclass(frozen=True, slots=True)
-class WhenStored:
-    """Reply ``None`` once the run's header and its first ``seq`` events are stored.
-
-    The registry asks this before it acknowledges a start (``seq`` 0: the run
-    exists in the store); :class:`~actors.errors.StoreUnavailable` after the
-    store timeout.
-    """
-
-    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)

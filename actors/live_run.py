@@ -1,0 +1,80 @@
+"""What the registry and a run actor share about one live run: its gauges, its
+settings, and the two messages between them.
+
+``LiveRun`` is written by the run actor and read by the registry without a
+message round trip (both live on the loop thread): this is how the registry
+lists and introspects 100,000 live runs without asking 100,000 actors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.config import RuntimeConfig
+from actors.messages import RestartPolicy
+from actors.records import JSON, RunRecord, RunStatus, RunSummary
+
+__all__ = ["LiveRun", "RunEnded", "RunSettings", "WhenStored"]
+
+
+@dataclass
+class LiveRun:
+    """A live run's gauges: written by its run actor, read by the registry."""
+
+    run_id: str
+    owner: str
+    agent: str
+    started_at: float
+    ref: pykka.ActorRef[Any] | None = None
+    status: RunStatus = "running"
+    trace_length: int = 0
+    """Events a reader can see: with a store, those it acknowledged (the high-water mark)."""
+    unstored_bytes: int = 0
+    """Event data emitted but not yet acknowledged by the store (what backpressure bounds)."""
+    subscribers: int = 0
+    stopping: bool = False
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            run_id=self.run_id,
+            owner=self.owner,
+            agent=self.agent,
+            status=self.status,
+            started_at=self.started_at,
+            finished_at=None,
+            event_count=self.trace_length,
+            error=None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """One run's knobs: the runtime's configuration plus the start request's.
+    No defaults here: the registry fills every field."""
+
+    config: RuntimeConfig
+    max_duration_s: float | None
+    restart: RestartPolicy | None
+    options: dict[str, JSON]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A run actor's last word to the registry: its final record, sent before it stops."""
+
+    record: RunRecord
+
+
+@dataclass(frozen=True, slots=True)
+class WhenStored:
+    """Reply ``None`` once the run's header and its first ``seq`` events are stored.
+
+    The registry asks this before it acknowledges a start (``seq`` 0: the run
+    exists in the store); :class:`~actors.errors.StoreUnavailable` after the
+    store timeout.
+    """
+
+    seq: int = 0
