@@ -54,7 +54,7 @@ def replaces(new: Version, stored: Version) -> bool:
 
     The one merge rule of every write path (the write window, the persistence
     actor's backlog, both stores), because writes of one run can arrive out of
-    order: a stub or checkpoint can land after the run's final record, and a
+    order: a retried batch can land after a newer write of the run, and a
     node that recovered a run may race a late write.
 
     - nothing stored: yes;

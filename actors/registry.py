@@ -10,15 +10,16 @@ Where a run is, by age:
 
 1. live: a :class:`~actors.run.RunActor` (``self._live``);
 2. finished, fresh: a plain record in the :class:`~actors.finished_cache.FinishedCache`
-   for ``retention_s``, and until the store has acknowledged it (nothing is
-   evicted unsaved);
+   for ``retention_s`` and within ``cache_bytes`` (a run reaches it only
+   once its final record is stored);
 3. older: only in the store, reached through the store link
    (:mod:`actors.store_link`) by a deferred reply, so a slow store never
    holds up the registry's inbox.
 
-Everything the registry writes (a new run's ``running`` stub, a final
-record, a delete) goes through that same link, as do the run actors'
-checkpoints: one batched, acknowledged route to the store.
+The registry writes no runs: each run actor writes its own (header, new
+events, final header) through the store link, the one batched, acknowledged
+route to the store; deletes, reads and purges from here take the same link.
+A start is acknowledged once the run actor says its header is stored.
 """
 
 from __future__ import annotations

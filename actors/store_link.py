@@ -149,7 +149,7 @@ class StoreLink(AsyncioActor):
             if not wanted:
                 del self._wanted[version.run_id]
         for ref, versions in by_ref.values():
-            # A run actor may have ended before its checkpoint was stored.
+            # A run actor may have ended before an earlier write of it was acknowledged.
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.tell(RunsPersisted(saved=tuple(versions)))
 

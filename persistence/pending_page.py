@@ -38,7 +38,7 @@ def merge_page(stored: list[RunSummary], mine: list[RunWrite], q: QueryRuns) -> 
     for p in pending.values():
         if _matches(p, q):
             merged[p.run_id] = p.summary()
-    # A pending running checkpoint of a run stored as terminal elsewhere in the
+    # A pending running write of a run stored as terminal elsewhere in the
     # order is not visible here; the store ignores it when it is written anyway.
     return sorted(merged.values(), key=_key, reverse=True)[: q.limit]
 
