@@ -281,6 +281,8 @@ class RegistryActor(AsyncioActor):
 
     async def _stop_stored(self, msg: StopRun) -> Any:
         record = await self._load_owned(msg.caller, msg.run_id)
+        if not record.finished:
+            raise _elsewhere(record, "stopped")
         raise _already_finished(record)
 
     def _delete(self, msg: DeleteRun) -> Any:
@@ -298,6 +300,9 @@ class RegistryActor(AsyncioActor):
 
     async def _delete_stored(self, msg: DeleteRun) -> None:
         record = await self._load_owned(msg.caller, msg.run_id)
+        if not record.finished:
+            # Running on another node (sharing the store): never delete it under it.
+            raise StillRunning(f"run {msg.run_id} is still running; stop it first")
         await self._ask_store(DeleteStored(msg.run_id))
         self._publish(record.owner, "deleted", record.summary())
 
@@ -468,4 +473,12 @@ def _already_finished(record: RunRecord) -> AlreadyFinished:
     return AlreadyFinished(
         f"run {record.run_id} already finished with status {record.status!r}{how}",
         record.status,
+    )
+
+
+def _elsewhere(record: RunRecord, verb: str) -> StillRunning:
+    """A run the store says is running, but that this node does not run."""
+    return StillRunning(
+        f"run {record.run_id} is running on node {record.node or 'unknown'}, not on this one: "
+        f"it can only be {verb} there until scale-out is built"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from actors import Runtime
+from actors import DeleteRun, Runtime, StillRunning, StopRun
 from actors.asyncio_actor import ask
 from actors.persistence_protocol import LoadRun
 from persistence.actor import PersistenceActor
@@ -66,6 +66,14 @@ async def test_start_up_reconciles_only_this_nodes_runs(tmp_path: Path) -> None:
         assert [e.seq for e in loaded["mine"].events] == [1, 2, 3, 4]  # + the closing done
         assert loaded["theirs"].status == "running"  # node b's: not ours to touch
         assert len(loaded["theirs"].events) == 3
+        # Node b's live run is b's to stop or delete: refused here, and left alone.
+        with pytest.raises(StillRunning, match="node b"):
+            await runtime.ask(StopRun(ALICE, "theirs"), timeout=5)
+        with pytest.raises(StillRunning):
+            await runtime.ask(DeleteRun(ALICE, "theirs"), timeout=5)
+        still = await ask(persistence, LoadRun("theirs"), timeout=5)
+        assert still is not None
+        assert still.status == "running"
         # A run started here records its node.
         record, _ = await run_to_end(runtime, ALICE, "echo", {"x": 1})
         assert record.node == "a"
