@@ -79,7 +79,7 @@ class RunLog:
         fresh = self.events[self.committed : upto]
         self.committed = upto
         self._stored_bytes += sum(len(e.data_json) for e in fresh)
-        lagged = [sub for sub in self._subs for event in fresh if not sub.push(event)]
+        lagged = [sub for sub in self._subs if not sub.push_committed(fresh)]
         for sub in lagged:
             self._subs.pop(sub, None)
         if self._waiters:

@@ -68,6 +68,33 @@ class Subscription(Outbox[Item]):
         self.last_seq = event.seq
         return True
 
+    def push_committed(self, events: list[Event]) -> bool:
+        """Queue the events one commit made visible; False when the subscriber lagged.
+
+        The bound is checked before the batch, not per event: one commit can
+        release thousands of events at once (an agent that emits faster than the
+        group-commit window), and that is the producer's burst, not a slow
+        reader.  A reader still ``max_queue`` items behind when the next commit
+        lands is cut off.  The queue holds references to events the trace holds
+        anyway, so a burst costs no copies.
+        """
+        if self._closed:
+            return False
+        fresh = (
+            events
+            if events and events[0].seq > self.last_seq
+            else [e for e in events if e.seq > self.last_seq]
+        )
+        if not fresh:
+            return True
+        if self.full():
+            self.close(Lagged(last_seq=self.last_seq))
+            return False
+        self._items.extend(fresh)
+        self._wake()
+        self.last_seq = fresh[-1].seq
+        return True
+
     def close(self, final: Finished | Lagged | Closing) -> None:
         """Queue the terminal item; nothing is queued after it."""
         self._close_with(final)

@@ -92,7 +92,7 @@ async def gated_burst(input_dict: dict[str, Any], ctx: RunContext) -> Any:
     for i in range(1, n + 1):
         ctx.emit("chat", i=i, pad=pad)
         if i % 100 == 0:
-            await asyncio.sleep(0)
+            await ctx.ready()  # the store's pace: the burst arrives in several commits
     return {"sent": n}
 
 
@@ -325,7 +325,11 @@ def test_heartbeat_comments_keep_an_idle_stream_alive(live: LiveServer) -> None:
 def test_a_client_that_stops_reading_is_cut_off_with_lagged_then_resumes_exactly(
     live: LiveServer, alice: httpx.Client
 ) -> None:
-    """The subscriber queue is bounded: a stalled reader gets ``lagged`` with its seq."""
+    """The subscriber queue is bounded: a stalled reader gets ``lagged`` with its seq.
+
+    The bound is checked at each commit (one commit may release a whole burst):
+    the 40 MB burst passes the 8 MiB backpressure bound, so it is stored in
+    several commits, and at a later one the reader is still 10,000 behind."""
     n = 20_000  # 2 KB each: 40 MB, far more than a 32 KiB window plus the 10,000-event queue
     gate = f"g{random.random()}"
     run_id = start(alice, "gated_burst", gate=gate, n=n, size=2000)
