@@ -51,13 +51,15 @@ class CouchTestServer(ABC):
     either; they differ in how a server is launched, stopped and seen alive.
     """
 
-    def __init__(
-        self, data_dir: Path, port: int | None, *, startup_timeout: float, stop_timeout: float
-    ) -> None:
+    startup_timeout: float = 30.0
+    """Seconds a start may take before it counts as failed."""
+    stop_timeout: float = 5.0
+    """Seconds a stop waits for the server to end before killing it."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        """``port=None``: a free one is chosen at the first start."""
         self.data_dir = Path(data_dir).resolve()
         self._port = port
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
 
     # -- addresses ---------------------------------------------------------
 
@@ -145,16 +147,10 @@ class CouchServer(CouchTestServer):
     """One pouchdb-server process; ``start``/``stop``/``restart`` keep port and data."""
 
     def __init__(
-        self,
-        data_dir: Path,
-        port: int | None = None,
-        *,
-        startup_timeout: float = 30.0,
-        stop_timeout: float = 5.0,
-        preload: Path | None = PRELOAD,
+        self, data_dir: Path, port: int | None = None, *, preload: Path | None = PRELOAD
     ) -> None:
         """``preload=None`` runs the stock pouchdb-server (to see the gaps it fixes)."""
-        super().__init__(data_dir, port, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
+        super().__init__(data_dir, port)
         self.preload = preload
         self._node = ""
         self._proc: subprocess.Popen[bytes] | None = None

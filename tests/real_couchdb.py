@@ -35,16 +35,9 @@ class RealCouchServer(CouchTestServer):
     A start takes about 2 s.
     """
 
-    def __init__(
-        self,
-        data_dir: Path,
-        port: int | None = None,
-        *,
-        startup_timeout: float = 60.0,
-        stop_timeout: float = 20.0,
-    ) -> None:
-        super().__init__(data_dir, port, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
-        self._watchdog: subprocess.Popen[bytes] | None = None
+    startup_timeout = 60.0
+    stop_timeout = 20.0
+    _watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
