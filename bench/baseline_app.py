@@ -28,6 +28,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -68,9 +69,46 @@ class Run:
         seq = len(self.events) + 1
         event = {"seq": seq, "ts": iso(time.time()), "type": type_, "data": data}
         self.events.append(event)
+        self.publish(event)
+        return seq
+
+    # The hooks below are where the durable baseline (bench.durable_app) differs:
+    # here everything is visible the moment it happens.
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Hand a new event to its readers: at once, there being no store."""
         for queue in self.subscribers:
             queue.put_nowait(event)
-        return seq
+
+    @property
+    def visible(self) -> int:
+        """How many events readers may see (``GET``, replay)."""
+        return len(self.events)
+
+    @property
+    def live(self) -> bool:
+        """Readers may not see the end yet: a new subscriber waits for more."""
+        return self.status == "running"
+
+    async def stored(self) -> None:
+        """Return once the start may be acknowledged: at once, there being no store."""
+
+    def ended(self) -> None:
+        """The ``done`` event is added: end every subscriber's stream."""
+        self.close()
+
+    def close(self) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(None)
+        self.subscribers.clear()
+
+    def delivers(self, event: dict[str, Any], after: int) -> bool:
+        """Whether a live ``event`` goes to a subscriber that resumed ``after`` a seq.
+
+        The plain baseline sends every event past the replay snapshot, even
+        to one that resumed past the end; the durable one skips those.
+        """
+        return True
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -140,10 +178,25 @@ def parse_tokens(value: str) -> dict[str, str]:
 def create_app(
     catalog: AgentCatalog | None = None, tokens: dict[str, str] | None = None
 ) -> FastAPI:
+    return build_app("baseline", Run, catalog, tokens)
+
+
+def build_app(
+    title: str,
+    new_run: Callable[[str, str, str, dict[str, Any]], Run],
+    catalog: AgentCatalog | None = None,
+    tokens: dict[str, str] | None = None,
+) -> FastAPI:
+    """The API over runs made by ``new_run(run_id, owner, agent, input_dict)``.
+
+    The run class's hooks (``publish``, ``visible``, ``live``, ``stored``,
+    ``ended``, ``delivers``) decide when readers see what; the HTTP side is
+    the same for the plain and the durable baseline.
+    """
     catalog = catalog or bench_catalog()
     users = tokens if tokens is not None else parse_tokens(os.environ.get("RUNYARD_TOKENS", ""))
     runs: dict[str, Run] = {}
-    app = FastAPI(title="baseline")
+    app = FastAPI(title=title)
 
     async def caller(authorization: Annotated[str | None, Header()] = None) -> str:
         scheme, _, token = (authorization or "").partition(" ")
@@ -171,9 +224,7 @@ def create_app(
             run.error = f"{type(exc).__name__}: {exc}"
         run.finished_at = time.time()
         run.add_event("done", {"status": run.status, "result": run.result, "error": run.error})
-        for queue in run.subscribers:
-            queue.put_nowait(None)
-        run.subscribers.clear()
+        run.ended()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -190,9 +241,10 @@ def create_app(
     ) -> JSONResponse:
         if body.agent not in catalog:
             raise HTTPException(400, f"unknown agent {body.agent!r}")
-        run = Run(uuid.uuid4().hex, user, body.agent, body.input_dict)
+        run = new_run(uuid.uuid4().hex, user, body.agent, body.input_dict)
         runs[run.run_id] = run
         run.task = asyncio.create_task(supervise(run, Ctx(run)))
+        await run.stored()
         return JSONResponse(
             {"run_id": run.run_id, "status": "running"},
             status_code=202,
@@ -222,16 +274,18 @@ def create_app(
         )
 
     async def follow(run: Run, after: int) -> Any:
-        # Snapshot and subscribe in one step (no await between): exact resume.
+        # Snapshot of the visible part and subscribe in one step (no await
+        # between): exact resume.
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        replay = run.events[after:]
-        live = run.status == "running"
+        replay = run.events[after : run.visible]
+        live = run.live
         if live:
             run.subscribers.add(queue)
         try:
+            status = "running" if live else run.status
             yield {
                 "event": "run",
-                "data": dumps({"run_id": run.run_id, "status": run.status, "after": after}),
+                "data": dumps({"run_id": run.run_id, "status": status, "after": after}),
             }
             for event in replay:
                 yield {"id": str(event["seq"]), "event": event["type"], "data": dumps(event)}
@@ -239,6 +293,8 @@ def create_app(
                 item = await queue.get()
                 if item is None:
                     break
+                if not run.delivers(item, after):
+                    continue
                 yield {"id": str(item["seq"]), "event": item["type"], "data": dumps(item)}
         finally:
             run.subscribers.discard(queue)

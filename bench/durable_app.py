@@ -21,26 +21,19 @@ per event.  It is the practical limit for a registry that keeps its word.
 ``$RUNYARD_DATA_DIR/durable.sqlite3``.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the local dependency objects.
-
 import asyncio
 import os
 import sqlite3
-import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
-from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
+from fastapi import FastAPI
 
 from actors.agents import AgentCatalog
-from actors.context import StopRequested
-from bench.agents import bench_catalog
-from bench.baseline_app import Ctx, Run, StartRunRequest, dumps, iso, parse_tokens
+from bench.baseline_app import Run, build_app, dumps
 
 WINDOW_S = 0.005
 """Longest a write waits for company before its transaction (runyard's SQLite window)."""
@@ -166,12 +159,32 @@ class DurableRun(Run):
         self.closed = False
         """The final status and ``done`` are committed: readers may see the end."""
 
-    def add_event(self, type_: str, data: dict[str, Any]) -> int:
-        seq = len(self.events) + 1
-        event = {"seq": seq, "ts": iso(time.time()), "type": type_, "data": data}
-        self.events.append(event)
+    def publish(self, event: dict[str, Any]) -> None:
         self.journal.event(self, event)
-        return seq
+
+    @property
+    def visible(self) -> int:
+        return self.committed
+
+    @property
+    def live(self) -> bool:
+        return not self.closed
+
+    async def stored(self) -> None:
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def acknowledge() -> None:
+            if not stored.done():  # the request may be gone (cancelled) by then
+                stored.set_result(None)
+
+        self.journal.started(self, acknowledge)
+        await stored
+
+    def ended(self) -> None:
+        self.journal.finished(self, self.close)  # after the done's own commit callback: same window
+
+    def delivers(self, event: dict[str, Any], after: int) -> bool:
+        return bool(event["seq"] > after)
 
     def commit_to(self, seq: int) -> None:
         """Events up to ``seq`` are on disk: hand the new ones to every subscriber."""
@@ -185,9 +198,7 @@ class DurableRun(Run):
 
     def close(self) -> None:
         self.closed = True
-        for queue in self.subscribers:
-            queue.put_nowait(None)
-        self.subscribers.clear()
+        super().close()
 
     def as_json(self) -> dict[str, Any]:
         out = super().as_json()
@@ -201,113 +212,5 @@ class DurableRun(Run):
 def create_app(
     catalog: AgentCatalog | None = None, tokens: dict[str, str] | None = None
 ) -> FastAPI:
-    catalog = catalog or bench_catalog()
-    users = tokens if tokens is not None else parse_tokens(os.environ.get("RUNYARD_TOKENS", ""))
-    data_dir = Path(os.environ.get("RUNYARD_DATA_DIR", "."))
-    journal = Journal(data_dir / "durable.sqlite3")
-    runs: dict[str, DurableRun] = {}
-    app = FastAPI(title="durable baseline")
-
-    async def caller(authorization: Annotated[str | None, Header()] = None) -> str:
-        scheme, _, token = (authorization or "").partition(" ")
-        user = users.get(token.strip()) if scheme.lower() == "bearer" else None
-        if user is None:
-            raise HTTPException(401, "invalid or missing token")
-        return user
-
-    def owned(run_id: str, user: str) -> DurableRun:
-        run = runs.get(run_id)
-        if run is None:
-            raise HTTPException(404, f"no run {run_id}")
-        if run.owner != user:
-            raise HTTPException(403, "not your run")
-        return run
-
-    async def supervise(run: DurableRun, ctx: Ctx) -> None:
-        try:
-            run.result = await catalog.get(run.agent)(run.input, ctx)  # type: ignore[arg-type]
-            run.status = "success"
-        except StopRequested:
-            run.status = "stopped"
-        except Exception as exc:
-            run.status = "error"
-            run.error = f"{type(exc).__name__}: {exc}"
-        run.finished_at = time.time()
-        run.add_event("done", {"status": run.status, "result": run.result, "error": run.error})
-        journal.finished(run, run.close)  # after the done's own commit callback: same window
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> dict[str, Any]:
-        live = sum(1 for r in runs.values() if r.status == "running")
-        return {"status": "ok", "detail": {"live_runs": live}}
-
-    @app.post("/runs", status_code=202)
-    async def start_run(
-        body: StartRunRequest, user: Annotated[str, Depends(caller)]
-    ) -> JSONResponse:
-        if body.agent not in catalog:
-            raise HTTPException(400, f"unknown agent {body.agent!r}")
-        run = DurableRun(journal, uuid.uuid4().hex, user, body.agent, body.input_dict)
-        runs[run.run_id] = run
-        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        journal.started(run, lambda: stored.done() or stored.set_result(None))
-        run.task = asyncio.create_task(supervise(run, Ctx(run)))
-        await stored
-        return JSONResponse(
-            {"run_id": run.run_id, "status": "running"},
-            status_code=202,
-            headers={"Location": f"/runs/{run.run_id}"},
-        )
-
-    @app.get("/runs/{run_id}")
-    async def get_run(run_id: str, user: Annotated[str, Depends(caller)]) -> JSONResponse:
-        return JSONResponse(owned(run_id, user).as_json())
-
-    @app.get("/runs/{run_id}/stream")
-    async def stream_run(
-        run_id: str,
-        user: Annotated[str, Depends(caller)],
-        after: Annotated[str | None, Query()] = None,
-        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    ) -> EventSourceResponse:
-        run = owned(run_id, user)
-        raw = last_event_id or after or "0"
-        if not raw.isdigit():
-            raise HTTPException(400, "Last-Event-ID / after must be an event seq")
-        return EventSourceResponse(
-            follow(run, int(raw)),
-            ping=10,
-            sep="\n",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    async def follow(run: DurableRun, after: int) -> Any:
-        # Snapshot of the committed part and subscribe in one step: exact resume.
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        replay = run.events[after : run.committed]
-        live = not run.closed
-        if live:
-            run.subscribers.add(queue)
-        try:
-            status = "running" if live else run.status
-            yield {
-                "event": "run",
-                "data": dumps({"run_id": run.run_id, "status": status, "after": after}),
-            }
-            for event in replay:
-                yield {"id": str(event["seq"]), "event": event["type"], "data": dumps(event)}
-            while live:
-                item = await queue.get()
-                if item is None:
-                    break
-                if item["seq"] <= after:
-                    continue
-                yield {"id": str(item["seq"]), "event": item["type"], "data": dumps(item)}
-        finally:
-            run.subscribers.discard(queue)
-
-    return app
+    journal = Journal(Path(os.environ.get("RUNYARD_DATA_DIR", ".")) / "durable.sqlite3")
+    return build_app("durable baseline", partial(DurableRun, journal), catalog, tokens)

@@ -70,6 +70,18 @@ def wait_finished(client: httpx.Client, run_id: str, timeout: float = 15.0) -> d
     return result
 
 
+def finished_and_running(client: httpx.Client, **echo_input: Any) -> dict[str, str]:
+    """Start one run to its end and one that lasts: ``{"finished": id, "running": id}``.
+
+    Module fixtures keep such a pair to check that what a test does to other
+    runs (or users, or bad requests) leaves both alone.
+    """
+    finished = start(client, "echo", **echo_input)
+    wait_finished(client, finished)
+    running = start(client, "sleeper", seconds=300)
+    return {"finished": finished, "running": running}
+
+
 def open_stream(
     client: httpx.Client,
     run_id: str,

@@ -17,8 +17,9 @@ import shutil
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Protocol
+from typing import Self
 from urllib.parse import quote
 
 import httpx
@@ -36,54 +37,29 @@ class CouchServerError(RuntimeError):
     """The test server could not be started (missing install, crash, no answer)."""
 
 
-class CouchTestServer(Protocol):
-    """What tests use of a CouchDB server: this pouchdb-server or a real CouchDB.
-
-    ``tests.real_couchdb.RealCouchServer`` is the other implementation.
-    """
-
-    @property
-    def port(self) -> int: ...
-    @property
-    def base_url(self) -> str: ...
-    @property
-    def url(self) -> str: ...
-    @property
-    def auth(self) -> tuple[str, str]: ...
-    @property
-    def log_path(self) -> Path: ...
-    @property
-    def running(self) -> bool: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def restart(self) -> None: ...
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-class CouchServer:
-    """One pouchdb-server process; ``start``/``stop``/``restart`` keep port and data."""
+class CouchTestServer(ABC):
+    """What tests use of a CouchDB server: this pouchdb-server or a real CouchDB.
 
-    def __init__(
-        self,
-        data_dir: Path,
-        port: int | None = None,
-        *,
-        startup_timeout: float = 30.0,
-        stop_timeout: float = 5.0,
-        preload: Path | None = PRELOAD,
-    ) -> None:
-        """``preload=None`` runs the stock pouchdb-server (to see the gaps it fixes)."""
+    ``tests.real_couchdb.RealCouchServer`` is the other implementation. Both
+    keep port and data over ``stop``/``start``, so fixtures and tests take
+    either; they differ in how a server is launched, stopped and seen alive.
+    """
+
+    startup_timeout: float = 30.0
+    """Seconds a start may take before it counts as failed."""
+    stop_timeout: float = 5.0
+    """Seconds a stop waits for the server to end before killing it."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        """``port=None``: a free one is chosen at the first start."""
         self.data_dir = Path(data_dir).resolve()
-        self.preload = preload
         self._port = port
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- addresses ---------------------------------------------------------
 
@@ -109,6 +85,77 @@ class CouchServer:
         return (ADMIN_USER, ADMIN_PASSWORD)
 
     @property
+    @abstractmethod
+    def log_path(self) -> Path:
+        """The server's log, for the tail a failed start shows."""
+
+    @property
+    @abstractmethod
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or restart on the same dir); raise :class:`CouchServerError` on failure.
+
+        A port chosen here may be taken before the server binds it, so a
+        first start tries up to three ports; a restart keeps its port.
+        """
+        if self.running:
+            return
+        self._prepare()
+        attempts = 3 if self._port is None else 1
+        for attempt in range(attempts):
+            if self._port is None or attempt > 0:
+                self._port = free_port()
+            try:
+                self._launch()
+                return
+            except CouchServerError:
+                if attempt == attempts - 1:
+                    raise
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the server; its data stays."""
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port with the same data."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- internals ---------------------------------------------------------
+
+    @abstractmethod
+    def _prepare(self) -> None:
+        """Check that what the server needs is installed; create its directory."""
+
+    @abstractmethod
+    def _launch(self) -> None:
+        """Launch on ``self.port`` and wait until it answers, or raise CouchServerError."""
+
+
+class CouchServer(CouchTestServer):
+    """One pouchdb-server process; ``start``/``stop``/``restart`` keep port and data."""
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, preload: Path | None = PRELOAD
+    ) -> None:
+        """``preload=None`` runs the stock pouchdb-server (to see the gaps it fixes)."""
+        super().__init__(data_dir, port)
+        self.preload = preload
+        self._node = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / "server.log"
 
@@ -116,11 +163,7 @@ class CouchServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    # -- life cycle --------------------------------------------------------
-
-    def start(self) -> None:
-        if self.running:
-            return
+    def _prepare(self) -> None:
         node = shutil.which("node")
         if node is None:
             raise CouchServerError("node is not installed; run `make test` on a machine with it")
@@ -129,21 +172,17 @@ class CouchServer:
                 f"pouchdb-server is not installed in {NODE_MODULES}: run `make test` "
                 "(it installs it with npm ci)"
             )
+        self._node = node
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        # A port we chose may be taken between choosing and binding: choose again.
-        attempts = 3 if self._port is None else 1
-        for attempt in range(attempts):
-            if self._port is None or attempt > 0:
-                self._port = free_port()
-            self._spawn(node)
-            try:
-                self._wait_until_ready()
-                return
-            except CouchServerError:
-                self.stop()
-                if attempt == attempts - 1:
-                    raise
+
+    def _launch(self) -> None:
+        self._spawn(self._node)
+        try:
+            self._wait_until_ready()
+        except CouchServerError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -156,20 +195,6 @@ class CouchServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=self.stop_timeout)
-
-    def restart(self) -> None:
-        """Stop, then start again on the same port with the same data."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> CouchServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # -- internals ---------------------------------------------------------
 
     def _write_config(self) -> None:
         config = self.data_dir / "config.json"

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from urllib.parse import quote
 
-from tests.couchdb_server import ADMIN_PASSWORD, ADMIN_USER, CouchServerError, free_port
+from tests.couchdb_server import ADMIN_PASSWORD, ADMIN_USER, CouchServerError, CouchTestServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO_ROOT.parent / "shared" / "couchdb" / "couchdb.sh"
@@ -30,45 +29,15 @@ def launcher_present() -> bool:
     return LAUNCHER.is_file()
 
 
-class RealCouchServer:
-    """One single-node Apache CouchDB; ``start``/``stop``/``restart`` keep port and data."""
+class RealCouchServer(CouchTestServer):
+    """One single-node Apache CouchDB; ``start``/``stop``/``restart`` keep port and data.
 
-    def __init__(
-        self,
-        data_dir: Path,
-        port: int | None = None,
-        *,
-        startup_timeout: float = 60.0,
-        stop_timeout: float = 20.0,
-    ) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self._port = port
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self._watchdog: subprocess.Popen[bytes] | None = None
+    A start takes about 2 s.
+    """
 
-    # -- addresses ---------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise CouchServerError("the server has no port before its first start()")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` without credentials."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """``http://admin:secret@127.0.0.1:PORT``: the server admin's URL."""
-        user, password = quote(ADMIN_USER, safe=""), quote(ADMIN_PASSWORD, safe="")
-        return f"http://{user}:{password}@127.0.0.1:{self.port}"
-
-    @property
-    def auth(self) -> tuple[str, str]:
-        return (ADMIN_USER, ADMIN_PASSWORD)
+    startup_timeout = 60.0
+    stop_timeout = 20.0
+    _watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
@@ -86,29 +55,16 @@ class RealCouchServer:
         # The state is the field after the parenthesised command name.
         return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
-    # -- life cycle --------------------------------------------------------
-
-    def start(self) -> None:
-        """Start (or restart on the same dir); raise :class:`CouchServerError` on failure.
-
-        Takes about 2 s. A port chosen here may be taken before CouchDB binds
-        it, so a first start tries up to three ports; a restart keeps its port.
-        """
-        if self.running:
-            return
+    def _prepare(self) -> None:
         if not launcher_present():
             raise CouchServerError(f"the CouchDB launcher {LAUNCHER} is missing")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        attempts = 3 if self._port is None else 1
-        for attempt in range(attempts):
-            if self._port is None or attempt > 0:
-                self._port = free_port()
-            error = self._launch()
-            if error is None:
-                self._start_watchdog()
-                return
-            if attempt == attempts - 1:
-                raise CouchServerError(error)
+
+    def _launch(self) -> None:
+        error = self._run_start()
+        if error is not None:
+            raise CouchServerError(error)
+        self._start_watchdog()
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, SIGKILL after ``stop_timeout``); data stays."""
@@ -125,20 +81,6 @@ class RealCouchServer:
         )
         if answer.returncode != 0 and self.running:
             raise CouchServerError(f"couchdb.sh stop failed:\n{answer.stderr}")
-
-    def restart(self) -> None:
-        """Stop, then start again on the same port with the same data."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> RealCouchServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # -- internals ---------------------------------------------------------
 
     def _start_watchdog(self) -> None:
         """Stop the server should this process die without stopping it.
@@ -167,7 +109,7 @@ class RealCouchServer:
         if watchdog.stdin is not None:
             watchdog.stdin.close()
 
-    def _launch(self) -> str | None:
+    def _run_start(self) -> str | None:
         """Run ``couchdb.sh start``; None on success, else why it failed."""
         command = [
             str(LAUNCHER),

@@ -24,7 +24,6 @@ from actors.messages import Caller, StartRun, Subscribe
 from actors.records import Event, RunRecord
 from actors.runtime import Runtime, RuntimeConfig
 from actors.stream_items import Closing, Finished, Lagged
-from tests import waiting
 
 ALICE = Caller("alice")
 BOB = Caller("bob")
@@ -76,11 +75,6 @@ async def run_to_end(
     events, terminal = await collect(sub)
     assert isinstance(terminal, Finished), terminal
     return terminal.record, events
-
-
-# Until test_runtime_registry.py and test_runtime_run.py import tests.waiting; new code does.
-wait_until = waiting.wait_until_async
-wait_until_sync = waiting.wait_until
 
 
 def assert_dense(events: list[Event], first: int = 1) -> None:

@@ -104,18 +104,19 @@ def rec(
     )
 
 
-def read_back(path: Path, run_id: str) -> RunRecord | None:
+async def read_back_async(path: Path, run_id: str) -> RunRecord | None:
     """Read the file directly, as a restarted server would."""
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        return await store.get(run_id)
+    finally:
+        await store.close()
 
-    async def go() -> RunRecord | None:
-        store = SQLiteStore(path)
-        await store.open()
-        try:
-            return await store.get(run_id)
-        finally:
-            await store.close()
 
-    return asyncio.run(go())
+def read_back(path: Path, run_id: str) -> RunRecord | None:
+    """:func:`read_back_async` for a test with no event loop."""
+    return asyncio.run(read_back_async(path, run_id))
 
 
 def saves(*records: RunRecord, ack_to: pykka.ActorRef[Any] | None = None) -> SaveRuns:

@@ -1,15 +1,24 @@
-"""Auth against a real server: bearer tokens, ownership, session cookies."""
+"""Auth against a real server: bearer tokens, ownership, session cookies.
+
+The module shares the default ``live`` server (from the ``live_server`` factory).
+"""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api_helpers import assert_error, frames, get_run, start, wait_finished
-from tests.live_server import TOKENS, LiveServer, make_settings
+from tests.api_helpers import (
+    assert_error,
+    finished_and_running,
+    frames,
+    get_run,
+    start,
+    wait_finished,
+)
+from tests.live_server import TOKENS, LiveServer
+
+pytestmark = pytest.mark.server
 
 VERBS = [
     ("GET", "/runs/{id}"),
@@ -20,21 +29,10 @@ VERBS = [
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with LiveServer(
-        make_settings(Path(tmp_path_factory.mktemp("auth")), shutdown_grace_s=0.2)
-    ) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def alice_runs(live: LiveServer) -> dict[str, str]:
     """One live and one finished run of alice's, shared by the ownership tests."""
     with live.client("alice") as alice:
-        finished = start(alice, "echo", secret="alice's")
-        wait_finished(alice, finished)
-        running = start(alice, "sleeper", seconds=120)
-    return {"running": running, "finished": finished}
+        return finished_and_running(alice, secret="alice's")
 
 
 def _alice_runs_untouched(live: LiveServer, runs: dict[str, str]) -> None:

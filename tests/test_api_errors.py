@@ -18,6 +18,7 @@ import pytest
 from tests.api_helpers import (
     assert_error,
     done_of,
+    finished_and_running,
     get_run,
     iter_frames,
     open_stream,
@@ -41,10 +42,7 @@ def live(live_server: LiveServerFactory) -> LiveServer:
 def existing(live: LiveServer) -> dict[str, str]:
     """Alice's runs that every bad request must leave alone: one finished, one live."""
     with live.client("alice") as alice:
-        finished = start(alice, "echo", keep="me")
-        wait_finished(alice, finished)
-        running = start(alice, "sleeper", seconds=300)
-    return {"finished": finished, "running": running}
+        return finished_and_running(alice, keep="me")
 
 
 def _snapshot(live: LiveServer) -> dict[str, Any]:

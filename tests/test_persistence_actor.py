@@ -7,7 +7,6 @@ tests wait on events, queues and futures with timeouts.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from tests.store_helpers import (
     CountingStore,
     FlakyStore,
     read_back,
+    read_back_async,
     rec,
     saves,
     whole,
@@ -188,25 +188,24 @@ def test_a_record_the_store_refuses_does_not_block_the_others(
     assert acked(acks, 1) == {"poison": "success"}
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(60)
-def test_recover_interrupted_keeps_checkpointed_events(tmp_path: Path) -> None:
+async def test_recover_interrupted_keeps_checkpointed_events(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite3"
-
-    async def crashed_process() -> None:
-        store = SQLiteStore(path)
-        await store.open()
-        await store.save_many(
-            whole(
-                [
-                    rec("i-1", status="running", events=5),
-                    rec("i-2", status="running", events=0, owner="bob"),
-                    rec("done", status="success"),
-                ]
-            )
+    # A process that crashed with runs in flight: its store holds them as running.
+    crashed = SQLiteStore(path)
+    await crashed.open()
+    await crashed.save_many(
+        whole(
+            [
+                rec("i-1", status="running", events=5),
+                rec("i-2", status="running", events=0, owner="bob"),
+                rec("done", status="success"),
+            ]
         )
-        await store.close()
-
-    asyncio.run(crashed_process())
+    )
+    await crashed.close()
+    # The persistence actor runs on its own thread: blocking asks are its interface.
     ref = start(SQLiteStore(path))
     marked = ask(ref, RecoverInterrupted("local", "interrupted: node local stopped"))
     assert sorted(marked) == ["i-1", "i-2"]
@@ -221,11 +220,11 @@ def test_recover_interrupted_keeps_checkpointed_events(tmp_path: Path) -> None:
     assert done.data == {"status": "error", "result": None, "error": got.error}
     assert ask(ref, RecoverInterrupted("local", "interrupted: node local stopped")) == ()
     ref.stop(timeout=WAIT)
-    stored = read_back(path, "i-1")
+    stored = await read_back_async(path, "i-1")
     assert stored is not None
     assert stored.status == "error"
     assert len(stored.events) == 6  # the 5 checkpointed events and the closing `done`
-    assert read_back(path, "done") == rec("done")
+    assert await read_back_async(path, "done") == rec("done")
 
 
 @pytest.mark.timeout(60)

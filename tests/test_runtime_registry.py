@@ -1,28 +1,26 @@
-"""RegistryActor and Runtime: ownership, listing, caps, eviction, shutdown."""
+"""RegistryActor and Runtime: ownership, caps, listing, eviction.
+
+Shutdown is in test_runtime_shutdown.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import Any
 
 import pykka
 import pytest
 
-from actors.background import BackgroundRuntime
 from actors.clock import ManualClock
 from actors.errors import (
     InvalidRequest,
     NotAdmin,
     NotOwner,
     RunNotFound,
-    ShuttingDown,
     StillRunning,
     TooManyLiveRuns,
     UnknownAgent,
 )
 from actors.messages import (
-    Caller,
     DeleteRun,
     Evict,
     GetRun,
@@ -30,16 +28,11 @@ from actors.messages import (
     ListRuns,
     RegistrySnapshot,
     RunPage,
-    Shutdown,
     StartRun,
-    StopAccepted,
     StopRun,
     Subscribe,
 )
-from actors.records import Event, RunRecord
-from actors.registry import RegistryActor
 from actors.run import RunActor
-from actors.runtime import Runtime
 from actors.stream_items import Finished
 from tests.runtime_helpers import (
     ADMIN,
@@ -53,453 +46,293 @@ from tests.runtime_helpers import (
     run_actor_tasks,
     run_to_end,
     running_runtime,
-    wait_until,
-    wait_until_sync,
 )
+from tests.waiting import wait_until_async
 
 # --------------------------------------------------------------------------
 # ownership
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(10)
-def test_only_the_owner_reads_stops_or_deletes_a_run() -> None:
-    async def main() -> None:
-        async with running_runtime() as rt:
-            live = await rt.ask(StartRun(ALICE, "sleeper", {"seconds": 3600}))
-            finished, _ = await run_to_end(rt, ALICE, "echo", {"x": 1})
-            for run_id in (live.run_id, finished.run_id):
-                for message in (
-                    GetRun(BOB, run_id),
-                    Subscribe(BOB, run_id),
-                    StopRun(BOB, run_id),
-                    DeleteRun(BOB, run_id),
-                ):
-                    with pytest.raises(NotOwner, match="another user"):
-                        await rt.ask(message)
-            # Nothing happened to alice's runs.
-            assert (await rt.ask(GetRun(ALICE, live.run_id))).status == "running"
-            assert (await rt.ask(GetRun(ALICE, finished.run_id))).status == "success"
-            assert "stop_requested" not in [
-                e.type for e in (await rt.ask(GetRun(ALICE, live.run_id))).events
-            ]
-            await rt.ask(StopRun(ALICE, live.run_id))
-
-    asyncio.run(main())
-
-
-@pytest.mark.timeout(10)
-def test_unknown_run_ids_answer_run_not_found() -> None:
-    async def main() -> None:
-        async with running_runtime() as rt:
+async def test_only_the_owner_reads_stops_or_deletes_a_run() -> None:
+    async with running_runtime() as rt:
+        live = await rt.ask(StartRun(ALICE, "sleeper", {"seconds": 3600}))
+        finished, _ = await run_to_end(rt, ALICE, "echo", {"x": 1})
+        for run_id in (live.run_id, finished.run_id):
             for message in (
-                GetRun(ALICE, "nope"),
-                Subscribe(ALICE, "nope"),
-                StopRun(ALICE, "nope"),
-                DeleteRun(ALICE, "nope"),
+                GetRun(BOB, run_id),
+                Subscribe(BOB, run_id),
+                StopRun(BOB, run_id),
+                DeleteRun(BOB, run_id),
             ):
-                with pytest.raises(RunNotFound, match="nope"):
+                with pytest.raises(NotOwner, match="another user"):
                     await rt.ask(message)
-            with pytest.raises(UnknownAgent, match=r"known agents: .*ticker"):
-                await rt.ask(StartRun(ALICE, "no-such-agent"))
+        # Nothing happened to alice's runs.
+        assert (await rt.ask(GetRun(ALICE, live.run_id))).status == "running"
+        assert (await rt.ask(GetRun(ALICE, finished.run_id))).status == "success"
+        assert "stop_requested" not in [
+            e.type for e in (await rt.ask(GetRun(ALICE, live.run_id))).events
+        ]
+        await rt.ask(StopRun(ALICE, live.run_id))
 
-    asyncio.run(main())
 
-
+@pytest.mark.anyio
 @pytest.mark.timeout(10)
-def test_admin_introspects_but_cannot_read_others_traces() -> None:
-    async def main() -> None:
-        gate = Gate()
-        async with running_runtime(catalog=catalog_with(gate=gate.agent)) as rt:
-            started = await rt.ask(StartRun(ALICE, "gate", {"k": "v"}))
-            await gate.emit(3)
-            sub1 = await rt.ask(Subscribe(ALICE, started.run_id))
-            await rt.ask(Subscribe(ALICE, started.run_id, after_seq=2))
-            finished, _ = await run_to_end(rt, BOB, "failer")
+async def test_unknown_run_ids_answer_run_not_found() -> None:
+    async with running_runtime() as rt:
+        for message in (
+            GetRun(ALICE, "nope"),
+            Subscribe(ALICE, "nope"),
+            StopRun(ALICE, "nope"),
+            DeleteRun(ALICE, "nope"),
+        ):
+            with pytest.raises(RunNotFound, match="nope"):
+                await rt.ask(message)
+        with pytest.raises(UnknownAgent, match=r"known agents: .*ticker"):
+            await rt.ask(StartRun(ALICE, "no-such-agent"))
 
-            with pytest.raises(NotAdmin):
-                await rt.ask(Introspect(ALICE))
-            snap = await rt.ask(Introspect(ADMIN))
-            assert isinstance(snap, RegistrySnapshot)
-            assert snap.accepting is True
-            assert snap.runs_by_status == {"running": 1, "error": 1}
-            assert snap.cached_finished == 1
-            assert snap.persistence_backlog == 0
-            (info,) = snap.live
-            assert info.run_id == started.run_id
-            assert info.owner == "alice"
-            assert info.agent == "gate"
-            assert info.trace_length == 3
-            assert info.subscribers == 2
-            assert info.stopping is False
-            assert info.age_s >= 0
 
-            with pytest.raises(NotOwner):
-                await rt.ask(GetRun(ADMIN, started.run_id))
-            with pytest.raises(NotOwner):
-                await rt.ask(GetRun(ADMIN, finished.run_id))
-            with pytest.raises(NotOwner):
-                await rt.ask(Subscribe(ADMIN, started.run_id))
+@pytest.mark.anyio
+@pytest.mark.timeout(10)
+async def test_admin_introspects_but_cannot_read_others_traces() -> None:
+    gate = Gate()
+    clock = ManualClock()
+    async with running_runtime(catalog=catalog_with(gate=gate.agent), clock=clock) as rt:
+        started = await rt.ask(StartRun(ALICE, "gate", {"k": "v"}))
+        await gate.emit(3)
+        clock.advance(42.5)  # the age is the registry clock's, since the start
+        sub1 = await rt.ask(Subscribe(ALICE, started.run_id))
+        await rt.ask(Subscribe(ALICE, started.run_id, after_seq=2))
+        finished, _ = await run_to_end(rt, BOB, "failer")
 
-            await rt.ask(StopRun(ALICE, started.run_id))
-            _, terminal = await collect(sub1)
-            assert isinstance(terminal, Finished)
-            snap = await rt.ask(Introspect(ADMIN))
-            assert snap.live == ()
-            assert snap.runs_by_status == {"running": 0, "error": 1, "stopped": 1}
+        with pytest.raises(NotAdmin):
+            await rt.ask(Introspect(ALICE))
+        snap = await rt.ask(Introspect(ADMIN))
+        assert isinstance(snap, RegistrySnapshot)
+        assert snap.accepting is True
+        assert snap.runs_by_status == {"running": 1, "error": 1}
+        assert snap.cached_finished == 1
+        assert snap.persistence_backlog == 0
+        (info,) = snap.live
+        assert info.run_id == started.run_id
+        assert info.owner == "alice"
+        assert info.agent == "gate"
+        assert info.trace_length == 3
+        assert info.subscribers == 2
+        assert info.stopping is False
+        assert info.age_s == 42.5
 
-    asyncio.run(main())
+        with pytest.raises(NotOwner):
+            await rt.ask(GetRun(ADMIN, started.run_id))
+        with pytest.raises(NotOwner):
+            await rt.ask(GetRun(ADMIN, finished.run_id))
+        with pytest.raises(NotOwner):
+            await rt.ask(Subscribe(ADMIN, started.run_id))
+
+        await rt.ask(StopRun(ALICE, started.run_id))
+        _, terminal = await collect(sub1)
+        assert isinstance(terminal, Finished)
+        snap = await rt.ask(Introspect(ADMIN))
+        assert snap.live == ()
+        assert snap.runs_by_status == {"running": 0, "error": 1, "stopped": 1}
 
 
 # --------------------------------------------------------------------------
 # caps
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(10)
-def test_per_user_cap_refuses_the_next_start_only_for_that_user() -> None:
-    async def main() -> None:
-        async with running_runtime(config(max_live_runs_per_user=2)) as rt:
-            a1 = await rt.ask(StartRun(ALICE, "sleeper"))
+async def test_per_user_cap_refuses_the_next_start_only_for_that_user() -> None:
+    async with running_runtime(config(max_live_runs_per_user=2)) as rt:
+        a1 = await rt.ask(StartRun(ALICE, "sleeper"))
+        await rt.ask(StartRun(ALICE, "sleeper"))
+        with pytest.raises(TooManyLiveRuns, match="'alice' already has 2 live runs"):
             await rt.ask(StartRun(ALICE, "sleeper"))
-            with pytest.raises(TooManyLiveRuns, match="'alice' already has 2 live runs"):
-                await rt.ask(StartRun(ALICE, "sleeper"))
-            # Other users are unaffected.
-            await rt.ask(StartRun(BOB, "sleeper"))
-            await rt.ask(StartRun(BOB, "sleeper"))
-            # A finished run frees its slot.
-            sub = await rt.ask(Subscribe(ALICE, a1.run_id))
-            await rt.ask(StopRun(ALICE, a1.run_id))
-            await collect(sub)
-            again = await rt.ask(StartRun(ALICE, "sleeper"))
-            assert again.status == "running"
-            with pytest.raises(TooManyLiveRuns):
-                await rt.ask(StartRun(ALICE, "sleeper"))
-
-    asyncio.run(main())
+        # Other users are unaffected.
+        await rt.ask(StartRun(BOB, "sleeper"))
+        await rt.ask(StartRun(BOB, "sleeper"))
+        # A finished run frees its slot.
+        sub = await rt.ask(Subscribe(ALICE, a1.run_id))
+        await rt.ask(StopRun(ALICE, a1.run_id))
+        await collect(sub)
+        again = await rt.ask(StartRun(ALICE, "sleeper"))
+        assert again.status == "running"
+        with pytest.raises(TooManyLiveRuns):
+            await rt.ask(StartRun(ALICE, "sleeper"))
 
 
 # --------------------------------------------------------------------------
 # listing
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(20)
-def test_list_runs_newest_first_with_filters_and_exact_pagination() -> None:
-    async def main() -> None:
-        clock = ManualClock()
-        async with running_runtime(clock=clock) as rt:
-            ids: list[str] = []
-            for i in range(9):
-                clock.advance(1)
-                if i % 3 == 2:
-                    record, _ = await run_to_end(rt, ALICE, "failer")
-                elif i % 3 == 1:
-                    record, _ = await run_to_end(rt, ALICE, "echo", {"i": i})
-                else:
-                    started = await rt.ask(StartRun(ALICE, "sleeper"))
-                    record = await rt.ask(GetRun(ALICE, started.run_id))
-                ids.append(record.run_id)
+async def test_list_runs_newest_first_with_filters_and_exact_pagination() -> None:
+    clock = ManualClock()
+    async with running_runtime(clock=clock) as rt:
+        ids: list[str] = []
+        for i in range(9):
             clock.advance(1)
-            await run_to_end(rt, BOB, "echo")  # never in alice's lists
-            # Two runs with the same start time: the run_id breaks the tie, stably.
-            twins = [(await rt.ask(StartRun(ALICE, "echo"))).run_id for _ in range(2)]
+            if i % 3 == 2:
+                record, _ = await run_to_end(rt, ALICE, "failer")
+            elif i % 3 == 1:
+                record, _ = await run_to_end(rt, ALICE, "echo", {"i": i})
+            else:
+                started = await rt.ask(StartRun(ALICE, "sleeper"))
+                record = await rt.ask(GetRun(ALICE, started.run_id))
+            ids.append(record.run_id)
+        clock.advance(1)
+        await run_to_end(rt, BOB, "echo")  # never in alice's lists
+        # Two runs with the same start time: the run_id breaks the tie, stably.
+        twins = [(await rt.ask(StartRun(ALICE, "echo"))).run_id for _ in range(2)]
 
-            everything: RunPage = await rt.ask(ListRuns(ALICE, limit=1000))
-            newest_first = [*sorted(twins, reverse=True), *reversed(ids)]
-            assert [s.run_id for s in everything.runs] == newest_first
-            assert everything.next_cursor is None
-            assert {s.owner for s in everything.runs} == {"alice"}
-            started_at = [s.started_at for s in everything.runs]
-            assert started_at == sorted(started_at, reverse=True)
+        everything: RunPage = await rt.ask(ListRuns(ALICE, limit=1000))
+        newest_first = [*sorted(twins, reverse=True), *reversed(ids)]
+        assert [s.run_id for s in everything.runs] == newest_first
+        assert everything.next_cursor is None
+        assert {s.owner for s in everything.runs} == {"alice"}
+        started_at = [s.started_at for s in everything.runs]
+        assert started_at == sorted(started_at, reverse=True)
 
-            errors = await rt.ask(ListRuns(ALICE, status="error"))
-            assert [s.run_id for s in errors.runs] == [ids[8], ids[5], ids[2]]
-            assert all(s.error == "RuntimeError: boom" for s in errors.runs)
-            sleepers = await rt.ask(ListRuns(ALICE, agent="sleeper", status="running"))
-            assert [s.run_id for s in sleepers.runs] == [ids[6], ids[3], ids[0]]
-            assert await rt.ask(ListRuns(ALICE, agent="nobody")) == RunPage((), None)
+        errors = await rt.ask(ListRuns(ALICE, status="error"))
+        assert [s.run_id for s in errors.runs] == [ids[8], ids[5], ids[2]]
+        assert all(s.error == "RuntimeError: boom" for s in errors.runs)
+        sleepers = await rt.ask(ListRuns(ALICE, agent="sleeper", status="running"))
+        assert [s.run_id for s in sleepers.runs] == [ids[6], ids[3], ids[0]]
+        assert await rt.ask(ListRuns(ALICE, agent="nobody")) == RunPage((), None)
 
-            for limit in (1, 2, 3, 4, 11, 12):
-                seen: list[str] = []
-                cursor = None
-                pages = 0
-                while True:
-                    page = await rt.ask(ListRuns(ALICE, limit=limit, cursor=cursor))
-                    assert len(page.runs) <= limit
-                    seen.extend(s.run_id for s in page.runs)
-                    pages += 1
-                    cursor = page.next_cursor
-                    if cursor is None:
-                        break
-                assert seen == newest_first, f"limit={limit}"
-                assert pages == -(-len(newest_first) // limit)
+        for limit in (1, 2, 3, 4, 11, 12):
+            seen: list[str] = []
+            cursor = None
+            pages = 0
+            while True:
+                page = await rt.ask(ListRuns(ALICE, limit=limit, cursor=cursor))
+                assert len(page.runs) <= limit
+                seen.extend(s.run_id for s in page.runs)
+                pages += 1
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert seen == newest_first, f"limit={limit}"
+            assert pages == -(-len(newest_first) // limit)
 
-            # Pages keep their place while new runs start.
-            first = await rt.ask(ListRuns(ALICE, limit=4))
-            clock.advance(1)
-            await rt.ask(StartRun(ALICE, "echo"))
-            second = await rt.ask(ListRuns(ALICE, limit=4, cursor=first.next_cursor))
-            assert [s.run_id for s in second.runs] == newest_first[4:8]
+        # Pages keep their place while new runs start.
+        first = await rt.ask(ListRuns(ALICE, limit=4))
+        clock.advance(1)
+        await rt.ask(StartRun(ALICE, "echo"))
+        second = await rt.ask(ListRuns(ALICE, limit=4, cursor=first.next_cursor))
+        assert [s.run_id for s in second.runs] == newest_first[4:8]
 
-            for bad in ("garbage!", "x" * 500, "bm90IGpzb24", "WzEsMl0"):
-                with pytest.raises(InvalidRequest, match="cursor"):
-                    await rt.ask(ListRuns(ALICE, cursor=bad))
-            for limit in (0, -1, 1001):
-                with pytest.raises(InvalidRequest, match="limit"):
-                    await rt.ask(ListRuns(ALICE, limit=limit))
-            with pytest.raises(InvalidRequest, match="status"):
-                await rt.ask(ListRuns(ALICE, status="bogus"))  # type: ignore[arg-type]
+        for bad in ("garbage!", "x" * 500, "bm90IGpzb24", "WzEsMl0"):
+            with pytest.raises(InvalidRequest, match="cursor"):
+                await rt.ask(ListRuns(ALICE, cursor=bad))
+        for limit in (0, -1, 1001):
+            with pytest.raises(InvalidRequest, match="limit"):
+                await rt.ask(ListRuns(ALICE, limit=limit))
+        with pytest.raises(InvalidRequest, match="status"):
+            await rt.ask(ListRuns(ALICE, status="bogus"))  # type: ignore[arg-type]
 
-            for run_id in (ids[0], ids[3], ids[6]):
-                await rt.ask(StopRun(ALICE, run_id))
-
-    asyncio.run(main())
+        for run_id in (ids[0], ids[3], ids[6]):
+            await rt.ask(StopRun(ALICE, run_id))
 
 
 # --------------------------------------------------------------------------
 # delete, eviction, cleanup
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(10)
-def test_delete_refuses_a_running_run_and_forgets_a_finished_one() -> None:
-    async def main() -> None:
-        async with running_runtime() as rt:
-            live = await rt.ask(StartRun(ALICE, "sleeper"))
-            with pytest.raises(StillRunning, match="stop it first"):
-                await rt.ask(DeleteRun(ALICE, live.run_id))
-            assert (await rt.ask(GetRun(ALICE, live.run_id))).status == "running"
+async def test_delete_refuses_a_running_run_and_forgets_a_finished_one() -> None:
+    async with running_runtime() as rt:
+        live = await rt.ask(StartRun(ALICE, "sleeper"))
+        with pytest.raises(StillRunning, match="stop it first"):
+            await rt.ask(DeleteRun(ALICE, live.run_id))
+        assert (await rt.ask(GetRun(ALICE, live.run_id))).status == "running"
 
-            finished, _ = await run_to_end(rt, ALICE, "echo")
-            assert await rt.ask(DeleteRun(ALICE, finished.run_id)) is None
-            with pytest.raises(RunNotFound):
-                await rt.ask(GetRun(ALICE, finished.run_id))
-            with pytest.raises(RunNotFound):
-                await rt.ask(DeleteRun(ALICE, finished.run_id))
-            page = await rt.ask(ListRuns(ALICE))
-            assert [s.run_id for s in page.runs] == [live.run_id]
-            await rt.ask(StopRun(ALICE, live.run_id))
-
-    asyncio.run(main())
+        finished, _ = await run_to_end(rt, ALICE, "echo")
+        assert await rt.ask(DeleteRun(ALICE, finished.run_id)) is None
+        with pytest.raises(RunNotFound):
+            await rt.ask(GetRun(ALICE, finished.run_id))
+        with pytest.raises(RunNotFound):
+            await rt.ask(DeleteRun(ALICE, finished.run_id))
+        page = await rt.ask(ListRuns(ALICE))
+        assert [s.run_id for s in page.runs] == [live.run_id]
+        await rt.ask(StopRun(ALICE, live.run_id))
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(10)
-def test_finished_run_is_evicted_after_retention_with_a_manual_clock() -> None:
-    async def main() -> None:
-        clock = ManualClock()
-        async with running_runtime(config(retention_s=3600), clock=clock) as rt:
-            old, _ = await run_to_end(rt, ALICE, "echo", {"which": "old"})
-            live = await rt.ask(StartRun(ALICE, "sleeper"))
-            clock.advance(1800)
-            young, _ = await run_to_end(rt, ALICE, "echo", {"which": "young"})
+async def test_finished_run_is_evicted_after_retention_with_a_manual_clock() -> None:
+    clock = ManualClock()
+    async with running_runtime(config(retention_s=3600), clock=clock) as rt:
+        old, _ = await run_to_end(rt, ALICE, "echo", {"which": "old"})
+        live = await rt.ask(StartRun(ALICE, "sleeper"))
+        clock.advance(1800)
+        young, _ = await run_to_end(rt, ALICE, "echo", {"which": "young"})
 
-            clock.advance(1799)  # old: 3599 s after it finished
-            assert await rt.ask(Evict()) == 0
-            assert (await rt.ask(GetRun(ALICE, old.run_id))).result == {"which": "old"}
+        clock.advance(1799)  # old: 3599 s after it finished
+        assert await rt.ask(Evict()) == 0
+        assert (await rt.ask(GetRun(ALICE, old.run_id))).result == {"which": "old"}
 
-            clock.advance(2)  # old: 3601 s; young: 1801 s
-            assert await rt.ask(Evict()) == 1
-            with pytest.raises(RunNotFound):
-                await rt.ask(GetRun(ALICE, old.run_id))
-            with pytest.raises(RunNotFound):
-                await rt.ask(Subscribe(ALICE, old.run_id))
-            assert (await rt.ask(GetRun(ALICE, young.run_id))).result == {"which": "young"}
-            # A live run is never evicted, however old.
-            assert (await rt.ask(GetRun(ALICE, live.run_id))).status == "running"
-            snap = await rt.ask(Introspect(ADMIN))
-            assert snap.cached_finished == 1
-
-            clock.advance(1800)
-            assert await rt.ask(Evict()) == 1
-            with pytest.raises(RunNotFound):
-                await rt.ask(GetRun(ALICE, young.run_id))
-            assert (await rt.ask(GetRun(ALICE, live.run_id))).status == "running"
-            assert [s.run_id for s in (await rt.ask(ListRuns(ALICE))).runs] == [live.run_id]
-            await rt.ask(StopRun(ALICE, live.run_id))
-
-    asyncio.run(main())
-
-
-@pytest.mark.timeout(10)
-def test_subscribing_to_a_finished_run_replays_it_from_memory() -> None:
-    async def main() -> None:
-        async with running_runtime() as rt:
-            record, _ = await run_to_end(rt, ALICE, "ticker", {"n": 4, "interval": 0})
-            sub = await rt.ask(Subscribe(ALICE, record.run_id, after_seq=2))
-            assert sub.status_at_subscribe == "success"
-            events, terminal = await collect(sub)
-            assert [e.seq for e in events] == [3, 4, 5]
-            assert isinstance(terminal, Finished)
-            assert terminal.record == record
-
-    asyncio.run(main())
-
-
-@pytest.mark.timeout(10)
-def test_no_actor_and_no_task_remains_for_a_finished_run() -> None:
-    async def main() -> None:
-        before = actor_refs()
-        async with running_runtime() as rt:
-            registry_urn = rt.registry.actor_urn
-            for agent, input in (
-                ("echo", {}),
-                ("failer", {}),
-                ("ticker", {"n": 3, "interval": 0}),
-            ):
-                await run_to_end(rt, ALICE, agent, input)
-            stopped = await rt.ask(StartRun(ALICE, "stubborn"))
-            sub = await rt.ask(Subscribe(ALICE, stopped.run_id))
-            await rt.ask(StopRun(ALICE, stopped.run_id))
-            await collect(sub)
-
-            await wait_until(
-                lambda: actor_refs() - before == {registry_urn},
-                what="run actors to leave the pykka registry",
-            )
-            assert {r.actor_urn for r in pykka.ActorRegistry.get_by_class(RunActor)} <= before
-            await wait_until(lambda: not run_actor_tasks(), what="run tasks to end")
-            others = asyncio.all_tasks() - {asyncio.current_task()}
-            assert [t.get_name() for t in others] == [str(rt.registry._actor_weakref())]
-
-    asyncio.run(main())
-
-
-# --------------------------------------------------------------------------
-# shutdown
-
-
-@pytest.mark.timeout(10)
-def test_shutdown_stops_live_runs_and_refuses_new_ones() -> None:
-    async def main() -> None:
-        threads_before = set(threading.enumerate())
-        actors_before = actor_refs()
-        rt = Runtime(config(stop_grace_s=0.2))
-        await rt.start()
-        sleeper = await rt.ask(StartRun(ALICE, "sleeper"))
-        stubborn = await rt.ask(StartRun(BOB, "stubborn"))
-        echo, _ = await run_to_end(rt, ALICE, "echo")
-        subs = [
-            await rt.ask(Subscribe(ALICE, sleeper.run_id)),
-            await rt.ask(Subscribe(BOB, stubborn.run_id)),
-        ]
-
-        draining = rt.registry.ask(Shutdown(grace_s=0.1), block=False)
-        with pytest.raises(ShuttingDown):
-            await rt.ask(StartRun(ALICE, "echo"))
-        assert await asyncio.wait_for(draining, 5) is None
-
-        for sub in subs:
-            events, terminal = await collect(sub)
-            assert isinstance(terminal, Finished)
-            assert terminal.record.status == "stopped"
-            assert terminal.record.error == "server shutdown"
-            assert events[-1].data["error"] == "server shutdown"
+        clock.advance(2)  # old: 3601 s; young: 1801 s
+        assert await rt.ask(Evict()) == 1
+        with pytest.raises(RunNotFound):
+            await rt.ask(GetRun(ALICE, old.run_id))
+        with pytest.raises(RunNotFound):
+            await rt.ask(Subscribe(ALICE, old.run_id))
+        assert (await rt.ask(GetRun(ALICE, young.run_id))).result == {"which": "young"}
+        # A live run is never evicted, however old.
+        assert (await rt.ask(GetRun(ALICE, live.run_id))).status == "running"
         snap = await rt.ask(Introspect(ADMIN))
-        assert snap.accepting is False
-        assert snap.live == ()
-        assert (await rt.ask(GetRun(ALICE, echo.run_id))).status == "success"
+        assert snap.cached_finished == 1
 
-        await rt.shutdown(grace_s=1)
-        assert not rt.registry.is_alive()
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-        assert actor_refs() <= actors_before
-        assert set(threading.enumerate()) <= threads_before
-
-    asyncio.run(main())
+        clock.advance(1800)
+        assert await rt.ask(Evict()) == 1
+        with pytest.raises(RunNotFound):
+            await rt.ask(GetRun(ALICE, young.run_id))
+        assert (await rt.ask(GetRun(ALICE, live.run_id))).status == "running"
+        assert [s.run_id for s in (await rt.ask(ListRuns(ALICE))).runs] == [live.run_id]
+        await rt.ask(StopRun(ALICE, live.run_id))
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(10)
-def test_runtime_shutdown_with_a_live_run_leaves_no_thread_task_or_actor() -> None:
-    async def main() -> RunRecord:
-        actors_before = actor_refs()
-        rt = Runtime(config(stop_grace_s=0.2))
-        await rt.start()
-        live = await rt.ask(StartRun(ALICE, "ticker", {"n": 1000, "interval": 0.05}))
-        stubborn = await rt.ask(StartRun(ALICE, "stubborn"))
-        sub = await rt.ask(Subscribe(ALICE, live.run_id))
-        stub_sub = await rt.ask(Subscribe(ALICE, stubborn.run_id))
-        await rt.shutdown(grace_s=0.05)
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-        assert actor_refs() <= actors_before
-        _, terminal = await collect(stub_sub)
-        assert terminal.record.status == "stopped"
-        assert terminal.record.error == "server shutdown"
-        with pytest.raises(pykka.ActorDeadError):
-            await rt.ask(StartRun(ALICE, "echo"))
+async def test_subscribing_to_a_finished_run_replays_it_from_memory() -> None:
+    async with running_runtime() as rt:
+        record, _ = await run_to_end(rt, ALICE, "ticker", {"n": 4, "interval": 0})
+        sub = await rt.ask(Subscribe(ALICE, record.run_id, after_seq=2))
+        assert sub.status_at_subscribe == "success"
         events, terminal = await collect(sub)
-        assert events[-1].type == "done"
-        return terminal.record
-
-    threads_before = set(threading.enumerate())
-    record = asyncio.run(main())
-    assert record.status == "stopped"
-    assert record.error == "server shutdown"
-    assert set(threading.enumerate()) <= threads_before
-
-
-# --------------------------------------------------------------------------
-# from another thread
-
-
-@pytest.mark.timeout(20)
-def test_background_runtime_from_a_plain_thread() -> None:
-    threads_before = set(threading.enumerate())
-    actors_before = actor_refs()
-    bg = BackgroundRuntime(Runtime(config(stop_grace_s=0.2)))
-    try:
-        assert asyncio._get_running_loop() is None  # this test's thread has no loop
-        started = bg.ask(StartRun(ALICE, "ticker", {"n": 5, "interval": 0.01}), timeout=5)
-        sub = bg.ask(Subscribe(ALICE, started.run_id), timeout=5)
-        events: list[Event] = list(sub.take_replay())
-        terminal: Any = None
-        while batch := sub.get_batch(timeout=5):
-            for item in batch:
-                if isinstance(item, Event):
-                    events.append(item)
-                else:
-                    terminal = item
-        assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+        assert [e.seq for e in events] == [3, 4, 5]
         assert isinstance(terminal, Finished)
-        assert terminal.record.status == "success"
-        assert bg.ask(GetRun(ALICE, started.run_id)).result == {"ticks": 5}
-
-        # pykka's own blocking ask on the registry ref works from this thread too.
-        sleeper = bg.registry.ask(StartRun(ALICE, "sleeper"), timeout=5)
-        assert bg.registry.ask(StopRun(ALICE, sleeper.run_id), timeout=5) == StopAccepted(
-            sleeper.run_id
-        )
-        with pytest.raises(NotOwner):
-            bg.ask(GetRun(BOB, sleeper.run_id))
-        wait_until_sync(
-            lambda: bg.ask(GetRun(ALICE, sleeper.run_id)).status == "stopped",
-            what="the sleeper to stop",
-        )
-
-        # Iterating a subscription with `async for` runs on the runtime's loop.
-        async def follow(run_id: str) -> list[int]:
-            sub = await bg.runtime.ask(Subscribe(ALICE, run_id))
-            return [item.seq async for item in sub if isinstance(item, Event)]
-
-        assert bg.call(follow(started.run_id)) == [1, 2, 3, 4, 5, 6]
-        live = bg.ask(StartRun(ALICE, "sleeper"), timeout=5)
-        snapshot = bg.ask(Introspect(ADMIN))
-        assert [r.run_id for r in snapshot.live] == [live.run_id]
-        registry_ref = bg.registry
-        registries = pykka.ActorRegistry.get_by_class(RegistryActor)
-        assert registry_ref.actor_urn in {r.actor_urn for r in registries}
-    finally:
-        bg.close(grace_s=0.1)  # the live sleeper is stopped with "server shutdown"
-    assert not registry_ref.is_alive()
-    assert actor_refs() <= actors_before
-    assert set(threading.enumerate()) <= threads_before
+        assert terminal.record == record
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(10)
-def test_caller_identity_is_by_user_id() -> None:
-    async def main() -> None:
-        async with running_runtime() as rt:
-            record, _ = await run_to_end(rt, ALICE, "echo")
-            # The same user marked admin is still the owner; a different id is not.
-            same = await rt.ask(GetRun(Caller("alice", admin=True), record.run_id))
-            assert same.run_id == record.run_id
-            with pytest.raises(NotOwner):
-                await rt.ask(GetRun(Caller("Alice"), record.run_id))
+async def test_no_actor_and_no_task_remains_for_a_finished_run() -> None:
+    before = actor_refs()
+    test_tasks = asyncio.all_tasks()  # this test's and the test runner's
+    async with running_runtime() as rt:
+        registry_urn = rt.registry.actor_urn
+        for agent, input in (
+            ("echo", {}),
+            ("failer", {}),
+            ("ticker", {"n": 3, "interval": 0}),
+        ):
+            await run_to_end(rt, ALICE, agent, input)
+        stopped = await rt.ask(StartRun(ALICE, "stubborn"))
+        sub = await rt.ask(Subscribe(ALICE, stopped.run_id))
+        await rt.ask(StopRun(ALICE, stopped.run_id))
+        await collect(sub)
 
-    asyncio.run(main())
+        await wait_until_async(
+            lambda: actor_refs() - before == {registry_urn},
+            what="run actors to leave the pykka registry",
+        )
+        assert {r.actor_urn for r in pykka.ActorRegistry.get_by_class(RunActor)} <= before
+        await wait_until_async(lambda: not run_actor_tasks(), what="run tasks to end")
+        others = asyncio.all_tasks() - test_tasks
+        assert [t.get_name() for t in others] == [str(rt.registry._actor_weakref())]
