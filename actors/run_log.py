@@ -61,9 +61,15 @@ class RunLog:
 
     def append(self, event: Event) -> None:
         self.events.append(event)
-        self._bytes += len(event.data_json)
+        size = len(event.data_json)
+        self._bytes += size
         if not self._durable:
-            self.commit(event.seq)
+            # Committed as it comes: the per-event fast path (no batch to build).
+            self.committed = event.seq
+            self._stored_bytes += size
+            lagged = [sub for sub in self._subs if not sub.push(event)]
+            for sub in lagged:
+                del self._subs[sub]
 
     def take_unsent(self) -> tuple[Event, ...]:
         """The events not yet handed to the store; they count as sent from now on."""
