@@ -14,7 +14,8 @@ from typing import Any
 import pykka
 
 from actors.config import RuntimeConfig
-from actors.messages import RestartPolicy
+from actors.errors import InvalidRequest
+from actors.messages import LiveRunInfo, RestartPolicy, StartRun
 from actors.records import JSON, RunRecord, RunStatus, RunSummary
 
 __all__ = ["LiveRun", "RunEnded", "RunSettings", "WhenStored"]
@@ -36,6 +37,19 @@ class LiveRun:
     """Event data emitted but not yet acknowledged by the store (what backpressure bounds)."""
     subscribers: int = 0
     stopping: bool = False
+
+    def info(self, now: float) -> LiveRunInfo:
+        """What an operator sees of it (``Introspect``); ``now`` in POSIX seconds."""
+        return LiveRunInfo(
+            run_id=self.run_id,
+            owner=self.owner,
+            agent=self.agent,
+            age_s=max(0.0, now - self.started_at),
+            trace_length=self.trace_length,
+            unstored_bytes=self.unstored_bytes,
+            subscribers=self.subscribers,
+            stopping=self.stopping,
+        )
 
     def summary(self) -> RunSummary:
         return RunSummary(
@@ -59,6 +73,25 @@ class RunSettings:
     max_duration_s: float | None
     restart: RestartPolicy | None
     options: dict[str, JSON]
+    """What the run's record shows of them (``options`` in the API)."""
+
+    @classmethod
+    def of(cls, msg: StartRun, config: RuntimeConfig) -> RunSettings:
+        """The settings ``msg`` asks for; :class:`InvalidRequest` (400) for bad limits."""
+        if msg.max_duration_s is not None and not msg.max_duration_s > 0:
+            raise InvalidRequest("max_duration_s must be a positive number of seconds")
+        restart = msg.restart
+        if restart is not None and (restart.max_restarts < 0 or restart.backoff_s < 0):
+            raise InvalidRequest("restart.max_restarts and restart.backoff_s must be >= 0")
+        options: dict[str, JSON] = {}
+        if msg.max_duration_s is not None:
+            options["max_duration_s"] = msg.max_duration_s
+        if restart is not None:
+            options["restart"] = {
+                "max_restarts": restart.max_restarts,
+                "backoff_s": restart.backoff_s,
+            }
+        return cls(config, msg.max_duration_s, restart, options)
 
 
 @dataclass(frozen=True, slots=True)

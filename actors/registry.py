@@ -63,7 +63,6 @@ from actors.messages import (
     Health,
     Introspect,
     ListRuns,
-    LiveRunInfo,
     RegistrySnapshot,
     RunStarted,
     Shutdown,
@@ -135,28 +134,10 @@ class RegistryActor(AsyncioActor):
                 f"{user!r} already has {cap} live runs, the limit; "
                 "stop some or wait for them to finish"
             )
-        if msg.max_duration_s is not None and not msg.max_duration_s > 0:
-            raise InvalidRequest("max_duration_s must be a positive number of seconds")
-        if msg.restart is not None and (msg.restart.max_restarts < 0 or msg.restart.backoff_s < 0):
-            raise InvalidRequest("restart.max_restarts and restart.backoff_s must be >= 0")
-
+        settings = RunSettings.of(msg, self._config)  # InvalidRequest for bad limits
         run_id = uuid.uuid4().hex
         started_at = self._clock.now()
         live = LiveRun(run_id=run_id, owner=user, agent=msg.agent, started_at=started_at)
-        options: dict[str, Any] = {}
-        if msg.max_duration_s is not None:
-            options["max_duration_s"] = msg.max_duration_s
-        if msg.restart is not None:
-            options["restart"] = {
-                "max_restarts": msg.restart.max_restarts,
-                "backoff_s": msg.restart.backoff_s,
-            }
-        settings = RunSettings(
-            config=self._config,
-            max_duration_s=msg.max_duration_s,
-            restart=msg.restart,
-            options=options,
-        )
         live.ref = RunActor.start(
             live=live,
             input=msg.input,
@@ -349,48 +330,35 @@ class RegistryActor(AsyncioActor):
         by_status: Counter[str] = Counter({"running": len(self._live)})
         for record in self._cache:
             by_status[record.status] += 1
-        live = tuple(
-            LiveRunInfo(
-                run_id=r.run_id,
-                owner=r.owner,
-                agent=r.agent,
-                age_s=max(0.0, now - r.started_at),
-                trace_length=r.trace_length,
-                unstored_bytes=r.unstored_bytes,
-                subscribers=r.subscribers,
-                stopping=r.stopping,
-            )
-            for r in self._live.values()
-        )
+        live = tuple(r.info(now) for r in self._live.values())
 
         async def with_backlog() -> RegistrySnapshot:
-            backlog = 0
-            if self._store is not None:
-                try:
-                    health: StoreHealth = await self._ask_store(StoreStatus(), timeout=2.0)
-                    backlog = health.backlog
-                except Exception:
-                    backlog = -1
+            store = await self._store_health()
             return RegistrySnapshot(
                 runs_by_status=dict(by_status),
                 live=live,
                 cached_finished=len(self._cache),
-                persistence_backlog=backlog,
+                persistence_backlog=0 if store is None else store.backlog,
                 accepting=self._accepting,
             )
 
         return with_backlog()
 
     async def _health(self, msg: CheckHealth) -> Health:
-        store = None
-        if self._store is not None:
-            try:
-                store = await self._ask_store(StoreStatus(), timeout=2.0)
-            except StoreUnavailable as exc:
-                store = StoreHealth(up=False, backlog=-1, last_error=exc.message)
-            except Exception as exc:
-                store = StoreHealth(up=False, backlog=-1, last_error=f"{type(exc).__name__}: {exc}")
+        store = await self._store_health()
         return Health(accepting=self._accepting, live_runs=len(self._live), store=store)
+
+    async def _store_health(self) -> StoreHealth | None:
+        """The store's health, or why it could not be had (backlog -1); None: no store."""
+        if self._store is None:
+            return None
+        try:
+            health: StoreHealth = await self._ask_store(StoreStatus(), timeout=2.0)
+        except StoreUnavailable as exc:
+            return StoreHealth(up=False, backlog=-1, last_error=exc.message)
+        except Exception as exc:
+            return StoreHealth(up=False, backlog=-1, last_error=f"{type(exc).__name__}: {exc}")
+        return health
 
     def _shutdown(self, msg: Shutdown) -> Any:
         self._accepting = False
