@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.couchdb_fixtures", "tests.live_server"]
+pytest_plugins = ["tests.couchdb_fixtures", "tests.couch_store_fixtures", "tests.live_server"]
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,8 @@ chunks left behind by another writer are never read.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -21,12 +19,10 @@ from actors.records import Event, RunRecord
 from persistence.couch_chunks import event_doc_id, pack_event_docs
 from persistence.couch_layout import CouchStoreError
 from persistence.couch_store import CouchStore
+from tests.couch_store_fixtures import T0, Run, Stores, record
 
 pytestmark = [pytest.mark.couchdb, pytest.mark.timeout(60)]
 
-T = TypeVar("T")
-T0 = 1_700_000_000.0
-Run = Callable[[Coroutine[Any, Any, T]], T]
 
 # A design doc that refuses every event chunk while it is there (CouchDB runs it
 # on each write), so a test can have one _bulk_docs take the run doc but not a chunk.
@@ -39,42 +35,12 @@ REFUSE_CHUNKS = {
 
 
 @pytest.fixture
-def run() -> Iterator[Run[Any]]:
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-
-
-@pytest.fixture
-def http(couch_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=couch_url, timeout=60) as client:  # URL credentials: basic auth
-        yield client
-
-
-@pytest.fixture
-def store(
-    couch_url: str, couch_db_name: str, run: Run[Any], http: httpx.Client
-) -> Iterator[CouchStore]:
-    opened = CouchStore(couch_url, db=couch_db_name)
-    run(opened.open())
-    yield opened
-    run(opened.close())
-    http.delete(f"/{couch_db_name}")
+def store(stores: Stores) -> CouchStore:
+    return stores()
 
 
 def header(run_id: str = "live") -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        owner="alice",
-        agent="echo",
-        status="running",
-        input={"prompt": "hi"},
-        started_at=T0,
-        finished_at=None,
-        events=(),
-        updated_at=T0,
-    )
+    return record(run_id, "running", updated_at=T0)
 
 
 def events(first: int, last: int) -> tuple[Event, ...]:
