@@ -8,14 +8,12 @@
 - ``stores``: opens CouchStores (keyword arguments go to :class:`CouchStore`)
   on this test's database; closes them and drops the database after.
 
-The helpers below read a database as CouchDB holds it, so a test checks the
-document layout itself and not only what the store reads back.
+``tests/couch_docs.py`` reads the database as CouchDB holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -95,25 +93,3 @@ def log_events(n: int, size: int = 500) -> tuple[Event, ...]:
         Event(seq=i, ts=T0 + i / 100, type="log", data={"i": i, "t": "ü" * size})
         for i in range(1, n + 1)
     )
-
-
-def all_docs(http: httpx.Client, db: str) -> list[dict[str, Any]]:
-    """Every document of ``db`` but the design docs (the Mango indexes)."""
-    rows = http.get(f"/{db}/_all_docs", params={"include_docs": "true"}).json()["rows"]
-    return [row["doc"] for row in rows if not row["id"].startswith("_design/")]
-
-
-def docs_of(http: httpx.Client, db: str, run_id: str) -> dict[str, dict[str, Any]]:
-    """The live documents of one run (its run doc, chunks and parts), by id."""
-    params = {
-        "include_docs": "true",
-        "startkey": json.dumps(run_id),
-        "endkey": json.dumps(f"{run_id}:\ufff0"),
-    }
-    rows = http.get(f"/{db}/_all_docs", params=params).json()["rows"]
-    return {row["id"]: row["doc"] for row in rows}
-
-
-def encoded_size(doc: dict[str, Any]) -> int:
-    """Bytes of ``doc`` as JSON on the wire: what ``chunk_bytes`` bounds."""
-    return len(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())

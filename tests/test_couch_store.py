@@ -16,16 +16,8 @@ import pytest
 
 from actors.persistence_protocol import RunWrite
 from actors.records import Event
-from tests.couch_store_fixtures import (
-    T0,
-    Run,
-    Stores,
-    all_docs,
-    docs_of,
-    encoded_size,
-    log_events,
-    record,
-)
+from tests.couch_docs import all_docs, docs_of, encoded_size
+from tests.couch_store_fixtures import T0, Run, Stores, log_events, record
 from tests.store_helpers import whole
 
 pytestmark = [pytest.mark.couchdb]

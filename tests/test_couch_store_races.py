@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from actors.records import Event
-from tests.couch_store_fixtures import T0, Run, Stores, all_docs, log_events, record
+from tests.couch_docs import all_docs
+from tests.couch_store_fixtures import T0, Run, Stores, log_events, record
 from tests.store_helpers import whole
 
 pytestmark = [pytest.mark.couchdb, pytest.mark.timeout(60)]
