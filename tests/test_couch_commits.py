@@ -20,6 +20,7 @@ from persistence.couch_chunks import event_doc_id, pack_event_docs
 from persistence.couch_layout import CouchStoreError
 from persistence.couch_store import CouchStore
 from tests.couch_store_fixtures import T0, Run, Stores, record
+from tests.store_helpers import stored
 
 pytestmark = [pytest.mark.couchdb, pytest.mark.timeout(60)]
 
@@ -84,8 +85,7 @@ def test_a_commit_of_running_runs_is_two_bulk_docs_and_no_read(
     for n in range(10):
         run(store.save_many([commit(5 * n + 1, 5 * n + 5, i) for i in ids]))
     assert calls == ["_bulk_docs"] * 20
-    got = run(store.get("r7"))
-    assert got is not None
+    got = stored(run, store, "r7")
     assert got.events == events(1, 50)
 
 
@@ -106,8 +106,7 @@ def test_a_refused_chunk_is_not_acknowledged_and_the_retry_completes_the_trace(
     assert http.delete(f"/{couch_db_name}/_design/refuse", params={"rev": rev}).is_success
     # The persistence actor retries the batch, joined with the next commit.
     run(store.save_many([commit(6, 10), commit(11, 12)]))
-    got = run(store.get("live"))
-    assert got is not None
+    got = stored(run, store, "live")
     assert got.events == events(1, 12)
 
 
@@ -130,8 +129,7 @@ def test_a_chunk_stored_with_other_content_is_refused(
     assert same.doc_id == event_doc_id("twin", 4, 6, store._gen)
     assert http.put(f"/{couch_db_name}/{same.doc_id}", json=same.body).status_code == 201
     run(store.save_many([commit(4, 6, "twin")]))
-    got = run(store.get("twin"))
-    assert got is not None
+    got = stored(run, store, "twin")
     assert got.events == events(1, 6)
 
 
@@ -154,8 +152,7 @@ def test_chunks_another_writer_left_are_never_read(
         final = replace(header(), status="error", finished_at=T0 + 9, updated_at=T0 + 9)
         run(other.save_many([RunWrite(final, 5, events(4, 5))]))
         for reader in (store, other):
-            got = run(reader.get("live"))
-            assert got is not None
+            got = stored(run, reader, "live")
             assert got.events == events(1, 5)
             assert run(reader.get_events("live", 3, 10)) == list(events(4, 5))
         assert run(other.delete("live")) is True
