@@ -85,8 +85,7 @@ def test_a_commit_of_running_runs_is_two_bulk_docs_and_no_read(
     for n in range(10):
         run(store.save_many([commit(5 * n + 1, 5 * n + 5, i) for i in ids]))
     assert calls == ["_bulk_docs"] * 20
-    got = stored(run, store, "r7")
-    assert got.events == events(1, 50)
+    assert stored(run, store, "r7").events == events(1, 50)
 
 
 def test_a_refused_chunk_is_not_acknowledged_and_the_retry_completes_the_trace(
@@ -98,16 +97,13 @@ def test_a_refused_chunk_is_not_acknowledged_and_the_retry_completes_the_trace(
     with pytest.raises(CouchStoreError, match="refused"):
         run(store.save_many([commit(6, 10)]))
     # The run doc was not written either: the store still holds the first commit, whole.
-    kept = run(store.get("live"))
-    assert kept is not None
-    assert kept.events == events(1, 5)
+    assert stored(run, store, "live").events == events(1, 5)
     assert run(store.get_events("live", 0, 50)) == list(events(1, 5))
     rev = ddoc.json()["rev"]
     assert http.delete(f"/{couch_db_name}/_design/refuse", params={"rev": rev}).is_success
     # The persistence actor retries the batch, joined with the next commit.
     run(store.save_many([commit(6, 10), commit(11, 12)]))
-    got = stored(run, store, "live")
-    assert got.events == events(1, 12)
+    assert stored(run, store, "live").events == events(1, 12)
 
 
 def test_a_chunk_stored_with_other_content_is_refused(
@@ -129,8 +125,7 @@ def test_a_chunk_stored_with_other_content_is_refused(
     assert same.doc_id == event_doc_id("twin", 4, 6, store._gen)
     assert http.put(f"/{couch_db_name}/{same.doc_id}", json=same.body).status_code == 201
     run(store.save_many([commit(4, 6, "twin")]))
-    got = stored(run, store, "twin")
-    assert got.events == events(1, 6)
+    assert stored(run, store, "twin").events == events(1, 6)
 
 
 def test_chunks_another_writer_left_are_never_read(
@@ -152,8 +147,7 @@ def test_chunks_another_writer_left_are_never_read(
         final = replace(header(), status="error", finished_at=T0 + 9, updated_at=T0 + 9)
         run(other.save_many([RunWrite(final, 5, events(4, 5))]))
         for reader in (store, other):
-            got = stored(run, reader, "live")
-            assert got.events == events(1, 5)
+            assert stored(run, reader, "live").events == events(1, 5)
             assert run(reader.get_events("live", 3, 10)) == list(events(4, 5))
         assert run(other.delete("live")) is True
     finally:
