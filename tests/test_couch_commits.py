@@ -21,6 +21,7 @@ from persistence.couch_layout import CouchStoreError
 from persistence.couch_store import CouchStore
 from tests.couch_store_fixtures import T0, Run, Stores, record
 from tests.store_helpers import stored
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.couchdb, pytest.mark.timeout(60)]
 
@@ -101,6 +102,10 @@ def test_a_refused_chunk_is_not_acknowledged_and_the_retry_completes_the_trace(
     assert run(store.get_events("live", 0, 50)) == list(events(1, 5))
     rev = ddoc.json()["rev"]
     assert http.delete(f"/{couch_db_name}/_design/refuse", params={"rev": rev}).is_success
+    # CouchDB forgets a deleted design doc's validation a moment later (its design
+    # doc cache is updated asynchronously): wait until a chunk-like doc is taken.
+    probe = f"/{couch_db_name}/probe:e:lifted"
+    wait_until(lambda: http.put(probe, json={}).status_code == 201, 10, "the refusal to lift")
     # The persistence actor retries the batch, joined with the next commit.
     run(store.save_many([commit(6, 10), commit(11, 12)]))
     assert stored(run, store, "live").events == events(1, 12)
