@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.rawhttp import Connection
+from bench.rawhttp import Connection, SSEStream, StreamResult, open_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -228,6 +228,18 @@ class Server:
     def connection(self) -> Connection:
         return Connection(HOST, self.port, AUTH)
 
+    async def stream(self, run_id: str) -> SSEStream:
+        """Open ``/runs/{run_id}/stream`` from the start as the bench user (ids mode)."""
+        return await open_stream(HOST, self.port, f"/runs/{run_id}/stream", headers=AUTH)
+
+    async def follow(self, run_id: str, timeout: float) -> StreamResult:
+        """Read the run's stream to its end (``done`` or a hang-up) within ``timeout`` s.
+
+        Raises ``TimeoutError`` when the stream is still open after ``timeout``.
+        """
+        stream = await self.stream(run_id)
+        return await asyncio.wait_for(stream.finished, timeout)
+
     def _profile_prefix(self) -> list[str]:
         """``BENCH_PYSPY=DIR``: run the runyard server under ``py-spy record`` (raw stacks).
 
@@ -334,6 +346,13 @@ async def serving(
 
 # --------------------------------------------------------------------------
 # Client helpers used by several benchmarks
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` near-equal counts (the first takes the remainder)."""
+    per = [total // parts] * parts
+    per[0] += total - sum(per)
+    return per
 
 
 async def start_run(conn: Connection, agent: str, input_dict: dict[str, Any]) -> str:

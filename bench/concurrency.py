@@ -23,6 +23,7 @@ from bench.common import (
     rss_kib,
     serving,
     settle,
+    shares,
     start_run,
 )
 
@@ -43,8 +44,7 @@ async def measure(kind: str, sizes: Sizes) -> dict[str, float]:
         ids: list[str] = []
         refused: list[int] = []
         deadline = time.monotonic() + sizes.conc_budget_s
-        per = [n // sizes.conc_clients] * sizes.conc_clients
-        per[0] += n - sum(per)
+        per = shares(n, sizes.conc_clients)
 
         async def client(count: int) -> None:
             async with server.connection() as c:

@@ -11,17 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.common import (
-    AUTH,
-    HOST,
-    Benchmark,
-    Metric,
-    Sizes,
-    raise_fd_limit,
-    serving,
-    start_run,
-)
-from bench.rawhttp import SSEStream, check_contiguous, open_stream
+from bench.common import Benchmark, Metric, Sizes, raise_fd_limit, serving, start_run
+from bench.rawhttp import SSEStream, check_contiguous
 
 CONNECT_PARALLEL = 50
 
@@ -33,13 +24,12 @@ async def measure(kind: str, sizes: Sizes) -> dict[str, float]:
     async with serving(kind) as server, server.connection() as conn:
         run_id = await start_run(conn, "gated", {"delay": gate, "n": n})
         t_post = time.perf_counter()
-        path = f"/runs/{run_id}/stream"
         streams: list[SSEStream] = []
         limiter = asyncio.Semaphore(CONNECT_PARALLEL)
 
         async def connect() -> None:
             async with limiter:
-                s = await open_stream(HOST, server.port, path, headers=AUTH)
+                s = await server.stream(run_id)
                 await s.wait_headers()
                 streams.append(s)
 

@@ -9,12 +9,9 @@ over ``first_runs`` runs after a warm-up.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from bench.common import (
-    AUTH,
-    HOST,
     KINDS,
     BenchFailure,
     Benchmark,
@@ -24,7 +21,6 @@ from bench.common import (
     serving,
     start_run,
 )
-from bench.rawhttp import open_stream
 
 WARM_UP = 10
 
@@ -35,8 +31,7 @@ async def measure(kind: str, sizes: Sizes) -> dict[str, float]:
         for i in range(WARM_UP + sizes.first_runs):
             t0 = time.perf_counter()
             run_id = await start_run(conn, "echo", {"i": i})
-            stream = await open_stream(HOST, server.port, f"/runs/{run_id}/stream", headers=AUTH)
-            result = await asyncio.wait_for(stream.finished, 30)
+            result = await server.follow(run_id, 30)
             if result.status != 200 or not result.done or result.ids[:1] != [1]:
                 raise BenchFailure(f"{kind}: run {run_id} streamed {result.ids} ({result.error})")
             assert result.t_first_event is not None

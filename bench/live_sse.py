@@ -8,20 +8,8 @@ delivering only committed events costs the simplest design.
 
 from __future__ import annotations
 
-import asyncio
-
-from bench.common import (
-    AUTH,
-    HOST,
-    KINDS,
-    BenchFailure,
-    Benchmark,
-    Metric,
-    Sizes,
-    serving,
-    start_run,
-)
-from bench.rawhttp import check_contiguous, open_stream
+from bench.common import KINDS, BenchFailure, Benchmark, Metric, Sizes, serving, start_run
+from bench.rawhttp import check_contiguous
 
 GATE_S = 0.5
 
@@ -31,12 +19,10 @@ async def measure(kind: str, sizes: Sizes) -> dict[str, float]:
     async with serving(kind) as server, server.connection() as conn:
         # warm-up run (imports, first-request costs)
         warm = await start_run(conn, "chatty", {"n": 200})
-        w = await open_stream(HOST, server.port, f"/runs/{warm}/stream", headers=AUTH)
-        await asyncio.wait_for(w.finished, 30)
+        await server.follow(warm, 30)
 
         run_id = await start_run(conn, "gated", {"delay": GATE_S, "n": n})
-        stream = await open_stream(HOST, server.port, f"/runs/{run_id}/stream", headers=AUTH)
-        result = await asyncio.wait_for(stream.finished, 120)
+        result = await server.follow(run_id, 120)
     if result.status != 200 or not result.done:
         raise BenchFailure(f"{kind}: stream ended without done ({result.error})")
     events = [i for i in result.ids if i <= n]  # the last id is `done`

@@ -5,19 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.common import (
-    AUTH,
-    HOST,
-    BenchFailure,
-    Benchmark,
-    Metric,
-    Sizes,
-    median,
-    serving,
-    settle,
-    start_run,
-)
-from bench.rawhttp import check_contiguous, open_stream
+from bench.common import BenchFailure, Benchmark, Metric, Sizes, median, serving, settle, start_run
+from bench.rawhttp import check_contiguous
 
 
 async def measure(kind: str, sizes: Sizes) -> dict[str, float]:
@@ -26,18 +15,15 @@ async def measure(kind: str, sizes: Sizes) -> dict[str, float]:
     firsts: list[float] = []
     async with serving(kind) as server, server.connection() as conn:
         run_id = await start_run(conn, "chatty", {"n": n})
-        path = f"/runs/{run_id}/stream"
         # Follow it to the end once: the run is then finished (and warm).
-        first = await open_stream(HOST, server.port, path, headers=AUTH)
-        result = await asyncio.wait_for(first.finished, 300)
+        result = await server.follow(run_id, 300)
         if not result.done:
             raise BenchFailure(f"{kind}: the {n}-event run did not finish ({result.error})")
         await settle(server)  # runyard: the finished record is in the store
         await asyncio.sleep(0.5)
         for _ in range(sizes.replay_reads):
             t0 = time.perf_counter()
-            stream = await open_stream(HOST, server.port, path, headers=AUTH)
-            result = await asyncio.wait_for(stream.finished, 300)
+            result = await server.follow(run_id, 300)
             if not result.done or result.status != 200:
                 raise BenchFailure(f"{kind}: replay ended without done ({result.error})")
             assert result.t_done is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.common import KINDS, BenchFailure, Benchmark, Metric, Sizes, percentile, serving
+from bench.common import KINDS, BenchFailure, Benchmark, Metric, Sizes, percentile, serving, shares
 from bench.rawhttp import Connection
 
 BODY = {"agent": "ticker", "input_dict": {"n": 10, "interval": 0}}
@@ -29,8 +29,7 @@ async def _client(conn: Connection, count: int, latencies: list[float], ids: set
 async def _phase(server_conns: list[Connection], total: int) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     ids: set[str] = set()
-    per = [total // len(server_conns)] * len(server_conns)
-    per[0] += total - sum(per)
+    per = shares(total, len(server_conns))
     t0 = time.perf_counter()
     await asyncio.gather(
         *(_client(c, n, latencies, ids) for c, n in zip(server_conns, per, strict=True))
@@ -46,22 +45,17 @@ async def measure(kind: str, sizes: Sizes) -> dict[str, float]:
         try:
             # warm-up: first requests import and compile lazily on both servers
             await _phase(conns[:1], 20)
-            rate, lat, distinct = await _phase(conns[:1], sizes.start_seq_runs)
-            if distinct != sizes.start_seq_runs:
-                raise BenchFailure(
-                    f"{kind}: {distinct} distinct run ids for {sizes.start_seq_runs} starts"
-                )
-            out["seq_rate"] = rate
-            out["seq_p50"] = percentile(lat, 50) * 1000
-            out["seq_p99"] = percentile(lat, 99) * 1000
-            rate, lat, distinct = await _phase(conns, sizes.start_conc_runs)
-            if distinct != sizes.start_conc_runs:
-                raise BenchFailure(
-                    f"{kind}: {distinct} distinct run ids for {sizes.start_conc_runs} starts"
-                )
-            out["conc_rate"] = rate
-            out["conc_p50"] = percentile(lat, 50) * 1000
-            out["conc_p99"] = percentile(lat, 99) * 1000
+            phases = (
+                ("seq", conns[:1], sizes.start_seq_runs),
+                ("conc", conns, sizes.start_conc_runs),
+            )
+            for name, clients, total in phases:
+                rate, lat, distinct = await _phase(clients, total)
+                if distinct != total:
+                    raise BenchFailure(f"{kind}: {distinct} distinct run ids for {total} starts")
+                out[f"{name}_rate"] = rate
+                out[f"{name}_p50"] = percentile(lat, 50) * 1000
+                out[f"{name}_p99"] = percentile(lat, 99) * 1000
         finally:
             for c in conns:
                 await c.close()

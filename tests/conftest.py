@@ -11,7 +11,12 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.couchdb_fixtures", "tests.live_server"]
+pytest_plugins = [
+    "tests.couchdb_fixtures",
+    "tests.couch_store_fixtures",
+    "tests.live_server",
+    "tests.browser_helpers",
+]
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pykka
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.records import Event, RunRecord, RunStatus
 from persistence.sqlite_store import SQLiteStore
+from persistence.store import RunStore
 
 T0 = 1_700_000_000.0
 WAIT = 20.0
@@ -127,3 +129,15 @@ def saves(*records: RunRecord, ack_to: pykka.ActorRef[Any] | None = None) -> Sav
 def whole(records: list[RunRecord]) -> list[RunWrite]:
     """Writes of whole records (header and entire trace), for ``RunStore.save_many``."""
     return [RunWrite.of(r) for r in records]
+
+
+def stored(
+    run: Callable[[Coroutine[Any, Any, Any]], Any], store: RunStore, run_id: str
+) -> RunRecord:
+    """``run_id``'s record as ``store`` reads it back (``run`` drives the coroutine).
+
+    Fails the test, naming the run, when the store does not have it.
+    """
+    got: RunRecord | None = run(store.get(run_id))
+    assert got is not None, f"run {run_id} is not in the store"
+    return got

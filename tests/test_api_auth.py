@@ -8,15 +8,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.api_helpers import (
-    assert_error,
-    finished_and_running,
-    frames,
-    get_run,
-    start,
-    wait_finished,
-)
+from tests.api_helpers import assert_error, finished_and_running, get_run, start, wait_finished
 from tests.live_server import TOKENS, LiveServer
+from tests.sse_frames import frames
 
 pytestmark = pytest.mark.server
 

@@ -15,17 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api_helpers import (
-    assert_error,
-    done_of,
-    finished_and_running,
-    get_run,
-    iter_frames,
-    open_stream,
-    start,
-    wait_finished,
-)
+from tests.api_helpers import assert_error, finished_and_running, get_run, start, wait_finished
 from tests.live_server import LiveServer, LiveServerFactory, make_settings
+from tests.sse_frames import done_of, iter_frames, open_stream
 
 pytestmark = pytest.mark.server
 

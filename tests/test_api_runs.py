@@ -9,17 +9,9 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.api_helpers import (
-    assert_error,
-    done_of,
-    frames,
-    get_run,
-    iter_frames,
-    open_stream,
-    start,
-    wait_finished,
-)
+from tests.api_helpers import assert_error, get_run, start, wait_finished
 from tests.live_server import LiveServer
+from tests.sse_frames import done_of, frames, iter_frames, open_stream
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.server

@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import assert_error, done_of, get_run, iter_frames, open_stream, start
+from tests.api_helpers import assert_error, get_run, start
 from tests.live_server import ServerProcessFactory
+from tests.sse_frames import done_of, iter_frames, open_stream
 
 pytestmark = pytest.mark.server
 

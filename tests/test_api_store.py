@@ -17,8 +17,9 @@ import pytest
 
 from actors.clock import ManualClock
 from actors.messages import Evict
-from tests.api_helpers import assert_error, done_of, frames, get_run, start, wait_finished
+from tests.api_helpers import assert_error, get_run, start, wait_finished
 from tests.live_server import LiveServer, LiveServerFactory, make_settings
+from tests.sse_frames import done_of, frames
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.server

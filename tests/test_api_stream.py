@@ -17,19 +17,9 @@ from httpx_sse import ServerSentEvent, connect_sse
 
 from actors.agents import builtin_catalog
 from actors.context import RunContext
-from tests.api_helpers import (
-    Frame,
-    assert_error,
-    done_of,
-    frames,
-    get_run,
-    iter_frames,
-    open_stream,
-    start,
-    trace_seqs,
-    wait_finished,
-)
+from tests.api_helpers import assert_error, get_run, start, wait_finished
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory
+from tests.sse_frames import Frame, done_of, frames, iter_frames, open_stream, trace_seqs
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.server

@@ -10,7 +10,6 @@ its SQLite file.  Speed is never asserted.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from bench import (
 )
 from bench.__main__ import goals, table
 from bench.common import (
-    AUTH,
-    HOST,
     KINDS,
     PAIR,
     TINY,
@@ -41,7 +38,6 @@ from bench.common import (
     serving,
     start_run,
 )
-from bench.rawhttp import open_stream
 
 pytestmark = pytest.mark.server
 
@@ -51,6 +47,13 @@ async def run(bench: Benchmark) -> Outcome:
     for kind in bench.kinds:
         assert outcome.values[kind], f"{kind} measured nothing"
     return outcome
+
+
+def positive(outcome: Outcome, key: str, kinds: tuple[str, ...]) -> None:
+    for kind in kinds:
+        value = outcome.value(kind, key)
+        assert value is not None, f"{kind}: no {key}"
+        assert value > 0, f"{kind}: {key} = {value}"
 
 
 def zero(outcome: Outcome, *keys: str) -> None:
@@ -64,10 +67,7 @@ def zero(outcome: Outcome, *keys: str) -> None:
 async def test_start_rate() -> None:
     outcome = await run(start_rate.BENCH)
     assert start_rate.BENCH.kinds == KINDS, "starts are compared with the durable baseline"
-    for kind in KINDS:
-        value = outcome.value(kind, "seq_rate")
-        assert value is not None
-        assert value > 0
+    positive(outcome, "seq_rate", KINDS)
 
 
 @pytest.mark.anyio
@@ -84,10 +84,7 @@ async def test_live_sse_delivers_every_event_once() -> None:
 @pytest.mark.timeout(30)
 async def test_replay_is_complete() -> None:
     outcome = await run(replay.BENCH)  # raises BenchFailure on a gap, a repeat or no `done`
-    for kind in PAIR:
-        value = outcome.value(kind, "events_per_s")
-        assert value is not None
-        assert value > 0
+    positive(outcome, "events_per_s", PAIR)
 
 
 @pytest.mark.anyio
@@ -123,10 +120,7 @@ async def test_concurrency_all_runs_live() -> None:
 @pytest.mark.timeout(40)
 async def test_persistence_writes_every_record() -> None:
     outcome = await run(persistence.BENCH)  # raises if the store holds a different count
-    for kind in PAIR:
-        value = outcome.value(kind, "sqlite")
-        assert value is not None
-        assert value > 0
+    positive(outcome, "sqlite", PAIR)
 
 
 @pytest.mark.anyio
@@ -172,8 +166,7 @@ async def test_durable_baseline_stores_what_it_acknowledged_and_delivered() -> N
         run_id = await start_run(conn, "gated", {"delay": 0.3, "n": 50})
         # The 202 came after the commit: the row is there while the run still waits.
         assert stored(db, run_id) == ("running", 0)
-        stream = await open_stream(HOST, server.port, f"/runs/{run_id}/stream", headers=AUTH)
-        result = await asyncio.wait_for(stream.finished, 20)
+        result = await server.follow(run_id, 20)
         assert result.done
         assert result.ids == list(range(1, 52)), "50 chat events and done, in order"
         # A client held `done` only once it was committed, with the final status.

@@ -17,8 +17,9 @@ import pytest
 from httpx_sse import connect_sse
 
 from actors.code.agent import CodeSettings, make_code_agent
-from tests.api_helpers import Frame, get_run, iter_frames, wait_finished
+from tests.api_helpers import get_run, wait_finished
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory, make_settings
+from tests.sse_frames import Frame, iter_frames
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.server

@@ -18,9 +18,9 @@ from actors.asyncio_actor import ask
 from actors.future import AsyncioFuture, BlockingGetOnLoop
 from tests.echo_actor import Boom, Echo, stop_all, stopped
 
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
+
 async def test_tell_and_ask_from_the_loop_thread() -> None:
     ref = Echo.start()
     ref.tell("one")
@@ -37,8 +37,6 @@ async def test_tell_and_ask_from_the_loop_thread() -> None:
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_tell_and_ask_from_another_thread() -> None:
     ref = Echo.start()
     loop_thread = threading.get_ident()
@@ -60,8 +58,6 @@ async def test_tell_and_ask_from_another_thread() -> None:
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_ask_timeout_from_another_thread_raises_pykka_timeout() -> None:
     ref = Echo.start()
 
@@ -75,8 +71,6 @@ async def test_ask_timeout_from_another_thread_raises_pykka_timeout() -> None:
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_proxies_from_another_thread_and_on_the_loop() -> None:
     ref = Echo.start()
     proxy = ref.proxy()
@@ -93,8 +87,6 @@ async def test_proxies_from_another_thread_and_on_the_loop() -> None:
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_registry_finds_asyncio_actors_and_forgets_stopped_ones() -> None:
     a, b = Echo.start(), Echo.start()
     found = pykka.ActorRegistry.get_by_class(Echo)
@@ -109,8 +101,6 @@ async def test_registry_finds_asyncio_actors_and_forgets_stopped_ones() -> None:
     await stopped(b)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_actor_started_from_a_plain_thread_runs_on_the_given_loop() -> None:
     loop = asyncio.get_running_loop()
     ref = await asyncio.to_thread(lambda: Echo.start(loop=loop))
@@ -119,8 +109,6 @@ async def test_actor_started_from_a_plain_thread_runs_on_the_given_loop() -> Non
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_awaiting_a_future_does_not_block_the_loop() -> None:
     ref = Echo.start()
     progress = 0
@@ -143,8 +131,6 @@ async def test_awaiting_a_future_does_not_block_the_loop() -> None:
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_blocking_get_on_the_loop_thread_raises_instead_of_deadlocking() -> None:
     ref = Echo.start()
     future = ref.ask(("later", 1), block=False)
@@ -161,8 +147,6 @@ async def test_blocking_get_on_the_loop_thread_raises_instead_of_deadlocking() -
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_forward_hands_the_askers_reply_to_another_actor() -> None:
     front, back = Echo.start(), Echo.start()
     assert await ask(front, ("forward", back, "hello")) == ("echo", "hello")
@@ -184,8 +168,6 @@ async def test_forward_hands_the_askers_reply_to_another_actor() -> None:
     await stopped(front)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_deferred_reply_does_not_hold_up_the_inbox() -> None:
     ref = Echo.start()
     slow = asyncio.ensure_future(ask(ref, ("later", "slow")))
@@ -198,8 +180,6 @@ async def test_deferred_reply_does_not_hold_up_the_inbox() -> None:
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_module_ask_reaches_a_threading_actor_without_blocking_the_loop() -> None:
     class Worker(pykka.ThreadingActor):
         def __init__(self, gate: threading.Event) -> None:

@@ -17,9 +17,9 @@ import pytest
 from actors.asyncio_actor import AsyncioActor, ask
 from tests.echo_actor import Boom, Echo, stop_all, stopped
 
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
+
 async def test_tell_failure_goes_to_on_failure_which_can_resume() -> None:
     ref = Echo.start(resume=True)
     ref.tell(("raise", "bad message"))
@@ -32,8 +32,6 @@ async def test_tell_failure_goes_to_on_failure_which_can_resume() -> None:
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_tell_failure_without_resume_stops_the_actor_and_answers_pending_asks() -> None:
     ref = Echo.start(resume=False)
     actor = ref._actor_weakref()
@@ -52,8 +50,6 @@ async def test_tell_failure_without_resume_stops_the_actor_and_answers_pending_a
         ref.tell("after")
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_ask_failure_goes_back_to_the_asker_and_the_actor_lives_on() -> None:
     ref = Echo.start()
     with pytest.raises(Boom, match="for the asker"):
@@ -71,8 +67,6 @@ async def test_ask_failure_goes_back_to_the_asker_and_the_actor_lives_on() -> No
     await stopped(ref)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_stopped_actor_answers_pending_asks_with_actor_dead_error() -> None:
     ref = Echo.start()
     stop = ref.stop(block=False)
@@ -93,8 +87,6 @@ async def test_stopped_actor_answers_pending_asks_with_actor_dead_error() -> Non
         await asyncio.wait_for(deferred, 5)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 @pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
 async def test_system_exit_in_one_actor_stops_only_that_actor(kind: type[BaseException]) -> None:
     victim, bystander, asker_victim = Echo.start(), Echo.start(), Echo.start()
@@ -122,8 +114,6 @@ async def test_system_exit_in_one_actor_stops_only_that_actor(kind: type[BaseExc
     await stopped(bystander)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_system_exit_in_a_deferred_reply_stops_only_that_actor() -> None:
     victim, bystander = Echo.start(), Echo.start()
     with pytest.raises(pykka.ActorDeadError, match="exited"):
@@ -146,8 +136,6 @@ async def test_system_exit_in_a_deferred_reply_stops_only_that_actor() -> None:
     await stopped(bystander)
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_failed_deferred_tell_ends_the_actor_task() -> None:
     class Failing(AsyncioActor):
         def on_receive(self, message: Any) -> Any:

@@ -49,12 +49,13 @@ from tests.runtime_helpers import (
 )
 from tests.waiting import wait_until_async
 
+# The default; a test that needs longer says so with its own timeout mark.
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
+
 # --------------------------------------------------------------------------
 # ownership
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_only_the_owner_reads_stops_or_deletes_a_run() -> None:
     async with running_runtime() as rt:
         live = await rt.ask(StartRun(ALICE, "sleeper", {"seconds": 3600}))
@@ -77,8 +78,6 @@ async def test_only_the_owner_reads_stops_or_deletes_a_run() -> None:
         await rt.ask(StopRun(ALICE, live.run_id))
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_unknown_run_ids_answer_run_not_found() -> None:
     async with running_runtime() as rt:
         for message in (
@@ -93,8 +92,6 @@ async def test_unknown_run_ids_answer_run_not_found() -> None:
             await rt.ask(StartRun(ALICE, "no-such-agent"))
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_admin_introspects_but_cannot_read_others_traces() -> None:
     gate = Gate()
     clock = ManualClock()
@@ -142,8 +139,6 @@ async def test_admin_introspects_but_cannot_read_others_traces() -> None:
 # caps
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_per_user_cap_refuses_the_next_start_only_for_that_user() -> None:
     async with running_runtime(config(max_live_runs_per_user=2)) as rt:
         a1 = await rt.ask(StartRun(ALICE, "sleeper"))
@@ -167,7 +162,6 @@ async def test_per_user_cap_refuses_the_next_start_only_for_that_user() -> None:
 # listing
 
 
-@pytest.mark.anyio
 @pytest.mark.timeout(20)
 async def test_list_runs_newest_first_with_filters_and_exact_pagination() -> None:
     clock = ManualClock()
@@ -242,8 +236,6 @@ async def test_list_runs_newest_first_with_filters_and_exact_pagination() -> Non
 # delete, eviction, cleanup
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_delete_refuses_a_running_run_and_forgets_a_finished_one() -> None:
     async with running_runtime() as rt:
         live = await rt.ask(StartRun(ALICE, "sleeper"))
@@ -262,8 +254,6 @@ async def test_delete_refuses_a_running_run_and_forgets_a_finished_one() -> None
         await rt.ask(StopRun(ALICE, live.run_id))
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_finished_run_is_evicted_after_retention_with_a_manual_clock() -> None:
     clock = ManualClock()
     async with running_runtime(config(retention_s=3600), clock=clock) as rt:
@@ -297,8 +287,6 @@ async def test_finished_run_is_evicted_after_retention_with_a_manual_clock() -> 
         await rt.ask(StopRun(ALICE, live.run_id))
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_subscribing_to_a_finished_run_replays_it_from_memory() -> None:
     async with running_runtime() as rt:
         record, _ = await run_to_end(rt, ALICE, "ticker", {"n": 4, "interval": 0})
@@ -310,8 +298,6 @@ async def test_subscribing_to_a_finished_run_replays_it_from_memory() -> None:
         assert terminal.record == record
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_no_actor_and_no_task_remains_for_a_finished_run() -> None:
     before = actor_refs()
     test_tasks = asyncio.all_tasks()  # this test's and the test runner's

@@ -46,12 +46,13 @@ from tests.runtime_helpers import (
 )
 from tests.waiting import wait_until_async
 
+# The default; a test that needs longer says so with its own timeout mark.
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
+
 # --------------------------------------------------------------------------
 # start, events, done
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_start_returns_a_run_id_at_once() -> None:
     async with running_runtime() as rt:
         t0 = time.monotonic()
@@ -66,8 +67,6 @@ async def test_start_returns_a_run_id_at_once() -> None:
         await rt.ask(StopRun(ALICE, started.run_id))
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_events_are_dense_timestamped_typed_and_end_with_done() -> None:
     async with running_runtime() as rt:
         before = time.time()
@@ -95,8 +94,6 @@ async def test_events_are_dense_timestamped_typed_and_end_with_done() -> None:
     assert record.finished_at >= done.ts
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_subscribe_after_seq_past_the_end_waits_for_live_events() -> None:
     gate = Gate()
     async with running_runtime(catalog=catalog_with(gate=gate.agent)) as rt:
@@ -120,8 +117,6 @@ async def test_subscribe_after_seq_past_the_end_waits_for_live_events() -> None:
             await rt.ask(Subscribe(ALICE, started.run_id, after_seq=-1))
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_unsubscribe_leaves_the_run_running() -> None:
     gate = Gate()
     async with running_runtime(catalog=catalog_with(gate=gate.agent)) as rt:
@@ -159,7 +154,6 @@ def _check_exact(after_seq: int, events: list[Event], terminal: Any) -> None:
     assert events == list(terminal.record.events[after_seq:])
 
 
-@pytest.mark.anyio
 @pytest.mark.timeout(60)
 @settings(
     max_examples=25,
@@ -190,7 +184,6 @@ async def test_replay_then_live_has_no_gap_and_no_duplicate(
         assert len(terminal.record.events) == n + 1
 
 
-@pytest.mark.anyio
 @pytest.mark.timeout(30)
 async def test_replay_then_live_with_subscribers_from_another_thread() -> None:
     """Threads join at random times with random cursors while chatty emits at full speed."""
@@ -234,8 +227,6 @@ async def test_replay_then_live_with_subscribers_from_another_thread() -> None:
 # stop
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 @pytest.mark.parametrize(
     ("agent", "input", "result"),
     [
@@ -267,8 +258,6 @@ async def test_cooperative_stop_ends_stopped(
     assert events[-1].data["status"] == "stopped"
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_stubborn_agent_is_cancelled_after_stop_grace() -> None:
     async with running_runtime(config(stop_grace_s=0.2)) as rt:
         started = await rt.ask(StartRun(ALICE, "stubborn"))
@@ -285,8 +274,6 @@ async def test_stubborn_agent_is_cancelled_after_stop_grace() -> None:
     assert [e.type for e in events] == ["ignoring_stop", "stop_requested", "done"]
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_agent_that_swallows_cancellation_is_abandoned_and_the_run_still_ends() -> None:
     async def mule(input_dict: dict[str, Any], ctx: RunContext) -> Any:
         try:
@@ -306,8 +293,6 @@ async def test_agent_that_swallows_cancellation_is_abandoned_and_the_run_still_e
         await wait_until_async(lambda: not run_actor_tasks(), what="the abandoned agent to end")
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_stop_twice_is_harmless_and_stop_after_finish_says_so() -> None:
     async with running_runtime(config(stop_grace_s=0.3)) as rt:
         # Two stops in a row reach the run before the agent can react.

@@ -24,12 +24,13 @@ from tests.runtime_helpers import (
     running_runtime,
 )
 
+# The default; a test that needs longer says so with its own timeout mark.
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
+
 # --------------------------------------------------------------------------
 # supervision
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_crash_ends_as_error_with_an_error_event() -> None:
     async with running_runtime() as rt:
         record, events = await run_to_end(rt, ALICE, "failer", {"events": 2, "message": "kaboom"})
@@ -49,8 +50,6 @@ async def test_crash_ends_as_error_with_an_error_event() -> None:
     }
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 @pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
 async def test_agent_raising_system_exit_ends_only_its_run(kind: type[BaseException]) -> None:
     async def quitter(input_dict: dict[str, Any], ctx: RunContext) -> Any:
@@ -70,8 +69,6 @@ async def test_agent_raising_system_exit_ends_only_its_run(kind: type[BaseExcept
         assert echoed.status == "success"
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_max_duration_ends_as_error_timed_out() -> None:
     async with running_runtime() as rt:
         t0 = time.monotonic()
@@ -88,8 +85,6 @@ async def test_max_duration_ends_as_error_timed_out() -> None:
     assert "timed out" in events[1].data["message"]
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_non_json_result_ends_with_a_clear_error_not_a_broken_stream() -> None:
     class Thing:
         def __repr__(self) -> str:
@@ -112,8 +107,6 @@ async def test_non_json_result_ends_with_a_clear_error_not_a_broken_stream() -> 
     assert events[-1].data["status"] == "error"
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_non_json_event_data_gets_a_visible_repr_marker() -> None:
     async def odd(input_dict: dict[str, Any], ctx: RunContext) -> Any:
         ctx.emit("odd", when={1, 2}, nan=float("nan"), ok="fine")
@@ -132,8 +125,6 @@ async def test_non_json_event_data_gets_a_visible_repr_marker() -> None:
     assert events[1].data == {"i": 2}
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_restart_policy_restarts_a_crashed_agent_until_it_succeeds() -> None:
     async with running_runtime() as rt:
         record, events = await run_to_end(
@@ -153,8 +144,6 @@ async def test_restart_policy_restarts_a_crashed_agent_until_it_succeeds() -> No
     assert record.options == {"restart": {"max_restarts": 3, "backoff_s": 0.01}}
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_restart_policy_gives_up_after_max_restarts_and_default_never_restarts() -> None:
     async with running_runtime() as rt:
         exhausted, events = await run_to_end(
@@ -179,7 +168,6 @@ async def test_restart_policy_gives_up_after_max_restarts_and_default_never_rest
 # slow subscribers
 
 
-@pytest.mark.anyio
 @pytest.mark.timeout(20)
 async def test_slow_subscriber_is_cut_off_with_lagged_and_memory_stays_bounded() -> None:
     max_queue = 50
@@ -225,7 +213,6 @@ async def test_slow_subscriber_is_cut_off_with_lagged_and_memory_stays_bounded()
         assert [e.type for e in fast_rest] == ["done"]
 
 
-@pytest.mark.anyio
 @pytest.mark.timeout(20)
 async def test_never_reading_subscriber_under_a_chatty_agent_stays_bounded() -> None:
     async with running_runtime() as rt:
@@ -246,8 +233,6 @@ async def test_never_reading_subscriber_under_a_chatty_agent_stays_bounded() -> 
         assert await never.next_batch() == []
 
 
-@pytest.mark.anyio
-@pytest.mark.timeout(10)
 async def test_thread_reader_that_times_out_loses_no_events() -> None:
     gate = Gate()
     async with running_runtime(catalog=catalog_with(gate=gate.agent)) as rt:

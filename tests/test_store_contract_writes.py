@@ -16,6 +16,7 @@ import pytest
 from actors.persistence_protocol import RunWrite
 from actors.records import Event, RunRecord
 from persistence.store import RunStore
+from tests.store_helpers import stored
 from tests.test_store_contract import Run, loop, rec, run, store
 
 __all__ = ["loop", "run", "store"]  # the fixtures this module uses
@@ -44,8 +45,7 @@ def test_a_thousand_commits_of_five_events_read_back_exactly(
     run(store.save_many([RunWrite(dataclasses.replace(header, events=()), 0)]))
     for n in range(1_000):
         run(store.save_many([commit(header, 5 * n + 1, 5 * n + 5, updated_at=T0 + n)]))
-    got = run(store.get("long"))
-    assert got is not None
+    got = stored(run, store, "long")
     assert got.events == events(1, 5_000)
     assert got.status == "running"
     assert run(store.list_for_user("alice"))[0].event_count == 5_000
@@ -81,8 +81,7 @@ def test_events_past_the_stored_count_are_never_read(store: RunStore, run: Run[A
     # the trace is cut there.
     final = dataclasses.replace(header, status="stopped", finished_at=T0 + 9, updated_at=T0 + 9)
     run(store.save_many([RunWrite(final, 4)]))
-    got = run(store.get("cut"))
-    assert got is not None
+    got = stored(run, store, "cut")
     assert got.events == events(1, 4)
     assert run(store.get_events("cut", 2, 10)) == list(events(3, 4))
 
@@ -95,8 +94,7 @@ def test_a_stale_header_write_is_skipped_with_its_events(store: RunStore, run: R
     run(store.save_many([RunWrite(final, 3)]))
     # A late running commit of events 4..6: its header loses, so its events go too.
     run(store.save_many([commit(header, 4, 6, updated_at=T0 + 9)]))
-    got = run(store.get("stale"))
-    assert got is not None
+    got = stored(run, store, "stale")
     assert got.status == "success"
     assert got.events == events(1, 3)
     assert run(store.get_events("stale", 0, 100)) == list(events(1, 3))
@@ -104,8 +102,7 @@ def test_a_stale_header_write_is_skipped_with_its_events(store: RunStore, run: R
     other = rec("r2", status="running")
     run(store.save_many([commit(other, 1, 5, updated_at=T0 + 5)]))
     run(store.save_many([commit(other, 3, 4, updated_at=T0 + 4)]))
-    got = run(store.get("r2"))
-    assert got is not None
+    got = stored(run, store, "r2")
     assert got.events == events(1, 5)
     assert got.updated_at == T0 + 5
 
@@ -120,8 +117,7 @@ def test_a_retried_identical_write_is_idempotent(store: RunStore, run: Run[Any])
     run(store.save_many([second]))  # the ack was lost: the batch comes again
     run(store.save_many([first, second]))  # joined with an earlier one
     run(store.save_many([commit(header, 20, 30, updated_at=T0 + 30)]))  # overlapping
-    got = run(store.get("again"))
-    assert got is not None
+    got = stored(run, store, "again")
     assert got.events == events(1, 30)
     assert run(store.get_events("again", 18, 5)) == list(events(19, 23))
 
@@ -138,8 +134,7 @@ def test_delete_removes_the_events_of_every_commit(store: RunStore, run: Run[Any
     assert run(store.get_events("gone", 0, 100)) == []
     # The same id written again starts from an empty trace.
     run(store.save_many([commit(header, 1, 2, updated_at=T0 + 30)]))
-    got = run(store.get("gone"))
-    assert got is not None
+    got = stored(run, store, "gone")
     assert got.events == events(1, 2)
 
 
@@ -152,8 +147,7 @@ def test_the_node_is_kept_and_recovery_finds_only_that_nodes_runs(
         return RunWrite(header, 2, events(1, 2))
 
     run(store.save_many([running("a-1", "a"), running("b-1", "b"), running("old", None)]))
-    got = run(store.get("a-1"))
-    assert got is not None
+    got = stored(run, store, "a-1")
     assert got.node == "a"
     assert {w.run_id for w in run(store.find_unfinished("a"))} == {"a-1", "old"}
     assert {w.run_id for w in run(store.find_unfinished("b"))} == {"b-1", "old"}
