@@ -64,3 +64,5 @@ def test_kill_9_mid_run_leaves_the_run_interrupted_with_its_checkpointed_events(
         assert len(frames) == len(seqs) + 1
     again.signal(signal.SIGTERM)
     assert again.wait(30) == 0
+    # runyard's own log lines reach the operator, next to uvicorn's.
+    assert "runyard.runtime: marked 1 interrupted run(s) as error" in again.output()

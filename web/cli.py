@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import math
 import socket
 import sys
@@ -146,6 +147,7 @@ def serve(
         timeout_graceful_shutdown=graceful_timeout_s(settings),
     )
     server = RunyardServer(config, app, grace_s=settings.shutdown_grace_s)
+    show_runyard_logs()
     # bind_socket exits with uvicorn's message if the port is taken.
     sock = config.bind_socket() if listener is None else listener
     if local_admin_token is not None:
@@ -155,6 +157,26 @@ def serve(
         print_sign_in(host, sock.getsockname()[1], local_admin_token, sys.stdout)
     server.run(sockets=[sock])
     return exit_status(app.state)
+
+
+LOGGED_PACKAGES = ("runyard", "actors", "persistence", "web")
+"""Where runyard's own loggers live (``runyard.*`` and module-named ones)."""
+
+
+def show_runyard_logs(level: int = logging.INFO) -> None:
+    """Print runyard's own log lines (recovery, sandbox, drain) next to uvicorn's.
+
+    uvicorn configures only its own loggers; without this, the INFO lines
+    operators are told to watch for would go nowhere.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    for name in LOGGED_PACKAGES:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = False
 
 
 def exit_status(state: object) -> int:
