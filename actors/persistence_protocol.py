@@ -10,6 +10,8 @@ message                  reply
 =======================  ================================================
 ``SaveRuns``             tell; acks with ``RunsPersisted`` to ``ack_to``
 ``LoadRun``              ``RunRecord | None``
+``LoadHeader``           ``RunWrite | None`` (no events)
+``LoadEvents``           ``list[Event]`` (one page)
 ``QueryRuns``            ``list[RunSummary]``
 ``DeleteStored``         ``bool``
 ``RecoverInterrupted``   ``tuple[str, ...]`` (run ids)
@@ -95,6 +97,10 @@ class RunWrite:
         skip = self.event_count + 1 - later.first_seq
         return RunWrite(header, later.event_count, self.events + later.events[skip:])
 
+    def without_events(self) -> RunWrite:
+        """The same version, carrying no events (a header and its ``event_count``)."""
+        return RunWrite(self.header, self.event_count)
+
     def summary(self) -> RunSummary:
         return dataclasses.replace(self.header.summary(), event_count=self.event_count)
 
@@ -163,6 +169,23 @@ class RunsPersisted:
 @dataclass(frozen=True, slots=True)
 class LoadRun:
     run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadHeader:
+    """The run without its trace (a :class:`RunWrite` with no events), or None: what
+    a replay of a stored run starts from, before it pages through the events."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadEvents:
+    """A page of a stored run's trace: at most ``limit`` events after ``after_seq``."""
+
+    run_id: str
+    after_seq: int
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from typing import Any
 
 import pykka
@@ -75,12 +76,16 @@ from actors.messages import (
 )
 from actors.persistence_protocol import (
     DeleteStored,
+    LoadEvents,
+    LoadHeader,
     LoadRun,
+    RunWrite,
     StoreHealth,
     StoreStatus,
 )
-from actors.records import RunRecord, RunSummary
+from actors.records import Event, RunRecord, RunSummary
 from actors.run import RunActor
+from actors.stored_replay import StoredReplay
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 from actors.watchers import Watchers
@@ -211,8 +216,22 @@ class RegistryActor(AsyncioActor):
         return self._subscribe_stored(msg)
 
     async def _subscribe_stored(self, msg: Subscribe) -> Subscription:
-        record = await self._load_owned(msg.caller, msg.run_id)
-        return self._finished_subscription(record, msg.after_seq)
+        """A run only the store holds is replayed in pages, never loaded whole."""
+        if self._store is None:
+            raise RunNotFound(f"no run {msg.run_id}")
+        stored: RunWrite | None = await self._ask_store(LoadHeader(msg.run_id))
+        if stored is None:
+            raise RunNotFound(f"no run {msg.run_id}")
+        self._check_owner(msg.caller, stored.header.owner, msg.run_id)
+        run_id = msg.run_id
+
+        def fetch(after_seq: int, limit: int) -> Awaitable[list[Event]]:
+            return self._ask_store(LoadEvents(run_id, after_seq, limit))
+
+        assert self.actor_loop is not None
+        return StoredReplay(
+            stored.header, stored.event_count, self.actor_loop, fetch, after_seq=msg.after_seq
+        )
 
     def _finished_subscription(self, record: RunRecord, after_seq: int) -> Subscription:
         assert self.actor_loop is not None

@@ -39,6 +39,8 @@ import pykka
 from actors.errors import StoreUnavailable
 from actors.persistence_protocol import (
     DeleteStored,
+    LoadEvents,
+    LoadHeader,
     LoadRun,
     PurgeStored,
     QueryRuns,
@@ -50,7 +52,7 @@ from actors.persistence_protocol import (
     StoreHealth,
     StoreStatus,
 )
-from actors.records import RunRecord, RunSummary
+from actors.records import Event, RunRecord, RunSummary
 from persistence.backoff_timer import BackoffTimer
 from persistence.credentials_hold import CredentialsHold
 from persistence.loop_actor import LoopThreadActor, describe
@@ -234,6 +236,10 @@ class PersistenceActor(LoopThreadActor):
                 return None
             case LoadRun(run_id=run_id):
                 return self._load(run_id)
+            case LoadHeader(run_id=run_id):
+                return self._load_header(run_id)
+            case LoadEvents(run_id=run_id, after_seq=after, limit=limit):
+                return self._load_events(run_id, after, limit)
             case QueryRuns():
                 return self._query(message)
             case DeleteStored(run_id=run_id):
@@ -386,6 +392,18 @@ class PersistenceActor(LoopThreadActor):
             # What the store will hold once the pending write is applied.
             return entry.write.applied_to(stored)
         return self._call(self._store.get(run_id))
+
+    def _load_header(self, run_id: str) -> RunWrite | None:
+        if run_id in self._pending:  # rare: a replay of a run whose write is late
+            record = self._load(run_id)
+            return None if record is None else RunWrite.of(record).without_events()
+        return self._call(self._store.get_header(run_id))
+
+    def _load_events(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
+        if run_id in self._pending:
+            record = self._load(run_id)
+            return [] if record is None else list(record.events[after_seq : after_seq + limit])
+        return self._call(self._store.get_events(run_id, after_seq, limit))
 
     def _query(self, q: QueryRuns) -> list[RunSummary]:
         """The store's page with pending records merged in, as the store will have them."""

@@ -334,6 +334,14 @@ class CouchStore:
 
     # ----------------------------------------------------------------- reads
 
+    async def get_header(self, run_id: str) -> RunWrite | None:
+        run_doc = await self._run_doc(run_id)
+        if run_doc is None:
+            return None
+        parts = list(field_part_ids(run_doc))
+        header = header_from_doc(run_doc, await self._docs_by_id(parts) if parts else {})
+        return None if header is None else RunWrite(header, int(run_doc.get("event_count") or 0))
+
     async def get(self, run_id: str) -> RunRecord | None:
         for attempt in range(_READ_ATTEMPTS):
             run_doc = await self._run_doc(run_id)

@@ -321,6 +321,14 @@ class SQLiteStore:
         ).fetchall()
         return self._record(row, events)
 
+    async def get_header(self, run_id: str) -> RunWrite | None:
+        row = (
+            self._db()
+            .execute(f"SELECT {_RECORD_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+            .fetchone()
+        )
+        return None if row is None else RunWrite(self._record(row, ()), row[-1])
+
     async def get_events(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
         conn = self._db()
         row = conn.execute("SELECT event_count FROM runs WHERE run_id = ?", (run_id,)).fetchone()

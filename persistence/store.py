@@ -46,6 +46,9 @@ class RunStore(Protocol):
     async def get(self, run_id: str) -> RunRecord | None:
         """The whole record, its trace cut at the stored ``event_count``."""
 
+    async def get_header(self, run_id: str) -> RunWrite | None:
+        """The run without its trace: its header and stored ``event_count`` (no events)."""
+
     async def get_events(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
         """At most ``limit`` stored events with ``seq > after_seq``, in order: a replay page."""
 
