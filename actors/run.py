@@ -88,6 +88,7 @@ class RunActor(AsyncioActor):
         if store is None:
             self._header_stored.set_result(None)
         self._write_queued = False
+        self._final_sent = False
         self._ended = False
         self._ctx = RunContext(live.run_id, live.owner, self._emit, self._ready)
         self._child: asyncio.Task[None] | None = None
@@ -220,8 +221,10 @@ class RunActor(AsyncioActor):
     def _write(self) -> None:
         """Hand the store everything it does not have yet, in one write."""
         self._write_queued = False
-        if self._store is None:
-            return
+        if self._store is None or self._final_sent:
+            return  # (a write queued before the run ended: the final one carried it all)
+        if self._final is not None:
+            self._final_sent = True
         header = self._header() if self._final is None else replace(self._final, events=())
         write = RunWrite(header, len(self._log), self._log.take_unsent())
         self._store.tell(SaveRuns((write,), ack_to=self.actor_ref))
