@@ -19,6 +19,7 @@ message                answered by                reply
 =====================  =========================  ==============================
 ``StartRun``           registry                   ``RunStarted``
 ``GetRun``             registry                   ``RunRecord``
+``ReadRun``            registry                   ``RunRecord`` or ``StoredReplay``
 ``ListRuns``           registry                   ``RunPage``
 ``Subscribe``          registry (-> run actor)    ``Subscription``
 ``Unsubscribe``        registry (-> run actor)    ``None`` (tell)
@@ -110,6 +111,20 @@ class RunStarted:
 @dataclass(frozen=True, slots=True)
 class GetRun:
     """The run's whole record (events, result, error), live, cached or stored."""
+
+    caller: Caller
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRun:
+    """Like :class:`GetRun`, for a reader that can take a long trace in pages.
+
+    Reply: the ``RunRecord`` when memory holds the run, else a
+    :class:`~actors.stored_replay.StoredReplay` of the stored run from its
+    first event (its ``header`` and ``end_seq`` say the rest), so a 100,000-
+    event run is never loaded whole for one request.
+    """
 
     caller: Caller
     run_id: str

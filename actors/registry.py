@@ -64,6 +64,7 @@ from actors.messages import (
     Health,
     Introspect,
     ListRuns,
+    ReadRun,
     RegistrySnapshot,
     RunStarted,
     Shutdown,
@@ -203,6 +204,15 @@ class RegistryActor(AsyncioActor):
         if found is not None:
             return found
         return self._load_owned(msg.caller, msg.run_id)
+
+    def _read(self, msg: ReadRun) -> Any:
+        found = self._in_memory(msg.caller, msg.run_id)
+        if isinstance(found, LiveRun):
+            assert found.ref is not None
+            return Forward(found.ref, GetRun(msg.caller, msg.run_id))
+        if found is not None:
+            return found
+        return self._subscribe_stored(Subscribe(msg.caller, msg.run_id))
 
     def _subscribe(self, msg: Subscribe) -> Any:
         if msg.after_seq < 0:
@@ -440,6 +450,7 @@ class RegistryActor(AsyncioActor):
     _handlers: dict[type, Any] = {
         StartRun: _start,
         GetRun: _get,
+        ReadRun: _read,
         ListRuns: _list,
         Subscribe: _subscribe,
         Unsubscribe: _unsubscribe,

@@ -56,6 +56,11 @@ class StoredReplay(Subscription):
         self._last: Event | None = None
         self._done = False
 
+    @property
+    def header(self) -> RunRecord:
+        """The run without its trace (``end_seq`` is its event count)."""
+        return self._header
+
     async def next_batch(self, limit: int | None = None) -> list[Item]:
         if self._items or self._closed:  # a Closing from a shutdown, or the end
             return await super().next_batch(limit)

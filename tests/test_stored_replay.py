@@ -99,3 +99,22 @@ async def test_a_stored_run_is_still_refused_to_others_and_read_whole_by_get(
         assert len(got.events) == N + 1
     finally:
         await runtime.shutdown(grace_s=0.1)
+
+
+async def test_read_run_pages_a_stored_run_and_the_body_is_the_same_json(tmp_path: Path) -> None:
+    import json
+
+    from actors import ReadRun
+    from web.routes.runs import _paged_record
+    from web.wire import record_json
+
+    runtime, store, record = await _evicted_run(tmp_path)
+    try:
+        found = await runtime.ask(ReadRun(ALICE, record.run_id), timeout=5)
+        assert isinstance(found, StoredReplay)
+        assert (found.header.status, found.end_seq) == ("success", N + 1)
+        body = b"".join([chunk async for chunk in _paged_record(found)])
+        assert json.loads(body) == json.loads(record_json(record))
+        assert store.whole_reads == 0
+    finally:
+        await runtime.shutdown(grace_s=0.1)

@@ -10,6 +10,7 @@ event for every reader.  The shapes match the response models in
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from actors.jsonsafe import dumps_safe
@@ -42,11 +43,19 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
 
 def record_json(record: RunRecord) -> bytes:
     """The whole run as JSON bytes, events spliced in from their pre-encoded form."""
-    head = summary_dict(record.summary())
-    head["owner"] = record.owner
-    head["input_dict"] = record.input
-    head["result"] = record.result
-    head["options"] = record.options
-    _, encoded = dumps_safe(head)  # a stored record may predate today's checks
     events = ",".join(map(event_json, record.events))
-    return f'{encoded[:-1]},"events":[{events}]}}'.encode()
+    return f"{record_head(record, len(record.events))}{events}]}}".encode()
+
+
+def record_head(header: RunRecord, event_count: int) -> str:
+    """A run's JSON up to its events: ``{..., "events":[`` (the events and ``]}`` follow).
+
+    What :func:`record_json` starts with, for a body written in pages.
+    """
+    head = summary_dict(replace(header.summary(), event_count=event_count))
+    head["owner"] = header.owner
+    head["input_dict"] = header.input
+    head["result"] = header.result
+    head["options"] = header.options
+    _, encoded = dumps_safe(head)  # a stored record may predate today's checks
+    return f'{encoded[:-1]},"events":['

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from actors.messages import DeleteRun, GetRun, ListRuns, RestartPolicy, StartRun, StopRun
-from actors.records import RunRecord
+from actors.messages import DeleteRun, ListRuns, ReadRun, RestartPolicy, StartRun, StopRun
+from actors.records import Event, RunRecord
+from actors.stored_replay import StoredReplay
 from web.auth import CallerDep
 from web.errors import error_responses
 from web.gateway import GatewayDep
@@ -21,7 +23,7 @@ from web.models import (
     Status,
     StopResponse,
 )
-from web.wire import record_json, summary_dict
+from web.wire import event_json, record_head, record_json, summary_dict
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -91,7 +93,11 @@ async def list_runs(
 )
 async def get_run(run_id: str, caller: CallerDep, gateway: GatewayDep) -> Response:
     """Live, recently finished or long finished (from the store): the same answer."""
-    record: RunRecord = await gateway.ask(GetRun(caller=caller, run_id=run_id))
+    found = await gateway.ask(ReadRun(caller=caller, run_id=run_id))
+    if isinstance(found, StoredReplay):
+        # Only the store holds it: written in pages as they are read, never whole.
+        return StreamingResponse(_paged_record(found), media_type="application/json")
+    record: RunRecord = found
     if len(record.events) > LARGE_TRACE:
         # 100,000 events take ~125 ms to encode: not on the loop every run shares.
         body = await asyncio.to_thread(record_json, record)
@@ -126,3 +132,19 @@ async def delete_run(run_id: str, caller: CallerDep, gateway: GatewayDep) -> Res
     """A running run answers 409: stop it first."""
     await gateway.ask(DeleteRun(caller=caller, run_id=run_id))
     return Response(status_code=204)
+
+
+async def _paged_record(replay: StoredReplay) -> AsyncIterator[bytes]:
+    """A stored run's JSON: its head, then its events a page at a time, then ``]}``."""
+    yield record_head(replay.header, replay.end_seq).encode()
+    first = True
+    while True:
+        items = await replay.next_batch()
+        events = [item for item in items if isinstance(item, Event)]
+        if events:
+            text = ",".join(map(event_json, events))
+            yield (text if first else "," + text).encode()
+            first = False
+        if not items or len(events) < len(items):  # the end (or a shutdown)
+            break
+    yield b"]}"
