@@ -105,6 +105,11 @@ class RunContext:
         holds the shared loop for long, and never outruns the store.
         """
         await asyncio.sleep(0)
+        await self.room()
+
+    async def room(self) -> None:
+        """Only the backpressure wait of :meth:`ready`, without its yield: for a
+        reader (the run-code relay) whose own awaits already yield, per frame."""
         if self._ready is not None:
             await self._ready()
 
@@ -122,8 +127,7 @@ class RunContext:
         """Sleep, but wake and raise :class:`StopRequested` as soon as a stop arrives."""
         if self._stop_event.is_set():
             raise StopRequested
-        if self._ready is not None:
-            await self._ready()
+        await self.room()
         try:
             async with asyncio.timeout(seconds):
                 await self._stop_event.wait()

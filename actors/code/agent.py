@@ -277,7 +277,7 @@ class CodeAgent:
                 type_, data = message.get("type"), message.get("data")
                 if not isinstance(type_, str) or not isinstance(data, dict):
                     raise ChildProtocolError("the child sent a malformed event frame")
-                await ctx.ready()  # backpressure: the child waits while the store catches up
+                await ctx.room()  # backpressure: the child waits while the store catches up
                 try:
                     ctx.emit(type_, **data)
                 except ValueError as exc:  # a type the ctx in the child would have refused
@@ -353,7 +353,7 @@ async def _pump(
             tail += data
             del tail[:-STDERR_TAIL_BYTES]
         if text:
-            await ctx.ready()
+            await ctx.room()
             ctx.emit("stdout", stream=name, text=text)
         if not data:
             return
