@@ -22,6 +22,10 @@ class RuntimeConfig:
     node_id: str = "local"
     """This process's name among the nodes sharing a store: written on every run it
     starts, and at start-up it reconciles only its own interrupted runs."""
+    lease_s: float = 15.0
+    """Scale-out (nodes sharing a CouchDB): a node's lease is renewed every
+    ``lease_s / 3``; a node whose lease no other node has seen renewed for
+    ``lease_s`` is dead, and one survivor takes over its live runs."""
     retention_s: float = 3600.0
     """How long a finished run stays in memory (it is in the store after that)."""
     store_retention_s: float = 7 * 24 * 3600.0

@@ -37,6 +37,13 @@ import pykka
 from actors.agents import AgentCatalog
 from actors.asyncio_actor import AsyncioActor, Forward, ask, tell_stop
 from actors.clock import Clock, SystemClock
+from actors.cluster_protocol import (
+    NodeStatus,
+    RequestStop,
+    RunDeleted,
+    RunDocChanged,
+    StopRequested,
+)
 from actors.config import RuntimeConfig
 from actors.context import Agent, AgentFactory
 from actors.errors import (
@@ -54,6 +61,7 @@ from actors.feed import Feed
 from actors.finished_cache import FinishedCache
 from actors.listing import Listing
 from actors.live_run import LiveRun, RunEnded, RunSettings, WhenStored
+from actors.membership import TakeOverNode
 from actors.messages import (
     SYSTEM,
     Caller,
@@ -69,22 +77,26 @@ from actors.messages import (
     RunStarted,
     Shutdown,
     StartRun,
+    StopAccepted,
     StopRun,
     Subscribe,
     Unsubscribe,
     Unwatch,
     WatchRuns,
 )
+from actors.mirror import MirrorEnded
 from actors.persistence_protocol import (
     DeleteStored,
     LoadEvents,
     LoadHeader,
     LoadRun,
+    RecoverInterrupted,
     RunWrite,
     StoreHealth,
     StoreStatus,
 )
 from actors.records import Event, RunRecord, RunSummary
+from actors.remote_runs import RemoteRuns
 from actors.run import RunActor
 from actors.stored_replay import StoredReplay
 from actors.stream_items import Finished
@@ -103,11 +115,14 @@ class RegistryActor(AsyncioActor):
         store: pykka.ActorRef[Any] | None = None,
         clock: Clock | None = None,
         code_agent: AgentFactory | None = None,
+        cluster: pykka.ActorRef[Any] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         """``store``: the :class:`~actors.store_link.StoreLink`; None keeps runs in
         memory only.  ``code_agent`` makes the agent for ``StartRun(code=...)``
-        (the run-code feature); None refuses such starts."""
+        (the run-code feature); None refuses such starts.  ``cluster``: the
+        shared store's cluster backend (:mod:`actors.cluster_protocol`) when
+        several nodes share the store; None for a single node."""
         super().__init__(loop=loop)
         self._catalog = catalog
         self._config = config or RuntimeConfig()
@@ -120,6 +135,12 @@ class RegistryActor(AsyncioActor):
         self._accepting = True
         self._idle: asyncio.Event | None = None
         self._watchers = Watchers()
+        self._cluster = cluster
+        self._remote: RemoteRuns | None = None
+
+    def on_start(self) -> None:
+        if self._cluster is not None:
+            self._remote = RemoteRuns(self._cluster, self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))
@@ -159,6 +180,7 @@ class RegistryActor(AsyncioActor):
         if self._idle is not None:
             self._idle.clear()
         self._publish(user, "started", live.summary())
+        self._report_status()
         started = RunStarted(run_id=run_id, status="running", started_at=started_at)
         if self._store is None:
             return started
@@ -223,17 +245,22 @@ class RegistryActor(AsyncioActor):
             return Forward(found.ref, msg)
         if found is not None:
             return self._finished_subscription(found, msg.after_seq)
-        return self._subscribe_stored(msg)
+        return self._subscribe_stored(msg, follow=True)
 
-    async def _subscribe_stored(self, msg: Subscribe) -> Subscription:
-        """A run only the store holds is replayed in pages, never loaded whole."""
-        if self._store is None:
-            raise RunNotFound(f"no run {msg.run_id}")
-        stored: RunWrite | None = await self._ask_store(LoadHeader(msg.run_id))
-        if stored is None:
-            raise RunNotFound(f"no run {msg.run_id}")
-        self._check_owner(msg.caller, stored.header.owner, msg.run_id)
+    async def _subscribe_stored(self, msg: Subscribe, *, follow: bool = False) -> Subscription:
+        """A run only the store holds is replayed in pages, never loaded whole;
+        with ``follow``, one running on another node is followed live through
+        this node's mirror of it."""
+        stored = await self._load_header_owned(msg.caller, msg.run_id)
         run_id = msg.run_id
+        if follow and self._remote is not None and self._runs_elsewhere(stored):
+            assert self.actor_loop is not None
+            mirror = self._remote.mirror(run_id, self.actor_loop)
+            with contextlib.suppress(pykka.ActorDeadError, RunNotFound):
+                # (a mirror that just ended: its run did too, so the store has it all)
+                subscription: Subscription = await ask(mirror, msg)
+                return subscription
+            stored = await self._load_header_owned(msg.caller, msg.run_id)
 
         def fetch(after_seq: int, limit: int) -> Awaitable[list[Event]]:
             return self._ask_store(LoadEvents(run_id, after_seq, limit))
@@ -260,6 +287,9 @@ class RegistryActor(AsyncioActor):
         live = self._live.get(msg.run_id)
         if live is not None and live.ref is not None:
             return Forward(live.ref, msg)
+        mirror = self._remote.mirror_of(msg.run_id) if self._remote is not None else None
+        if mirror is not None:
+            mirror.tell(msg)
         return None
 
     def _list(self, msg: ListRuns) -> Any:
@@ -290,10 +320,20 @@ class RegistryActor(AsyncioActor):
         return self._stop_stored(msg)
 
     async def _stop_stored(self, msg: StopRun) -> Any:
-        record = await self._load_owned(msg.caller, msg.run_id)
-        if not record.finished:
+        stored = await self._load_header_owned(msg.caller, msg.run_id)
+        record = stored.header
+        if record.finished:
+            raise _already_finished(record)
+        if self._cluster is None or not self._runs_elsewhere(stored):
             raise _elsewhere(record, "stopped")
-        raise _already_finished(record)
+        # The owner hears of the request through its changes follower and stops the run.
+        request = RequestStop(msg.run_id, record.node or "", msg.caller.user_id, msg.reason)
+        try:
+            await ask(self._cluster, request, timeout=self._config.store_timeout_s)
+        except TimeoutError:
+            raise StoreUnavailable("the stop request could not be recorded in time") from None
+        self._publish(record.owner, "stopping", stored.summary())
+        return StopAccepted(msg.run_id)
 
     def _delete(self, msg: DeleteRun) -> Any:
         found = self._in_memory(msg.caller, msg.run_id)
@@ -309,12 +349,13 @@ class RegistryActor(AsyncioActor):
         return self._ask_store(DeleteStored(msg.run_id))
 
     async def _delete_stored(self, msg: DeleteRun) -> None:
-        record = await self._load_owned(msg.caller, msg.run_id)
+        stored = await self._load_header_owned(msg.caller, msg.run_id)
+        record = stored.header
         if not record.finished:
             # Running on another node (sharing the store): never delete it under it.
             raise StillRunning(f"run {msg.run_id} is still running; stop it first")
         await self._ask_store(DeleteStored(msg.run_id))
-        self._publish(record.owner, "deleted", record.summary())
+        self._publish(record.owner, "deleted", stored.summary())
 
     # -- lifecycle of finished runs ----------------------------------------
 
@@ -330,6 +371,7 @@ class RegistryActor(AsyncioActor):
         if live.ref is not None:
             tell_stop(live.ref)
         self._publish(record.owner, "finished", record.summary())
+        self._report_status()
         if not self._live and self._idle is not None:
             self._idle.set()
 
@@ -349,6 +391,55 @@ class RegistryActor(AsyncioActor):
 
     def _publish(self, user_id: str, kind: str, summary: RunSummary) -> None:
         self._watchers.publish(user_id, kind, summary)
+
+    # -- other nodes (a shared store) ----------------------------------------
+
+    def _runs_elsewhere(self, stored: RunWrite) -> bool:
+        header = stored.header
+        return not header.finished and header.node != self._config.node_id
+
+    def _report_status(self) -> None:
+        """What this node's next lease renewal says about it (a cheap one-way tell)."""
+        if self._cluster is not None:
+            self._cluster.tell(NodeStatus(live_runs=len(self._live), draining=not self._accepting))
+
+    def _run_doc_changed(self, msg: RunDocChanged) -> None:
+        if self._remote is None or msg.write.run_id in self._live:
+            return
+        kind = self._remote.changed(msg.write)
+        if kind is not None:
+            self._publish(msg.write.header.owner, kind, msg.write.summary())
+
+    def _run_deleted(self, msg: RunDeleted) -> None:
+        if self._remote is not None:
+            self._remote.deleted(msg.run_id)
+        record = self._cache.remove(msg.run_id)
+        if record is not None:
+            self._publish(record.owner, "deleted", record.summary())
+
+    def _stop_requested(self, msg: StopRequested) -> None:
+        live = self._live.get(msg.run_id)
+        if live is None or live.ref is None:
+            return  # finished meanwhile
+        if not live.stopping:
+            self._publish(live.owner, "stopping", live.summary())
+        live.ref.tell(StopRun(Caller(live.owner), msg.run_id, reason=msg.reason))
+
+    def _mirror_ended(self, msg: MirrorEnded) -> None:
+        if self._remote is not None:
+            self._remote.mirror_ended(msg.run_id, msg.mirror)
+
+    async def _take_over(self, msg: TakeOverNode) -> None:
+        """End the live runs of a node whose lease this node claimed."""
+        if self._store is None:
+            return
+        recover = RecoverInterrupted(node=msg.node_id, error=msg.error)
+        try:
+            ended = await self._ask_store(recover, timeout=max(30.0, self._config.store_timeout_s))
+        except StoreUnavailable as exc:
+            logger.error("could not take over the runs of node %s: %s", msg.node_id, exc)
+            return
+        logger.warning("took over %d run(s) of node %s", len(ended), msg.node_id)
 
     # -- operators ---------------------------------------------------------
 
@@ -391,6 +482,7 @@ class RegistryActor(AsyncioActor):
 
     def _shutdown(self, msg: Shutdown) -> Any:
         self._accepting = False
+        self._report_status()
         return self._drain(msg)
 
     async def _drain(self, msg: Shutdown) -> None:
@@ -425,6 +517,16 @@ class RegistryActor(AsyncioActor):
     def _check_owner(caller: Caller, owner: str, run_id: str) -> None:
         if caller.user_id != owner:
             raise NotOwner(f"run {run_id} belongs to another user")
+
+    async def _load_header_owned(self, caller: Caller, run_id: str) -> RunWrite:
+        """The stored run without its trace, after the ownership check."""
+        if self._store is None:
+            raise RunNotFound(f"no run {run_id}")
+        stored: RunWrite | None = await self._ask_store(LoadHeader(run_id))
+        if stored is None:
+            raise RunNotFound(f"no run {run_id}")
+        self._check_owner(caller, stored.header.owner, run_id)
+        return stored
 
     async def _load_owned(self, caller: Caller, run_id: str) -> RunRecord:
         if self._store is None:
@@ -463,6 +565,11 @@ class RegistryActor(AsyncioActor):
         Shutdown: _shutdown,
         WatchRuns: _watch,
         Unwatch: _unwatch,
+        RunDocChanged: _run_doc_changed,
+        RunDeleted: _run_deleted,
+        StopRequested: _stop_requested,
+        MirrorEnded: _mirror_ended,
+        TakeOverNode: _take_over,
     }
 
 
@@ -478,5 +585,5 @@ def _elsewhere(record: RunRecord, verb: str) -> StillRunning:
     """A run the store says is running, but that this node does not run."""
     return StillRunning(
         f"run {record.run_id} is running on node {record.node or 'unknown'}, not on this one: "
-        f"it can only be {verb} there until scale-out is built"
+        f"it can only be {verb} there (this node does not share the store as a cluster)"
     )

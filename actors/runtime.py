@@ -5,7 +5,10 @@ store, :mod:`actors.store_link`) and the housekeeping timers (evicting expired
 finished runs from memory, purging old runs from the store).  It does not
 build the store: the caller hands it a persistence actor ref, so ``actors``
 never imports ``persistence`` (imports point one way; docs/design.md).
-Without one, runs live in memory only.
+Without one, runs live in memory only.  With several nodes sharing a store,
+the caller also hands it the store's cluster backend
+(:mod:`actors.cluster_protocol`); the runtime then starts this node's
+membership (:mod:`actors.membership`) and the backend's changes follower.
 
 On the loop::
 
@@ -28,8 +31,10 @@ import pykka
 from actors.agents import AgentCatalog, builtin_catalog
 from actors.asyncio_actor import AsyncioActor, ask, ask_stop
 from actors.clock import Clock, SystemClock
+from actors.cluster_protocol import Follow
 from actors.config import RuntimeConfig
 from actors.context import AgentFactory
+from actors.membership import MembershipActor
 from actors.messages import Evict, Shutdown
 from actors.persistence_protocol import PurgeStored, RecoverInterrupted
 from actors.registry import RegistryActor
@@ -48,6 +53,7 @@ class Runtime:
         clock: Clock | None = None,
         code_agent: AgentFactory | None = None,
         stop_persistence: bool = True,
+        cluster: pykka.ActorRef[Any] | None = None,
     ) -> None:
         self.config = config or RuntimeConfig()
         self.catalog = catalog or builtin_catalog()
@@ -55,6 +61,8 @@ class Runtime:
         self.clock = clock or SystemClock()
         self._code_agent = code_agent
         self._stop_persistence = stop_persistence
+        self.cluster = cluster
+        self._membership: pykka.ActorRef[MembershipActor] | None = None
         self._registry: pykka.ActorRef[RegistryActor] | None = None
         self._store: pykka.ActorRef[StoreLink] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,6 +76,11 @@ class Runtime:
             msg = "the runtime is not started"
             raise RuntimeError(msg)
         return self._registry
+
+    @property
+    def membership(self) -> pykka.ActorRef[MembershipActor] | None:
+        """This node's membership actor; None without a cluster backend."""
+        return self._membership
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -102,8 +115,14 @@ class Runtime:
             store=self._store,
             clock=self.clock,
             code_agent=self._code_agent,
+            cluster=self.cluster,
             loop=loop,
         )
+        if self.cluster is not None:
+            self._membership = MembershipActor.start(
+                node_id=config.node_id, cluster=self.cluster, registry=self._registry, loop=loop
+            )
+            await ask(self.cluster, Follow(to=self._registry, membership=self._membership))
         self._every(config.evict_interval_s, self._evict)
         if self.persistence is not None:
             self._purge()
@@ -131,6 +150,13 @@ class Runtime:
             # ``asyncio.run``, which cancels every task, the registry's too.
             logger.warning("the registry stopped before an orderly shutdown")
         finally:
+            # The lease says "stopped" once the runs are ended: nothing to take over.
+            for ref in (self._membership, self.cluster):
+                if ref is not None and ref.is_alive():
+                    try:
+                        await ask_stop(ref, timeout=self.config.store_timeout_s + 1)
+                    except Exception as exc:
+                        logger.warning("stopping %s: %s", ref, exc)
             # The link hands what is still waiting to the persistence actor as it stops.
             if self._store is not None and self._store.is_alive():
                 await ask_stop(self._store)

@@ -16,7 +16,16 @@ from actors.registry import RegistryActor
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "internals.md"
-INTERNAL_MESSAGES = {"RunEnded", "RunsPersisted"}  # run actor / persistence -> registry only
+INTERNAL_MESSAGES = {
+    "RunEnded",
+    "RunsPersisted",
+    # the cluster backend, membership and mirrors -> registry
+    "RunDocChanged",
+    "RunDeleted",
+    "StopRequested",
+    "MirrorEnded",
+    "TakeOverNode",
+}  # never sent by a user of the runtime
 
 
 def _doc() -> str:

@@ -161,6 +161,12 @@ class Settings(BaseSettings):
         description="Seconds a request that needs the store waits for it before answering "
         "503 store_unavailable (a start, a stop, a delete, a read of a stored run).",
     )
+    lease_s: float = Field(
+        default=DEFAULTS.lease_s,
+        ge=1,
+        description="Scale-out over CouchDB: seconds a node's lease lasts without renewal "
+        "(renewed every third of it); after that another node takes over its live runs.",
+    )
     heartbeat_s: float = Field(
         default=10, gt=0, description="Seconds between SSE heartbeat comments."
     )
@@ -190,6 +196,7 @@ class Settings(BaseSettings):
             shutdown_grace_s=self.shutdown_grace_s,
             max_live_runs_per_user=self.max_live_runs_per_user,
             store_timeout_s=self.store_timeout_s,
+            lease_s=self.lease_s,
             max_event_bytes=self.max_event_bytes,
             max_run_events=self.max_run_events,
             max_run_bytes=self.max_run_bytes,

@@ -98,7 +98,25 @@ class LiveRunModel(BaseModel):
     stopping: bool
 
 
+class NodeModel(BaseModel):
+    """One node sharing the store, as this node's membership sees its lease."""
+
+    node_id: str
+    state: str = Field(description="alive, stopped (drained and left) or taken_over.")
+    lease_age_s: float = Field(description="Seconds since this node saw that lease renewed.")
+    lease_s: float
+    expired: bool = Field(description="Not renewed for lease_s: its live runs get taken over.")
+    live_runs: int
+    draining: bool
+    taken_over_by: str | None = None
+
+
 class RegistryView(BaseModel):
+    node_id: str
+    nodes: list[NodeModel] = Field(
+        description="Every node sharing the store (CouchDB), this one included; "
+        "empty for a single node on SQLite."
+    )
     runs_by_status: dict[str, int]
     live: list[LiveRunModel]
     cached_finished: int

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from actors.asyncio_actor import ask
+from actors.membership import ListMembers, MemberInfo
 from actors.messages import CheckHealth, Health, Introspect, RegistrySnapshot
 from web.auth import AdminDep, CallerDep
 from web.errors import error_responses
 from web.gateway import GatewayDep
 from web.loop_monitor import LoopMonitor, rss_bytes
-from web.models import AgentModel, HealthResponse, LiveRunModel, RegistryView
+from web.models import AgentModel, HealthResponse, LiveRunModel, NodeModel, RegistryView
 
 router = APIRouter()
 
@@ -80,7 +84,13 @@ async def list_agents(caller: CallerDep, gateway: GatewayDep) -> list[AgentModel
 async def ops_registry(request: Request, admin: AdminDep, gateway: GatewayDep) -> RegistryView:
     snap: RegistrySnapshot = await gateway.ask(Introspect(caller=admin))
     monitor: LoopMonitor = request.app.state.loop_monitor
+    runtime = gateway.runtime
+    members: tuple[MemberInfo, ...] = ()
+    if runtime.membership is not None:
+        members = await ask(runtime.membership, ListMembers(), timeout=5.0)
     return RegistryView(
+        node_id=runtime.config.node_id,
+        nodes=[NodeModel(**dataclasses.asdict(m)) for m in members],
         runs_by_status=snap.runs_by_status,
         live=[
             LiveRunModel(
