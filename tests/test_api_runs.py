@@ -255,6 +255,8 @@ def test_ops_registry_is_admin_only_and_shows_live_runs(
         since_start = time.monotonic() - before_start
         trace_now = get_run(alice, run_id)["event_count"]
         assert set(view) == {
+            "node_id",
+            "nodes",
             "runs_by_status",
             "live",
             "cached_finished",
@@ -264,6 +266,7 @@ def test_ops_registry_is_admin_only_and_shows_live_runs(
             "rss_bytes",
             "uptime_s",
         }
+        assert view["nodes"] == []  # SQLite: a single node, no leases
         entry = next(r for r in view["live"] if r["run_id"] == run_id)
         assert entry["owner"] == "alice"
         assert entry["agent"] == "ticker"
