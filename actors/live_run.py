@@ -9,14 +9,14 @@ lists and introspects 100,000 live runs without asking 100,000 actors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pykka
 
 from actors.config import RuntimeConfig
 from actors.errors import InvalidRequest
 from actors.messages import LiveRunInfo, RestartPolicy, StartRun
-from actors.records import JSON, RunRecord, RunStatus, RunSummary
+from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
 
 __all__ = ["LiveRun", "RunEnded", "RunSettings", "WhenStored"]
 
@@ -92,6 +92,33 @@ class RunSettings:
                 "backoff_s": restart.backoff_s,
             }
         return cls(config, msg.max_duration_s, restart, options)
+
+    @classmethod
+    def stored(cls, record: RunRecord, config: RuntimeConfig) -> RunSettings:
+        """The settings a run was started with, as its record's ``options`` keep them."""
+        options = dict(record.options)
+        duration = options.get("max_duration_s")
+        policy = options.get("restart")
+        restart = None
+        if isinstance(policy, dict):
+            restart = RestartPolicy(
+                int(cast(int, policy.get("max_restarts", 0))),
+                float(cast(float, policy.get("backoff_s", 0.1))),
+            )
+        max_duration_s = float(duration) if isinstance(duration, int | float) else None
+        return cls(config, max_duration_s, restart, options)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A run started again on this node after its node died (restart policy):
+    it goes on from the stored trace under the same run id, with a ``restart``
+    event, as an in-node restart does."""
+
+    events: tuple[Event, ...]
+    """The committed trace it had: seqs go on after it."""
+    attempt: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

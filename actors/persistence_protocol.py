@@ -212,6 +212,15 @@ class RecoverInterrupted:
 
     node: str
     error: str
+    skip: frozenset[str] = frozenset()
+    """Runs not to touch: those this node has just resumed (a takeover)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadUnfinished:
+    """Reply: ``list[RunWrite]``, the headers of ``node``'s runs still ``running``."""
+
+    node: str
 
 
 @dataclass(frozen=True, slots=True)

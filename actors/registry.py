@@ -60,7 +60,7 @@ from actors.errors import (
 from actors.feed import Feed
 from actors.finished_cache import FinishedCache
 from actors.listing import Listing
-from actors.live_run import LiveRun, RunEnded, RunSettings, WhenStored
+from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, WhenStored
 from actors.membership import TakeOverNode
 from actors.messages import (
     SYSTEM,
@@ -90,12 +90,13 @@ from actors.persistence_protocol import (
     LoadEvents,
     LoadHeader,
     LoadRun,
+    LoadUnfinished,
     RecoverInterrupted,
     RunWrite,
     StoreHealth,
     StoreStatus,
 )
-from actors.records import Event, RunRecord, RunSummary
+from actors.records import JSON, Event, RunRecord, RunSummary
 from actors.remote_runs import RemoteRuns
 from actors.run import RunActor
 from actors.stored_replay import StoredReplay
@@ -165,22 +166,8 @@ class RegistryActor(AsyncioActor):
         run_id = uuid.uuid4().hex
         started_at = self._clock.now()
         live = LiveRun(run_id=run_id, owner=user, agent=msg.agent, started_at=started_at)
-        live.ref = RunActor.start(
-            live=live,
-            input=msg.input,
-            agent=agent,
-            registry=self.actor_ref,
-            store=self._store,
-            settings=settings,
-            clock=self._clock,
-            loop=self.actor_loop,
-        )
-        self._live[run_id] = live
-        self._live_per_user[user] += 1
-        if self._idle is not None:
-            self._idle.clear()
+        self._launch(live, msg.input, agent, settings)
         self._publish(user, "started", live.summary())
-        self._report_status()
         started = RunStarted(run_id=run_id, status="running", started_at=started_at)
         if self._store is None:
             return started
@@ -201,6 +188,32 @@ class RegistryActor(AsyncioActor):
                 live.ref.tell(StopRun(SYSTEM, live.run_id, reason="the store is unavailable"))
             raise
         return started
+
+    def _launch(
+        self,
+        live: LiveRun,
+        input: dict[str, JSON],
+        agent: Agent,
+        settings: RunSettings,
+        resume: Resume | None = None,
+    ) -> None:
+        """Start the run's supervisor and enter it in the run table."""
+        live.ref = RunActor.start(
+            live=live,
+            input=input,
+            agent=agent,
+            registry=self.actor_ref,
+            store=self._store,
+            settings=settings,
+            clock=self._clock,
+            resume=resume,
+            loop=self.actor_loop,
+        )
+        self._live[live.run_id] = live
+        self._live_per_user[live.owner] += 1
+        if self._idle is not None:
+            self._idle.clear()
+        self._report_status()
 
     def _resolve_agent(self, msg: StartRun) -> Agent:
         if msg.code is not None:
@@ -430,16 +443,59 @@ class RegistryActor(AsyncioActor):
             self._remote.mirror_ended(msg.run_id, msg.mirror)
 
     async def _take_over(self, msg: TakeOverNode) -> None:
-        """End the live runs of a node whose lease this node claimed."""
+        """The live runs of a node whose lease this node claimed: those whose
+        restart policy allows another attempt go on here under the same run id
+        (:meth:`_resume`); the rest end ``error`` with ``msg.error``."""
         if self._store is None:
             return
-        recover = RecoverInterrupted(node=msg.node_id, error=msg.error)
+        timeout = max(30.0, self._config.store_timeout_s)
+        resumed: set[str] = set()
         try:
-            ended = await self._ask_store(recover, timeout=max(30.0, self._config.store_timeout_s))
+            unfinished: list[RunWrite] = await self._ask_store(
+                LoadUnfinished(msg.node_id), timeout=timeout
+            )
+            for stored in unfinished:
+                if self._restarts_left(stored.header) and self._accepting:
+                    record = await self._ask_store(LoadRun(stored.run_id), timeout=timeout)
+                    reason = msg.error.replace("interrupted: ", "", 1)
+                    if record is not None and self._resume(record, reason):
+                        resumed.add(record.run_id)
+            recover = RecoverInterrupted(msg.node_id, msg.error, skip=frozenset(resumed))
+            ended = await self._ask_store(recover, timeout=timeout)
         except StoreUnavailable as exc:
             logger.error("could not take over the runs of node %s: %s", msg.node_id, exc)
             return
-        logger.warning("took over %d run(s) of node %s", len(ended), msg.node_id)
+        logger.warning(
+            "took over the runs of node %s: %d restarted here, %d ended as interrupted",
+            msg.node_id,
+            len(resumed),
+            len(ended),
+        )
+
+    def _restarts_left(self, header: RunRecord) -> bool:
+        settings = RunSettings.stored(header, self._config)
+        if settings.restart is None or header.agent not in self._catalog:
+            return False
+        return settings.restart.max_restarts > 0
+
+    def _resume(self, record: RunRecord, reason: str) -> bool:
+        """Go on with ``record`` here, from its stored trace, with a ``restart``
+        event; False if it has no restart left (or ended meanwhile)."""
+        settings = RunSettings.stored(record, self._config)
+        attempt = 1 + sum(1 for e in record.events if e.type == "restart")
+        if record.finished or settings.restart is None or attempt > settings.restart.max_restarts:
+            return False
+        live = LiveRun(
+            run_id=record.run_id,
+            owner=record.owner,
+            agent=record.agent,
+            started_at=record.started_at,
+            trace_length=len(record.events),
+        )
+        resume = Resume(record.events, attempt, reason)
+        self._launch(live, record.input, self._catalog.get(record.agent), settings, resume)
+        self._publish(record.owner, "started", live.summary())
+        return True
 
     # -- operators ---------------------------------------------------------
 

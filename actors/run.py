@@ -37,7 +37,7 @@ from actors.clock import Clock
 from actors.context import Agent, RunContext, StopRequested
 from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
-from actors.live_run import LiveRun, RunEnded, RunSettings, WhenStored
+from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, WhenStored
 from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.quotas import QuotaExceeded, encoded_size, truncated
@@ -69,8 +69,10 @@ class RunActor(AsyncioActor):
         store: pykka.ActorRef[Any] | None,
         settings: RunSettings,
         clock: Clock,
+        resume: Resume | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """``resume``: go on from a stored trace (a run taken over from a dead node)."""
         super().__init__(loop=loop)
         self.live = live
         self.run_id = live.run_id
@@ -84,6 +86,10 @@ class RunActor(AsyncioActor):
         self._quota_error: str | None = None
         self._clock = clock
         self._log = RunLog(live.run_id, self._loop(), durable=store is not None)
+        self._resume = resume
+        if resume is not None:
+            self._log.seed(resume.events)
+            self._run_bytes = sum(len(e.data_json) for e in resume.events)
         self._header_stored: asyncio.Future[None] = self._loop().create_future()
         if store is None:
             self._header_stored.set_result(None)
@@ -318,6 +324,9 @@ class RunActor(AsyncioActor):
         )
         restart = settings.restart
         attempt = 0
+        if self._resume is not None:
+            attempt = self._resume.attempt
+            self._append("restart", {"attempt": attempt, "error": self._resume.reason})
         while True:
             self._ctx.attempt = attempt
             limit = asyncio.timeout_at(deadline) if deadline is not None else nullcontext()

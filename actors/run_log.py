@@ -59,6 +59,13 @@ class RunLog:
 
     # -- writing -------------------------------------------------------------
 
+    def seed(self, stored: tuple[Event, ...]) -> None:
+        """Start from a trace the store already holds (a run resumed on this node)."""
+        assert not self.events, "seed an empty log only"
+        self.events = list(stored)
+        self.committed = self.sent = len(stored)
+        self._bytes = self._stored_bytes = sum(len(e.data_json) for e in stored)
+
     def append(self, event: Event) -> None:
         self.events.append(event)
         size = len(event.data_json)

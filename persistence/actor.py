@@ -42,6 +42,7 @@ from actors.persistence_protocol import (
     LoadEvents,
     LoadHeader,
     LoadRun,
+    LoadUnfinished,
     PurgeStored,
     QueryRuns,
     RecoverInterrupted,
@@ -244,8 +245,10 @@ class PersistenceActor(LoopThreadActor):
                 return self._query(message)
             case DeleteStored(run_id=run_id):
                 return self._delete(run_id)
-            case RecoverInterrupted(node=node, error=error):
-                return self._recover(node, error)
+            case RecoverInterrupted(node=node, error=error, skip=skip):
+                return self._recover(node, error, skip)
+            case LoadUnfinished(node=node):
+                return self._call(self._store.find_unfinished(node))
             case PurgeStored(cutoff=cutoff, batch=batch):
                 return self._call(self._store.purge_older_than(cutoff, batch=batch))
             case StoreStatus():
@@ -431,7 +434,7 @@ class PersistenceActor(LoopThreadActor):
             raise
         return deleted or entry is not None
 
-    def _recover(self, node: str, error: str) -> tuple[str, ...]:
+    def _recover(self, node: str, error: str, skip: frozenset[str]) -> tuple[str, ...]:
         """Mark runs a dead process left running as interrupted, keeping their events.
 
         The rewritten records go through the pending map like any write, so
@@ -446,6 +449,7 @@ class PersistenceActor(LoopThreadActor):
             if not self._wrote_any:
                 self._recovery_owed = (node, error)
             raise
+        unfinished = [stored for stored in unfinished if stored.run_id not in skip]
         marked = self._mark_interrupted(unfinished, error)
         if marked and not self._retry.waiting:
             self._flush()
