@@ -29,7 +29,6 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
 from typing import Any
 
 import pykka
@@ -50,7 +49,6 @@ from actors.errors import (
     AlreadyFinished,
     InvalidRequest,
     NotAdmin,
-    NotOwner,
     RunNotFound,
     ShuttingDown,
     StillRunning,
@@ -87,19 +85,15 @@ from actors.messages import (
 from actors.mirror import MirrorEnded
 from actors.persistence_protocol import (
     DeleteStored,
-    LoadEvents,
-    LoadHeader,
     LoadRun,
     LoadUnfinished,
     RecoverInterrupted,
     RunWrite,
-    StoreHealth,
-    StoreStatus,
 )
-from actors.records import JSON, Event, RunRecord, RunSummary
+from actors.records import JSON, RunRecord, RunSummary
 from actors.remote_runs import RemoteRuns
 from actors.run import RunActor
-from actors.stored_replay import StoredReplay
+from actors.stored_runs import StoredRuns, check_owner
 from actors.stream_items import Finished
 from actors.subscription import Subscription
 from actors.watchers import Watchers
@@ -138,6 +132,7 @@ class RegistryActor(AsyncioActor):
         self._watchers = Watchers()
         self._cluster = cluster
         self._remote: RemoteRuns | None = None
+        self._stored = StoredRuns(store, self._config)
 
     def on_start(self) -> None:
         if self._cluster is not None:
@@ -228,7 +223,7 @@ class RegistryActor(AsyncioActor):
         """The run if memory holds it, after the ownership check; None: ask the store."""
         found: LiveRun | RunRecord | None = self._live.get(run_id) or self._cache.get(run_id)
         if found is not None:
-            self._check_owner(caller, found.owner, run_id)
+            check_owner(caller, found.owner, run_id)
         return found
 
     def _get(self, msg: GetRun) -> Any:
@@ -238,7 +233,7 @@ class RegistryActor(AsyncioActor):
             return Forward(found.ref, msg)
         if found is not None:
             return found
-        return self._load_owned(msg.caller, msg.run_id)
+        return self._stored.record(msg.caller, msg.run_id)
 
     def _read(self, msg: ReadRun) -> Any:
         found = self._in_memory(msg.caller, msg.run_id)
@@ -264,7 +259,7 @@ class RegistryActor(AsyncioActor):
         """A run only the store holds is replayed in pages, never loaded whole;
         with ``follow``, one running on another node is followed live through
         this node's mirror of it."""
-        stored = await self._load_header_owned(msg.caller, msg.run_id)
+        stored = await self._stored.header(msg.caller, msg.run_id)
         run_id = msg.run_id
         if follow and self._remote is not None and self._runs_elsewhere(stored):
             assert self.actor_loop is not None
@@ -273,15 +268,9 @@ class RegistryActor(AsyncioActor):
                 # (a mirror that just ended: its run did too, so the store has it all)
                 subscription: Subscription = await ask(mirror, msg)
                 return subscription
-            stored = await self._load_header_owned(msg.caller, msg.run_id)
-
-        def fetch(after_seq: int, limit: int) -> Awaitable[list[Event]]:
-            return self._ask_store(LoadEvents(run_id, after_seq, limit))
-
+            stored = await self._stored.header(msg.caller, msg.run_id)
         assert self.actor_loop is not None
-        return StoredReplay(
-            stored.header, stored.event_count, self.actor_loop, fetch, after_seq=msg.after_seq
-        )
+        return self._stored.replay(stored, msg.after_seq, self.actor_loop)
 
     def _finished_subscription(self, record: RunRecord, after_seq: int) -> Subscription:
         assert self.actor_loop is not None
@@ -317,7 +306,7 @@ class RegistryActor(AsyncioActor):
                 in_memory[record.run_id] = record.summary()
         if self._store is None:
             return listing.page(s for s in in_memory.values() if listing.matches(s))
-        return listing.with_store(in_memory, self._ask_store)
+        return listing.with_store(in_memory, self._stored.ask)
 
     # -- stopping and deleting ---------------------------------------------
 
@@ -333,7 +322,7 @@ class RegistryActor(AsyncioActor):
         return self._stop_stored(msg)
 
     async def _stop_stored(self, msg: StopRun) -> Any:
-        stored = await self._load_header_owned(msg.caller, msg.run_id)
+        stored = await self._stored.header(msg.caller, msg.run_id)
         record = stored.header
         if record.finished:
             raise _already_finished(record)
@@ -359,15 +348,15 @@ class RegistryActor(AsyncioActor):
         if self._store is None:
             return None
         # Through the link: a write of this run still waiting there is dropped.
-        return self._ask_store(DeleteStored(msg.run_id))
+        return self._stored.ask(DeleteStored(msg.run_id))
 
     async def _delete_stored(self, msg: DeleteRun) -> None:
-        stored = await self._load_header_owned(msg.caller, msg.run_id)
+        stored = await self._stored.header(msg.caller, msg.run_id)
         record = stored.header
         if not record.finished:
             # Running on another node (sharing the store): never delete it under it.
             raise StillRunning(f"run {msg.run_id} is still running; stop it first")
-        await self._ask_store(DeleteStored(msg.run_id))
+        await self._stored.ask(DeleteStored(msg.run_id))
         self._publish(record.owner, "deleted", stored.summary())
 
     # -- lifecycle of finished runs ----------------------------------------
@@ -451,17 +440,17 @@ class RegistryActor(AsyncioActor):
         timeout = max(30.0, self._config.store_timeout_s)
         resumed: set[str] = set()
         try:
-            unfinished: list[RunWrite] = await self._ask_store(
+            unfinished: list[RunWrite] = await self._stored.ask(
                 LoadUnfinished(msg.node_id), timeout=timeout
             )
             for stored in unfinished:
                 if self._restarts_left(stored.header) and self._accepting:
-                    record = await self._ask_store(LoadRun(stored.run_id), timeout=timeout)
+                    record = await self._stored.ask(LoadRun(stored.run_id), timeout=timeout)
                     reason = msg.error.replace("interrupted: ", "", 1)
                     if record is not None and self._resume(record, reason):
                         resumed.add(record.run_id)
             recover = RecoverInterrupted(msg.node_id, msg.error, skip=frozenset(resumed))
-            ended = await self._ask_store(recover, timeout=timeout)
+            ended = await self._stored.ask(recover, timeout=timeout)
         except StoreUnavailable as exc:
             logger.error("could not take over the runs of node %s: %s", msg.node_id, exc)
             return
@@ -509,7 +498,7 @@ class RegistryActor(AsyncioActor):
         live = tuple(r.info(now) for r in self._live.values())
 
         async def with_backlog() -> RegistrySnapshot:
-            store = await self._store_health()
+            store = await self._stored.health()
             return RegistrySnapshot(
                 runs_by_status=dict(by_status),
                 live=live,
@@ -521,20 +510,8 @@ class RegistryActor(AsyncioActor):
         return with_backlog()
 
     async def _health(self, msg: CheckHealth) -> Health:
-        store = await self._store_health()
+        store = await self._stored.health()
         return Health(accepting=self._accepting, live_runs=len(self._live), store=store)
-
-    async def _store_health(self) -> StoreHealth | None:
-        """The store's health, or why it could not be had (backlog -1); None: no store."""
-        if self._store is None:
-            return None
-        try:
-            health: StoreHealth = await self._ask_store(StoreStatus(), timeout=2.0)
-        except StoreUnavailable as exc:
-            return StoreHealth(up=False, backlog=-1, last_error=exc.message)
-        except Exception as exc:
-            return StoreHealth(up=False, backlog=-1, last_error=f"{type(exc).__name__}: {exc}")
-        return health
 
     def _shutdown(self, msg: Shutdown) -> Any:
         self._accepting = False
@@ -566,44 +543,6 @@ class RegistryActor(AsyncioActor):
             if not self._live:
                 self._idle.set()
         return self._idle
-
-    # -- helpers -----------------------------------------------------------
-
-    @staticmethod
-    def _check_owner(caller: Caller, owner: str, run_id: str) -> None:
-        if caller.user_id != owner:
-            raise NotOwner(f"run {run_id} belongs to another user")
-
-    async def _load_header_owned(self, caller: Caller, run_id: str) -> RunWrite:
-        """The stored run without its trace, after the ownership check."""
-        if self._store is None:
-            raise RunNotFound(f"no run {run_id}")
-        stored: RunWrite | None = await self._ask_store(LoadHeader(run_id))
-        if stored is None:
-            raise RunNotFound(f"no run {run_id}")
-        self._check_owner(caller, stored.header.owner, run_id)
-        return stored
-
-    async def _load_owned(self, caller: Caller, run_id: str) -> RunRecord:
-        if self._store is None:
-            raise RunNotFound(f"no run {run_id}")
-        record: RunRecord | None = await self._ask_store(LoadRun(run_id))
-        if record is None:
-            raise RunNotFound(f"no run {run_id}")
-        self._check_owner(caller, record.owner, run_id)
-        return record
-
-    async def _ask_store(self, message: Any, timeout: float | None = None) -> Any:
-        """The store's answer within ``timeout`` (default: ``store_timeout_s``), else
-        :class:`StoreUnavailable`: a frozen or busy store is a 503, never a 500."""
-        assert self._store is not None
-        limit = timeout or self._config.store_timeout_s
-        try:
-            return await ask(self._store, message, timeout=limit)
-        except TimeoutError:
-            raise StoreUnavailable(f"the store did not answer within {limit:g} s") from None
-        except pykka.ActorDeadError:
-            raise StoreUnavailable("the store is not running (the server is stopping)") from None
 
     _handlers: dict[type, Any] = {
         StartRun: _start,

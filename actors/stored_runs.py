@@ -1,0 +1,102 @@
+"""``StoredRuns``: the registry's reads of runs that only the store holds.
+
+Every read goes through the store link within ``store_timeout_s`` (a frozen
+or busy store is :class:`~actors.errors.StoreUnavailable`, a 503, never a
+500 nor a hung request), and every run read for a caller passes the same
+ownership check as a run in memory.  Traces are never loaded whole for a
+reader: :meth:`replay` pages them (:class:`~actors.stored_replay.StoredReplay`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import pykka
+
+from actors.asyncio_actor import ask
+from actors.config import RuntimeConfig
+from actors.errors import NotOwner, RunNotFound, StoreUnavailable
+from actors.messages import Caller
+from actors.persistence_protocol import (
+    LoadEvents,
+    LoadHeader,
+    LoadRun,
+    RunWrite,
+    StoreHealth,
+    StoreStatus,
+)
+from actors.records import Event, RunRecord
+from actors.stored_replay import StoredReplay
+
+__all__ = ["StoredRuns", "check_owner"]
+
+
+def check_owner(caller: Caller, owner: str, run_id: str) -> None:
+    """:class:`NotOwner` (403) unless ``caller`` owns the run."""
+    if caller.user_id != owner:
+        raise NotOwner(f"run {run_id} belongs to another user")
+
+
+class StoredRuns:
+    def __init__(self, store: pykka.ActorRef[Any] | None, config: RuntimeConfig) -> None:
+        """``store``: the store link; None (memory only) makes every run unknown."""
+        self._store = store
+        self._config = config
+
+    async def ask(self, message: Any, timeout: float | None = None) -> Any:
+        """The store's answer within ``timeout`` (default: ``store_timeout_s``), else
+        :class:`StoreUnavailable`."""
+        if self._store is None:
+            raise StoreUnavailable("this runtime has no store")
+        limit = timeout or self._config.store_timeout_s
+        try:
+            return await ask(self._store, message, timeout=limit)
+        except TimeoutError:
+            raise StoreUnavailable(f"the store did not answer within {limit:g} s") from None
+        except pykka.ActorDeadError:
+            raise StoreUnavailable("the store is not running (the server is stopping)") from None
+
+    async def header(self, caller: Caller, run_id: str) -> RunWrite:
+        """The stored run without its trace, after the ownership check."""
+        stored: RunWrite | None = None
+        if self._store is not None:
+            stored = await self.ask(LoadHeader(run_id))
+        if stored is None:
+            raise RunNotFound(f"no run {run_id}")
+        check_owner(caller, stored.header.owner, run_id)
+        return stored
+
+    async def record(self, caller: Caller, run_id: str) -> RunRecord:
+        """The whole stored record, after the ownership check."""
+        record: RunRecord | None = None
+        if self._store is not None:
+            record = await self.ask(LoadRun(run_id))
+        if record is None:
+            raise RunNotFound(f"no run {run_id}")
+        check_owner(caller, record.owner, run_id)
+        return record
+
+    def replay(
+        self, stored: RunWrite, after_seq: int, loop: asyncio.AbstractEventLoop
+    ) -> StoredReplay:
+        """A paged subscription to ``stored``'s trace from ``after_seq`` on."""
+        run_id = stored.run_id
+
+        def fetch(after: int, limit: int) -> Awaitable[list[Event]]:
+            return self.ask(LoadEvents(run_id, after, limit))
+
+        return StoredReplay(stored.header, stored.event_count, loop, fetch, after_seq=after_seq)
+
+    async def health(self) -> StoreHealth | None:
+        """The store's health, or why it could not be had (backlog -1); None: no store."""
+        if self._store is None:
+            return None
+        try:
+            health: StoreHealth = await self.ask(StoreStatus(), timeout=2.0)
+        except StoreUnavailable as exc:
+            return StoreHealth(up=False, backlog=-1, last_error=exc.message)
+        except Exception as exc:
+            return StoreHealth(up=False, backlog=-1, last_error=f"{type(exc).__name__}: {exc}")
+        return health
