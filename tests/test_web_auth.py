@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from actors.messages import Caller
 from web.auth import SESSION_COOKIE, AdminDep, Authenticator, CallerDep, install_auth
-from web.config import ConfigError, Settings
+from web.config import ConfigError, Settings, load_settings
 from web.errors import install_error_handlers
 from web.sessions import SECRET_FILE_NAME, SessionSigner, load_or_create_secret
 from web.users import User, hash_token
@@ -303,3 +303,28 @@ async def test_http_error_shape_for_validation_json_routing_and_size(tmp_path: P
     assert error_of(too_big) == (413, "payload_too_large")
     assert error_of(chunked) == (413, "payload_too_large")
     assert ok.json() == {"agent": "echo"}
+
+
+def test_nodes_sharing_a_session_secret_accept_each_others_sessions(tmp_path: Path) -> None:
+    # Two nodes behind one balancer, each with its own data dir.
+    shared = "s" * 40
+    a = Authenticator.from_settings(
+        Settings(data_dir=tmp_path / "a", tokens="alice:tok-a", session_secret=shared)
+    )
+    b = Authenticator.from_settings(
+        Settings(data_dir=tmp_path / "b", tokens="alice:tok-a", session_secret=shared)
+    )
+    alone = Authenticator.from_settings(Settings(data_dir=tmp_path / "c", tokens="alice:tok-a"))
+    cookie = a.issue_session(Caller("alice")).value
+    assert b.authenticate_session(cookie) == Caller("alice")
+    assert alone.authenticate_session(cookie) is None  # its own data-dir key
+
+
+def test_a_short_session_secret_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RUNYARD_SESSION_SECRET", "short")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "RUNYARD_SESSION_SECRET" in str(err.value)
+    assert "short" not in str(err.value)  # a secret is never echoed

@@ -50,7 +50,10 @@ class Authenticator:
     def from_settings(
         cls, settings: Settings, clock: Callable[[], float] = time.time
     ) -> Authenticator:
-        key = load_or_create_secret(settings.data_dir)
+        if settings.session_secret is not None:
+            key = settings.session_secret.encode("utf-8")
+        else:
+            key = load_or_create_secret(settings.data_dir)
         return cls(load_users(settings), SessionSigner(key, clock=clock))
 
     @property

@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         repr=False,
         description="Users and their bearer tokens: user:token[:admin],user2:token2",
     )
+    session_secret: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=32,
+        description="The key that signs browser session cookies (at least 32 characters). "
+        "Unset: one made once and kept in the data dir. Nodes sharing a CouchDB behind one "
+        "balancer must share it, or a session from one node is refused by the others.",
+    )
     tokens_file: Path | None = Field(
         default=None,
         description=(
@@ -234,7 +242,7 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-_SECRET_FIELDS = frozenset({"tokens", "couchdb_url", "couchdb_password"})
+_SECRET_FIELDS = frozenset({"tokens", "couchdb_url", "couchdb_password", "session_secret"})
 
 
 def _short(value: object, limit: int = 60) -> str:
