@@ -40,6 +40,7 @@ __all__ = [
     "EVENTS_TYPE",
     "EventDoc",
     "assemble_events",
+    "assemble_prefix",
     "event_doc_id",
     "event_entry",
     "event_from_entry",
@@ -216,10 +217,25 @@ def assemble_events(
     and strays allowed) hold, each seq taken from the chunks ``writers`` assigns it to.
 
     None if one is missing: a chunk not written yet (a concurrent commit, or a
-    commit that failed and will be retried): read again. Chunks may overlap (a
+    commit that failed and will be retried; on a CouchDB cluster, a chunk not
+    yet on the shard copy that answered): read again. Chunks may overlap (a
     retry that joined two commits): events never change once written, so any
     chunk of the right writer holding a seq serves.
     """
+    events = assemble_prefix(run_id, writers, inline, chunks, after_seq, stop_seq)
+    return events if len(events) == stop_seq - after_seq else None
+
+
+def assemble_prefix(
+    run_id: str,
+    writers: Sequence[Sequence[Any]],
+    inline: Sequence[Sequence[Any]],
+    chunks: Iterable[Mapping[str, Any]],
+    after_seq: int,
+    stop_seq: int,
+) -> list[Event]:
+    """What :func:`assemble_events` finds, up to the first missing seq: a gap-free
+    prefix of ``after_seq+1 .. stop_seq`` (empty if ``after_seq+1`` is missing)."""
     found: dict[int, Sequence[Any]] = {}
     parts: dict[tuple[str, int], dict[int, str]] = {}
     sizes: dict[tuple[str, int], int] = {}
@@ -243,6 +259,10 @@ def assemble_events(
     for entry in inline:
         if after_seq < entry[0] <= stop_seq:
             found[entry[0]] = entry
-    if len(found) < stop_seq - after_seq:
-        return None
-    return [event_from_entry(found[seq]) for seq in range(after_seq + 1, stop_seq + 1)]
+    events: list[Event] = []
+    for seq in range(after_seq + 1, stop_seq + 1):
+        entry = found.get(seq)
+        if entry is None:
+            break
+        events.append(event_from_entry(entry))
+    return events

@@ -1,8 +1,10 @@
 """Deleting runs from CouchDB: a run doc with every chunk and part named after it.
 
-A run's documents all have ids ``<run_id>`` or ``<run_id>:<kind>:...``, so one
-``_all_docs`` range read finds them all, strays of interrupted or out-raced
-writes included: nothing has to name them. Chunks go first and the run doc
+A run's documents all have ids ``<run_id>`` or ``<run_id>:<kind>:...`` (event
+chunks, field parts, and the stop requests other nodes record for it, see
+:mod:`persistence.couch_cluster_docs`), so one ``_all_docs`` range read finds
+them all, strays of interrupted or out-raced writes included: nothing has to
+name them. Chunks go first and the run doc
 last, so a failure leaves a run that is readable or gone.
 """
 
@@ -29,12 +31,12 @@ _RANGE_READS = 8
 
 
 async def own_rows(db: Database, run_id: str) -> list[dict[str, Any]]:
-    """``_all_docs`` rows (``id``, ``value.rev``) of the run doc and of every chunk
-    and part of ``run_id`` (the layout before event chunks, ``:trace:``, too)."""
+    """``_all_docs`` rows (``id``, ``value.rev``) of the run doc and of every chunk,
+    part and request of ``run_id`` (the layout before event chunks, ``:trace:``, too)."""
     response = await db.all_docs.get(
         startkey=json.dumps(run_id), endkey=json.dumps(f"{run_id}:\ufff0")
     )
-    own = re.compile(re.escape(run_id) + r"(:(e|field|trace):.*)?\Z")
+    own = re.compile(re.escape(run_id) + r"(:(e|field|trace|request):.*)?\Z")
     return [row for row in response.rows if own.match(row["id"])]
 
 

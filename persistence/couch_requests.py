@@ -2,10 +2,13 @@
 
 Opening (the session, the database created if missing, made admin-only, its
 Mango indexes), reads by id, ``_bulk_docs`` in bounded requests and sorted,
-paged ``_find``. aiocouch's public bulk and find calls wrap every document
-in a ``Document`` (its ``find`` refuses ``fields``), which costs the store's
-batches their speed, so its two private calls (``_bulk_docs``, ``_find``) are
-made here and nowhere else.
+paged ``_find``; for the cluster backend, single-document writes that tell a
+201 from a 202 and a longpoll of ``_changes``. aiocouch's public bulk and
+find calls wrap every document in a ``Document`` (its ``find`` refuses
+``fields``), which costs the store's batches their speed; its ``Document``
+hides the write's status and its ``changes`` drops ``last_seq``. So its
+private calls (``_bulk_docs``, ``_find``, ``_remote._request``) are made
+here and nowhere else.
 
 A 401 while opening or pinging becomes
 :class:`~persistence.store_errors.CredentialsRefused`: a configuration error
@@ -17,10 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Final, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 from aiocouch import CouchDB, Database, NotFoundError, UnauthorizedError
+from aiocouch.exception import RemoteResponseError
 
 from actors.jsonsafe import dumps
 from persistence.couch_layout import CouchStoreError
@@ -32,14 +36,20 @@ __all__ = [
     "INDEX_BY_STATUS",
     "Index",
     "bulk_docs",
+    "changes_longpoll",
+    "delete_rev",
     "docs_by_id",
     "docs_in_range",
     "find",
     "find_all",
+    "get_doc",
     "make_admin_only",
     "open_database",
     "ping",
+    "put_doc",
     "revs_by_id",
+    "rows_by_id",
+    "update_seq",
 ]
 
 Index = tuple[str, str, list[str]]
@@ -232,3 +242,96 @@ async def docs_in_range(
         if len(rows) < page:
             return
         start, skip = json.dumps(rows[-1]["id"]), 1
+
+
+async def rows_by_id(db: Database, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``_all_docs`` rows (with ``doc``) of ``ids`` by id, deleted and missing ones
+    included: ``value.deleted`` marks a deleted one, ``error: not_found`` one
+    the answering copy never had."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 100):
+        keys = list(ids[start : start + 100])
+        response = await db.all_docs.post(keys, include_docs=True)
+        for row in response.rows:
+            found[row["key"]] = row
+    return found
+
+
+def _doc_path(db: Database, doc_id: str) -> str:
+    return f"{db.endpoint}/{quote(doc_id, safe='')}"
+
+
+async def put_doc(db: Database, doc: dict[str, Any]) -> tuple[int, str | None]:
+    """PUT one document (``_id``, and ``_rev`` to update one): ``(status, new rev)``.
+
+    201: stored on a quorum of copies; 202: accepted by fewer (a cluster with
+    copies down or a competing write: not known to have won); 409: its
+    ``_rev`` is not the current one (rev None). Other statuses raise
+    aiocouch's ``RemoteResponseError``.
+    """
+    try:
+        response, answer = await db._remote._request("PUT", _doc_path(db, doc["_id"]), json=doc)
+    except RemoteResponseError as exc:
+        if exc.status == 409:
+            return 409, None
+        raise
+    return response.status, cast(dict[str, Any], answer).get("rev")
+
+
+async def delete_rev(db: Database, doc_id: str, rev: str) -> int:
+    """Delete revision ``rev`` of ``doc_id`` (a leaf: the current one, or a
+    conflicting branch): the status, 409 if it is no leaf (any more)."""
+    try:
+        response, _ = await db._remote._request(
+            "DELETE", _doc_path(db, doc_id), params={"rev": rev}
+        )
+    except RemoteResponseError as exc:
+        if exc.status in (404, 409):
+            return exc.status
+        raise
+    return response.status
+
+
+async def update_seq(db: Database) -> str | int:
+    """The database's current update sequence: where a changes feed starts to see
+    only what comes next (opaque: a string on CouchDB, a number on PouchDB)."""
+    info = await db.info()
+    return cast(str | int, info["update_seq"])
+
+
+async def changes_longpoll(
+    db: Database, since: str | int, *, limit: int, wait_s: float, timeout_s: float
+) -> dict[str, Any]:
+    """One ``_changes?feed=longpoll`` from ``since``: ``{"results": [...], "last_seq": ...}``.
+
+    Rows carry ``id``, ``changes`` (the winning rev) and ``deleted``, no
+    documents. The server answers at once if anything changed, else after
+    ``wait_s`` with no rows; the request fails after ``wait_s + timeout_s``.
+    ``seq_interval`` spares a cluster the cost of a seq on every row (only
+    ``last_seq`` is used).
+    """
+    params = {
+        "feed": "longpoll",
+        "since": since,
+        "limit": limit,
+        "seq_interval": limit,
+        "timeout": int(wait_s * 1000),
+    }
+    bound = wait_s + timeout_s
+    timeout = aiohttp.ClientTimeout(total=bound, sock_connect=timeout_s, sock_read=bound)
+    _, answer = await db._remote._request(
+        "GET", f"{db.endpoint}/_changes", params=params, timeout=timeout
+    )
+    return cast(dict[str, Any], answer)
+
+
+async def get_doc(db: Database, doc_id: str, **params: Any) -> dict[str, Any] | None:
+    """``GET`` one document (a quorum read on a cluster; ``params`` such as
+    ``conflicts=True``); None if it is missing or deleted."""
+    try:
+        _, answer = await db._remote._request("GET", _doc_path(db, doc_id), params=params)
+    except RemoteResponseError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], answer)

@@ -63,7 +63,13 @@ from persistence.couch_layout import (
     summary_from_doc,
     write_wins,
 )
-from persistence.couch_reads import read_events, refused_chunks
+from persistence.couch_reads import (
+    read_event_page,
+    read_events,
+    read_header,
+    read_run_doc,
+    refused_chunks,
+)
 from persistence.couch_requests import (
     INDEX_BY_OWNER,
     INDEX_BY_STATUS,
@@ -336,19 +342,14 @@ class CouchStore:
 
     async def get_header(self, run_id: str) -> RunWrite | None:
         run_doc = await self._run_doc(run_id)
-        if run_doc is None:
-            return None
-        parts = list(field_part_ids(run_doc))
-        header = header_from_doc(run_doc, await self._docs_by_id(parts) if parts else {})
-        return None if header is None else RunWrite(header, int(run_doc.get("event_count") or 0))
+        return None if run_doc is None else await read_header(self._docs_by_id, run_doc)
 
     async def get(self, run_id: str) -> RunRecord | None:
         for attempt in range(_READ_ATTEMPTS):
             run_doc = await self._run_doc(run_id)
             if run_doc is None:
                 return None
-            parts = list(field_part_ids(run_doc))
-            header = header_from_doc(run_doc, await self._docs_by_id(parts) if parts else {})
+            header = await read_header(self._docs_by_id, run_doc)
             events = await read_events(
                 self._database(),
                 run_doc,
@@ -357,7 +358,7 @@ class CouchStore:
                 page=self._range_page,
             )
             if header is not None and events is not None:
-                return replace(header, events=tuple(events))
+                return replace(header.header, events=tuple(events))
             # A commit is in flight (or failed and will be retried): read again.
             await asyncio.sleep(0.05 * (attempt + 1))
         raise CouchStoreError(f"run {run_id}: its stored events keep missing under the reader")
@@ -365,25 +366,22 @@ class CouchStore:
     async def get_events(self, run_id: str, after_seq: int, limit: int) -> list[Event]:
         if limit < 1:
             return []
-        after_seq = max(after_seq, 0)
         for attempt in range(_READ_ATTEMPTS):
             run_doc = await self._run_doc(run_id)
             if run_doc is None:
                 return []
-            stop = min(int(run_doc.get("event_count") or 0), after_seq + limit)
-            events = await read_events(
-                self._database(), run_doc, after_seq, stop, page=self._range_page
+            events, complete = await read_event_page(
+                self._database(), run_doc, after_seq, limit, page=self._range_page
             )
-            if events is not None:
+            if complete:
                 return events
             await asyncio.sleep(0.05 * (attempt + 1))
         raise CouchStoreError(f"run {run_id}: its stored events keep missing under the reader")
 
     async def _run_doc(self, run_id: str) -> dict[str, Any] | None:
-        run_doc = (await self._docs_by_id([run_id])).get(run_id)
-        if run_doc is None or run_doc.get("type") != RUN_TYPE:
-            return None
-        self._remember(run_id, run_doc_meta(run_doc))
+        run_doc = await read_run_doc(self._docs_by_id, run_id)
+        if run_doc is not None:
+            self._remember(run_id, run_doc_meta(run_doc))
         return run_doc
 
     async def list_for_user(
