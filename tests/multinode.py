@@ -164,7 +164,8 @@ class Node:
 
     def client(self, user: str = "alice", **kwargs: Any) -> httpx.Client:
         """A client on this node directly, signed in as ``user``."""
-        return httpx.Client(base_url=self.base_url, headers=bearer(user), timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.base_url, headers=bearer(user), **kwargs)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -185,20 +186,31 @@ class Yard:
         self.root = root
         self.db = db
         self.couch_urls = couch_urls
+        self.env = env
         self.nodes: dict[str, Node] = {}
         for i, node_id in enumerate(NODE_IDS):
-            node_env = {
-                **NODE_ENV,
-                "RUNYARD_DATA_DIR": str(root / node_id),
-                "RUNYARD_TOKENS": TOKENS_ENV,
-                "RUNYARD_COUCHDB_URL": couch_urls[i % len(couch_urls)],
-                "RUNYARD_COUCHDB_DB": db,
-                "RUNYARD_NODE_ID": node_id,
-                **env,
-            }
-            self.nodes[node_id] = Node(node_id, root / node_id, node_env)
+            self.nodes[node_id] = self._make_node(node_id, couch_urls[i % len(couch_urls)])
+        self.extra: list[Node] = []
         self.balancer = Balancer(root / "nginx", [n.address for n in self.nodes.values()])
         self.base_url = self.balancer.base_url
+
+    def _make_node(self, node_id: str, couch_url: str) -> Node:
+        node_env = {
+            **NODE_ENV,
+            "RUNYARD_DATA_DIR": str(self.root / node_id),
+            "RUNYARD_TOKENS": TOKENS_ENV,
+            "RUNYARD_COUCHDB_URL": couch_url,
+            "RUNYARD_COUCHDB_DB": self.db,
+            "RUNYARD_NODE_ID": node_id,
+            **self.env,
+        }
+        return Node(node_id, self.root / node_id, node_env)
+
+    def add_node(self, node_id: str) -> Node:
+        """Start one more node on the database, outside the balancer; closed with the yard."""
+        node = self._make_node(node_id, self.couch_urls[-1])
+        self.extra.append(node)
+        return node.start()
 
     def start(self) -> Yard:
         """Create the database, start the nodes (in parallel), then nginx."""
@@ -215,7 +227,7 @@ class Yard:
             stack.callback(self._drop_database)
             stack.callback(self.balancer.listener.close)
             stack.callback(self.balancer.stop)
-            for node in self.nodes.values():
+            for node in [*self.nodes.values(), *self.extra]:
                 stack.callback(node.close)
 
     def _drop_database(self) -> None:
@@ -232,7 +244,8 @@ class Yard:
 
     def client(self, user: str = "alice", **kwargs: Any) -> httpx.Client:
         """A client through the balancer, signed in as ``user``."""
-        return httpx.Client(base_url=self.base_url, headers=bearer(user), timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.base_url, headers=bearer(user), **kwargs)
 
     def owner_of(self, response: httpx.Response) -> str:
         """The id of the node that answered ``response`` (made through the balancer)."""
