@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 COUCH_DIR := tests/couchdb
 
-.PHONY: run test test-fast lint fmt install couchdb-deps browser-deps bench clean
+.PHONY: run test test-fast lint fmt install couchdb-deps browser-deps nginx-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ browser-deps:
 	  echo "installing Debian's chromium"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The multi-node tests put Debian's nginx in front of three servers (each
+# test starts its own nginx on loopback ports, config in a tmp dir).  The
+# package's own service must not start on port 80: a policy-rc.d that denies
+# every start is put in place for the install when the machine has none.
+nginx-deps:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  echo "installing Debian's nginx (its system service is not started)"; \
+	  policy=/usr/sbin/policy-rc.d; made=; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy && made=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null; \
+	  status=$$?; if [ -n "$$made" ]; then rm -f $$policy; fi; exit $$status; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check actors web persistence tests bench
 	$(VENV)/bin/ruff format --check actors web persistence tests bench
@@ -43,7 +55,7 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format actors web persistence tests bench
 	$(VENV)/bin/ruff check --fix actors web persistence tests bench
 
-test: $(STAMP) couchdb-deps browser-deps lint
+test: $(STAMP) couchdb-deps browser-deps nginx-deps lint
 	$(PY) -m pytest
 
 # The edit loop: everything but the suites that start servers, CouchDB or a

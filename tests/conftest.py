@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.couchdb_fixtures",
     "tests.couch_store_fixtures",
     "tests.live_server",
+    "tests.multinode",
     "tests.browser_helpers",
 ]
 
