@@ -408,16 +408,17 @@ class RegistryActor(AsyncioActor):
     def _run_doc_changed(self, msg: RunDocChanged) -> None:
         if self._remote is None or msg.write.run_id in self._live:
             return
-        kind = self._remote.changed(msg.write)
-        if kind is not None:
+        for kind in self._remote.changed(msg.write):
             self._publish(msg.write.header.owner, kind, msg.write.summary())
 
     def _run_deleted(self, msg: RunDeleted) -> None:
-        if self._remote is not None:
-            self._remote.deleted(msg.run_id)
+        """Deleted by any node: out of the cache, and announced if its owner is known."""
         record = self._cache.remove(msg.run_id)
+        seen = self._remote.deleted(msg.run_id) if self._remote is not None else None
         if record is not None:
             self._publish(record.owner, "deleted", record.summary())
+        elif seen is not None:
+            self._publish(seen.owner, "deleted", seen)
 
     def _stop_requested(self, msg: StopRequested) -> None:
         live = self._live.get(msg.run_id)

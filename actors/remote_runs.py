@@ -7,14 +7,16 @@ registry's state, so the registry only routes:
 
 - the mirrors (:class:`~actors.mirror.MirrorActor`), one per remote run that
   a client of this node follows;
-- which remote runs this node has announced on the lifecycle feed as
-  running, so each remote run is announced ``started`` once and
-  ``finished`` once, however many commits it makes.
+- which remote runs this node has announced on the lifecycle feed, and
+  their owners, so each remote run is announced ``started`` once and
+  ``finished`` once however many commits it makes, and a deletion (a
+  tombstone names no owner) reaches the owner's watchers.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import Any
 
 import pykka
@@ -22,13 +24,13 @@ import pykka
 from actors.cluster_protocol import RunDocChanged
 from actors.mirror import MirrorActor
 from actors.persistence_protocol import RunWrite
-from actors.records import RunStatus
+from actors.records import RunSummary
 
 __all__ = ["RemoteRuns"]
 
-MAX_ANNOUNCED = 100_000
-"""Bound on remembered remote running runs (a node that never sees their end,
-e.g. one that joined late, must not grow without limit)."""
+MAX_REMEMBERED = 20_000
+"""Bound on the remote runs remembered (least recently changed out first), so
+a node that never sees some runs end cannot grow without limit."""
 
 
 class RemoteRuns:
@@ -36,7 +38,10 @@ class RemoteRuns:
         self._cluster = cluster
         self._registry = registry
         self._mirrors: dict[str, pykka.ActorRef[Any]] = {}
-        self._announced: dict[str, RunStatus] = {}
+        self._seen: OrderedDict[str, RunSummary] = OrderedDict()
+        """Remote runs this node has announced ``started``, with their last summary."""
+        self._running: dict[str, None] = {}
+        """Those of them not announced ``finished`` yet."""
 
     def mirror(self, run_id: str, loop: asyncio.AbstractEventLoop) -> pykka.ActorRef[Any]:
         """The run's mirror on this node, started if there is none."""
@@ -55,23 +60,33 @@ class RemoteRuns:
         if self._mirrors.get(run_id) is ref:
             del self._mirrors[run_id]
 
-    def changed(self, write: RunWrite) -> str | None:
-        """Route a run doc change to its mirror; the lifecycle kind to publish, if any."""
+    def changed(self, write: RunWrite) -> list[str]:
+        """Route a run doc change to its mirror; the lifecycle kinds to publish.
+
+        A run first seen finished (it started and ended between two reads of
+        the feed) is announced ``started`` and ``finished`` at once."""
         ref = self._mirrors.get(write.run_id)
         if ref is not None:
             ref.tell(RunDocChanged(write))
-        status = write.header.status
-        before = self._announced.get(write.run_id)
-        if status == "running":
-            if before is None and len(self._announced) < MAX_ANNOUNCED:
-                self._announced[write.run_id] = status
-                return "started"
-            return None
-        self._announced.pop(write.run_id, None)
-        return "finished"
+        run_id = write.run_id
+        seen = run_id in self._seen
+        self._seen[run_id] = write.summary()
+        self._seen.move_to_end(run_id)
+        if len(self._seen) > MAX_REMEMBERED:
+            oldest, _ = self._seen.popitem(last=False)
+            self._running.pop(oldest, None)
+        kinds = [] if seen else ["started"]
+        if write.header.finished:
+            if not seen or self._running.pop(run_id, False) is None:
+                kinds.append("finished")
+        elif not seen:
+            self._running[run_id] = None
+        return kinds
 
-    def deleted(self, run_id: str) -> None:
-        self._announced.pop(run_id, None)
+    def deleted(self, run_id: str) -> RunSummary | None:
+        """The run as last seen, if this node has seen it (to announce the deletion)."""
+        self._running.pop(run_id, None)
+        return self._seen.pop(run_id, None)
 
     @property
     def mirrors(self) -> int:

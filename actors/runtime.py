@@ -122,7 +122,13 @@ class Runtime:
             self._membership = MembershipActor.start(
                 node_id=config.node_id, cluster=self.cluster, registry=self._registry, loop=loop
             )
-            await ask(self.cluster, Follow(to=self._registry, membership=self._membership))
+            follow = Follow(to=self._registry, membership=self._membership)
+            try:
+                await ask(self.cluster, follow, timeout=config.store_timeout_s)
+            except Exception as exc:
+                # The backend keeps trying on its own (a store down at start-up is
+                # served anyway and fixed without a restart).
+                logger.warning("the changes follower is not started yet: %s", exc)
         self._every(config.evict_interval_s, self._evict)
         if self.persistence is not None:
             self._purge()

@@ -124,13 +124,16 @@ class Node:
             )
 
     def wait_ready(self) -> None:
-        wait_until(self._ready, 30, f"node {self.node_id} to answer /healthz")
+        # /readyz, not /healthz: ready means its store answers too (a new database
+        # on a CouchDB cluster takes a while to open), as a balancer would check.
+        wait_until(self._ready, 60, f"node {self.node_id} to answer /readyz")
 
     def _ready(self) -> bool:
         if not self.running:
             raise AssertionError(f"node {self.node_id} exited at start:\n{self.log_tail()}")
         try:
-            return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+            with self.client(timeout=2) as client:
+                return client.get("/readyz").status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from actors.agents import AgentCatalog
 from actors.clock import Clock
 from actors.code.agent import make_code_agent
+from actors.config import RuntimeConfig
 from actors.context import AgentFactory
 from actors.runtime import Runtime
 from persistence.actor import PersistenceActor
@@ -67,6 +68,24 @@ def build_store(settings: Settings) -> RunStore:
     from persistence.sqlite_store import SQLiteStore
 
     return SQLiteStore(settings.data_dir / "runs.sqlite3")
+
+
+def build_cluster(settings: Settings, config: RuntimeConfig) -> pykka.ActorRef[Any] | None:
+    """The cluster backend that lets several nodes share the CouchDB database
+    (leases, the changes follower, stop requests); None on SQLite, which is
+    single-node."""
+    if not settings.couchdb_url:
+        return None
+    from persistence.couch_cluster import CouchCluster
+
+    return CouchCluster.start(
+        couchdb_url(settings),
+        settings.couchdb_db,
+        node_id=config.node_id,
+        lease_s=config.lease_s,
+        timeout_s=config.store_timeout_s,
+        loop=asyncio.get_running_loop(),
+    )
 
 
 def couchdb_url(settings: Settings) -> str:
@@ -152,14 +171,16 @@ def create_app(
         app.state.stop_report = report
         persistence: pykka.ActorRef[Any] = PersistenceActor.start(the_store, stop_report=report)
         runs_code = code_agent or make_code_agent(settings.code_settings())
+        config = settings.runtime_config(
+            node_id=node_id(settings), write_window_s=the_store.commit_window_s
+        )
         runtime = Runtime(
-            settings.runtime_config(
-                node_id=node_id(settings), write_window_s=the_store.commit_window_s
-            ),
+            config,
             catalog=catalog,
             persistence=persistence,
             clock=clock,
             code_agent=runs_code,
+            cluster=build_cluster(settings, config) if store is None else None,
         )
         await runtime.start()
         # Pre-start the run-code pool now, so the first submitted run is warm too.
