@@ -20,6 +20,9 @@ Differences from ``ThreadingActor``, each on purpose:
 * A handler may return :class:`Forward` to hand the message, with the
   original asker's reply future, to another actor (Akka's ``forward``), or a
   coroutine to reply later without holding up the inbox (a "deferred reply").
+* A stop (``ask_stop``, ``tell_stop``, ``ref.stop()``) first awaits
+  :meth:`~AsyncioActor.on_stopping` on the loop, if the class defines it:
+  pykka's ``on_stop`` is synchronous, and some cleanup needs the loop.
 * A message sent on the loop to an idle actor is handled in the sender's step
   (direct hand-off, see :class:`AsyncioInbox`): still one message at a time
   and in order per sender, but without two trips around the event loop.
@@ -162,6 +165,7 @@ class AsyncioActor(pykka.Actor):
         self._actor_task: asyncio.Task[None] | None = None
         self._deferred: set[asyncio.Task[Any]] = set()
         self._handling = False
+        self._stopping = False
         super().__init__(*args, **kwargs)
 
     # -- pykka extension points --------------------------------------------
@@ -234,6 +238,39 @@ class AsyncioActor(pykka.Actor):
         if self.actor_stopped.is_set():
             self.actor_inbox._wake()  # the parked task must see the stop and tear down
         return True
+
+    def _handle_receive(self, message: Any) -> Any:
+        if (
+            isinstance(message, pykka_messages._ActorStop)
+            and not self._stopping
+            and type(self).on_stopping is not AsyncioActor.on_stopping
+        ):
+            self._stopping = True
+            return self._stop_after_stopping()  # a deferred reply: answered once stopped
+        return super()._handle_receive(message)
+
+    async def on_stopping(self) -> None:
+        """Awaited on the loop when a stop message arrives, before the actor stops
+        (and ``on_stop`` runs); the stop is answered after both.
+
+        For cleanup that needs the loop (a last write, closing a session),
+        which pykka's synchronous ``on_stop`` cannot wait on. Messages that
+        arrive meanwhile are still handled; a second stop message stops the
+        actor at once. An exception is logged and the actor stops all the
+        same. Not awaited when the actor stops otherwise (a failure, its
+        loop cancelled): ``on_stop`` must release what it holds then.
+        Actors that do not define it stop at once, as in pykka.
+        """
+
+    async def _stop_after_stopping(self) -> None:
+        try:
+            await self.on_stopping()
+        except Exception:
+            logger.exception("on_stopping of %s raised; stopping all the same", self)
+        finally:
+            if not self.actor_stopped.is_set():
+                self._stop()
+                self.actor_inbox._wake()  # the parked message loop must see the stop
 
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         reply_to = envelope.reply_to

@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import pykka
 from aiocouch import CouchDB, Database
-from pykka import messages as pykka_messages
 
 from actors.asyncio_actor import AsyncioActor
 from actors.cluster_protocol import (
@@ -152,15 +151,6 @@ class CouchCluster(AsyncioActor):
                     "ReadEvents", lambda db: self._read_events(db, run_id, after_seq, limit)
                 )
         return super().on_receive(message)
-
-    def _handle_receive(self, message: Any) -> Any:
-        # A stop is answered once the lease says "stopped" and the session is
-        # closed: both need the loop, which pykka's synchronous on_stop cannot
-        # wait on. The second stop (or one during leaving) is pykka's own.
-        if isinstance(message, pykka_messages._ActorStop) and not self._leaving:
-            self._leaving = True
-            return self._leave()
-        return super()._handle_receive(message)
 
     # -------------------------------------------------------------- follow
 
@@ -328,8 +318,9 @@ class CouchCluster(AsyncioActor):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _leave(self) -> None:
-        """Stop: end the tasks, write the lease ``stopped``, close the session, stop."""
+    async def on_stopping(self) -> None:
+        """Stop: end the tasks, write the lease ``stopped``, close the session."""
+        self._leaving = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -344,11 +335,10 @@ class CouchCluster(AsyncioActor):
         if couch is not None:
             with contextlib.suppress(Exception):
                 await couch.close()
-        self._stop()
-        self.actor_inbox._wake()  # the parked message loop must see the stop and tear down
 
     def on_stop(self) -> None:
-        """Stopped without :meth:`_leave` (the loop is going away): release what can be."""
+        """Stopped without :meth:`on_stopping` (a failure, or the loop going away):
+        release what can be."""
         for task in list(self._tasks):
             task.cancel()
         couch, self._couch, self._db = self._couch, None, None

@@ -18,8 +18,9 @@ from typing import Any
 
 from aiocouch import Database
 
+from persistence.couch_cluster_docs import request_id
 from persistence.couch_layout import RUN_TYPE, CouchStoreError
-from persistence.couch_requests import INDEX_BY_FINISHED, find
+from persistence.couch_requests import INDEX_BY_FINISHED, find, get_doc
 
 __all__ = ["delete_run", "own_rows", "purge_finished"]
 
@@ -40,6 +41,23 @@ async def own_rows(db: Database, run_id: str) -> list[dict[str, Any]]:
     return [row for row in response.rows if own.match(row["id"])]
 
 
+async def _with_recent(
+    db: Database, run_id: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``rows`` and the run doc and stop request, if the range read missed them.
+
+    A range read answers from one copy of each shard: on a CouchDB cluster
+    a document written a moment ago may not be on it yet. The two documents
+    a delete must not miss (the run doc: else "no such run"; the stop
+    request, written by another node) are read by id, a quorum read.
+    """
+    have = {row["id"] for row in rows}
+    wanted = [doc_id for doc_id in (run_id, request_id(run_id)) if doc_id not in have]
+    found = await asyncio.gather(*(get_doc(db, doc_id) for doc_id in wanted))
+    extra = [{"id": doc["_id"], "value": {"rev": doc["_rev"]}} for doc in found if doc is not None]
+    return rows + extra
+
+
 def _deletion(row: dict[str, Any]) -> dict[str, Any]:
     return {"_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
 
@@ -50,7 +68,7 @@ async def delete_run(db: Database, run_id: str, bulk: Bulk) -> bool:
     Raises :class:`CouchStoreError` if CouchDB refuses or it keeps conflicting.
     """
     for _ in range(_MAX_ROUNDS):
-        rows = await own_rows(db, run_id)
+        rows = await _with_recent(db, run_id, await own_rows(db, run_id))
         if not any(row["id"] == run_id for row in rows):
             if rows:  # a run doc already gone: clear what it left
                 await bulk([_deletion(row) for row in rows])

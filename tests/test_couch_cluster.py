@@ -21,6 +21,7 @@ import pytest
 from actors.asyncio_actor import ask_stop
 from actors.cluster_protocol import (
     ClaimNode,
+    Follow,
     ListNodes,
     NodeLease,
     NodeStatus,
@@ -33,7 +34,7 @@ from actors.cluster_protocol import (
 from actors.errors import StoreUnavailable
 from actors.persistence_protocol import RunWrite
 from persistence.couch_requests import INDEXES
-from tests.cluster_helpers import Nodes, events, record
+from tests.cluster_helpers import Inbox, Nodes, events, record
 from tests.couchdb_server import free_port
 from tests.tcp_proxy import TcpProxy
 from tests.waiting import wait_until_async
@@ -307,6 +308,12 @@ async def test_asks_fail_with_store_unavailable_when_couchdb_is_away(
     with pytest.raises(StoreUnavailable) as refused:
         await away.ask(RequestStop("r", node="b", by="x", reason="y"))
     assert "admin-secret" not in str(refused.value)
+    inbox = Inbox.start([])
+    try:
+        with pytest.raises(StoreUnavailable, match="failed Follow"):
+            await away.ask(Follow(to=inbox, membership=inbox))
+    finally:
+        await ask_stop(inbox)
     port = int(couch_url.rsplit(":", 1)[1])
     async with TcpProxy(port) as proxy:
         proxy.freeze()
