@@ -146,7 +146,7 @@ class ReadEvents:
 
 @dataclass(frozen=True, slots=True)
 class RunDocChanged:
-    """A run doc was written, by any node (this one's own writes included).
+    """A run doc was written by another node (this node's own writes are not told).
 
     ``write`` carries the header (``header.node`` is the owner) and the
     committed ``event_count``; no events."""

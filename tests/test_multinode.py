@@ -26,8 +26,6 @@ from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.couchdb]
 
-SCALE_OUT = pytest.mark.xfail(reason="scale-out runtime not merged yet", strict=False)
-"""Tests of behaviour the scale-out runtime brings (followers, mirrors, store stops)."""
 
 PAIRS = list(itertools.permutations(NODE_IDS, 2))
 """``(owner, other)``: every node, asked about a run of every other node."""
@@ -166,7 +164,6 @@ def test_a_new_node_leaves_the_live_runs_of_the_others_alone(yard: Yard) -> None
             client.post(f"/runs/{sleeper}/stop")
 
 
-@SCALE_OUT
 @pytest.mark.timeout(60)
 def test_every_node_streams_a_live_run_of_another_node_to_its_end(yard: Yard) -> None:
     # Long enough (8 s) that every stream joins while its run is live, even on a busy machine.
@@ -186,7 +183,6 @@ def test_every_node_streams_a_live_run_of_another_node_to_its_end(yard: Yard) ->
         assert_ticker_trace(seen.frames, 32)
 
 
-@SCALE_OUT
 @pytest.mark.timeout(60)
 def test_a_stream_resumed_through_the_balancer_moves_between_nodes_without_gap(
     yard: Yard,
@@ -209,7 +205,6 @@ def test_a_stream_resumed_through_the_balancer_moves_between_nodes_without_gap(
             assert trace_seqs(rest) == list(range(31, 62)), trace_seqs(rest)
 
 
-@SCALE_OUT
 @pytest.mark.timeout(60)
 def test_every_node_stops_a_run_of_another_node(yard: Yard) -> None:
     runs = {pair: yard.start_on(pair[0], "sleeper", seconds=60) for pair in PAIRS}
@@ -228,7 +223,6 @@ def test_every_node_stops_a_run_of_another_node(yard: Yard) -> None:
                 client.post(f"/runs/{run_id}/stop")
 
 
-@SCALE_OUT
 @pytest.mark.timeout(60)
 def test_every_node_deletes_a_finished_run_of_another_node_for_all(yard: Yard) -> None:
     runs = {pair: yard.start_on(pair[0], "echo", pair=list(pair)) for pair in PAIRS}
@@ -250,7 +244,6 @@ def test_every_node_deletes_a_finished_run_of_another_node_for_all(yard: Yard) -
             assert not listed & set(runs.values()), node.node_id
 
 
-@SCALE_OUT
 @pytest.mark.timeout(60)
 def test_the_feed_of_every_node_shows_the_runs_of_every_node(yard: Yard) -> None:
     with (
@@ -275,7 +268,6 @@ def test_the_feed_of_every_node_shows_the_runs_of_every_node(yard: Yard) -> None
                 assert kinds.index("run_started") < kinds.index("run_finished"), kinds
 
 
-@SCALE_OUT
 @pytest.mark.timeout(60)
 def test_the_registry_lists_the_live_nodes_with_their_runs(yard: Yard) -> None:
     sleeper = yard.start_on("n2", "sleeper", seconds=60)

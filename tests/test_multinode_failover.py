@@ -22,8 +22,6 @@ from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.couchdb]
 
-SCALE_OUT = pytest.mark.xfail(reason="scale-out runtime not merged yet", strict=False)
-"""Tests of behaviour the scale-out runtime brings (leases, takeover, mirrors)."""
 
 TAKEOVER_S = LEASE_S + 5
 """A dead node's runs end within its lease plus a few seconds (renewal ticks, the follower)."""
@@ -112,7 +110,6 @@ def test_a_draining_node_refuses_starts_and_readiness_and_leaves_the_others_alon
         client.post(f"/runs/{elsewhere}/stop")
 
 
-@SCALE_OUT
 @pytest.mark.timeout(90)
 def test_a_draining_nodes_runs_are_streamed_by_the_others_to_their_end(
     yard_factory: YardFactory,
@@ -140,7 +137,6 @@ def test_a_draining_nodes_runs_are_streamed_by_the_others_to_their_end(
     assert yard.node("n3").wait_exit(30) == 0
 
 
-@SCALE_OUT
 @pytest.mark.timeout(90)
 def test_kill_9_of_the_owner_ends_its_run_interrupted_and_every_stream_with_done(
     yard_factory: YardFactory,
