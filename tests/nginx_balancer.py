@@ -181,7 +181,7 @@ class Balancer:
 
     def served_by(self, response: httpx.Response) -> str:
         """``host:port`` of the node that answered ``response`` (the last one tried)."""
-        addresses = response.headers.get(UPSTREAM_HEADER, "")
+        addresses: str = response.headers.get(UPSTREAM_HEADER, "")
         assert addresses, f"no {UPSTREAM_HEADER} header: {dict(response.headers)}"
         return addresses.split(",")[-1].strip()
 
