@@ -59,7 +59,7 @@ from tests.nginx_balancer import Balancer, NginxMissing, nginx_binary
 from tests.waiting import wait_until
 
 NODE_IDS = ("n1", "n2", "n3")
-LEASE_S = 3.0
+LEASE_S = 3
 """``RUNYARD_LEASE_S`` of the test nodes: a dead node's runs are taken over within about this."""
 
 NODE_ENV: dict[str, str] = {
@@ -155,7 +155,8 @@ class Node:
     def kill(self) -> None:
         """``kill -9`` the node's process group; its port then refuses connections."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended just now
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self._close_listener()
 
