@@ -12,8 +12,9 @@ service).
 The main config adds one response header, ``X-Runyard-Upstream``
 (``$upstream_addr``, the node that answered), inherited by the snippet's
 location as long as the snippet sets no ``add_header`` of its own: tests
-read from it which node served a request through the balancer.  ``$upstream_addr`` lists every node tried (``"A, B"`` when the
-first was down); :meth:`Balancer.served_by` takes the last.
+read from it which node served a request through the balancer.
+``$upstream_addr`` lists every node tried (``"A, B"`` when the first was
+down); :meth:`Balancer.served_by` takes the last.
 """
 
 from __future__ import annotations
