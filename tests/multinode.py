@@ -26,9 +26,11 @@ Every :class:`Yard` gets a database of its own.  Fixtures:
 
 A node's listening socket is bound by the test process (no free-port
 guessing; see :mod:`tests.live_server`), with a second, never-listening
-socket holding the port while the node is down: after ``kill -9`` the port
-refuses connections (as a crashed process's would, so nginx moves on to the
-next node), and a restart listens on the same port nginx knows.
+socket holding the port while the node is down: once the process ends
+(``kill -9``, a crash, a drained exit) the test closes its copy of the
+listener, so the port refuses connections as a dead process's would and
+nginx moves on to the next node; a restart listens on the same port nginx
+knows.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -56,7 +59,7 @@ from tests.nginx_balancer import Balancer, NginxMissing, nginx_binary
 from tests.waiting import wait_until
 
 NODE_IDS = ("n1", "n2", "n3")
-LEASE_S = 3.0
+LEASE_S = 3
 """``RUNYARD_LEASE_S`` of the test nodes: a dead node's runs are taken over within about this."""
 
 NODE_ENV: dict[str, str] = {
@@ -91,6 +94,7 @@ class Node:
         self.log_path = data_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:
@@ -106,10 +110,10 @@ class Node:
         """Start the process on the node's port (connections queue until it serves)."""
         assert not self.running, f"{self.node_id} is running"
         self._close_listener()
-        self._listener = _reusable_socket()
-        self._listener.bind(("127.0.0.1", self.port))
-        self._listener.listen(128)
-        fd = self._listener.fileno()
+        listener = self._listener = _reusable_socket()
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        fd = listener.fileno()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("RUNYARD_")}
         with self.log_path.open("ab") as log:
@@ -122,6 +126,20 @@ class Node:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: kill() takes its children too
             )
+        watcher = threading.Thread(
+            target=self._close_when_exited, args=(self.proc, listener), daemon=True
+        )
+        watcher.start()
+
+    def _close_when_exited(self, proc: subprocess.Popen[bytes], listener: socket.socket) -> None:
+        """Once the process ends, however it ends, its port refuses connections.
+
+        Were the test's copy of the socket left open, the kernel would still
+        accept connections into the backlog, and nginx (or a client) would
+        wait on a node that is gone instead of being refused.
+        """
+        proc.wait()
+        self._close_listener(listener)
 
     def wait_ready(self) -> None:
         # /readyz, not /healthz: ready means its store answers too (a new database
@@ -140,7 +158,8 @@ class Node:
     def kill(self) -> None:
         """``kill -9`` the node's process group; its port then refuses connections."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended just now
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self._close_listener()
 
@@ -160,10 +179,14 @@ class Node:
         self.kill()
         self._hold.close()
 
-    def _close_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
+    def _close_listener(self, only: socket.socket | None = None) -> None:
+        """Close the listening socket (``only``: if it is still that one)."""
+        with self._lock:
+            listener = self._listener
+            if listener is None or (only is not None and listener is not only):
+                return
+            self._listener = None
+        listener.close()
 
     def client(self, user: str = "alice", **kwargs: Any) -> httpx.Client:
         """A client on this node directly, signed in as ``user``."""

@@ -11,9 +11,10 @@ service).
 
 The main config adds one response header, ``X-Runyard-Upstream``
 (``$upstream_addr``, the node that answered), inherited by the snippet's
-location: tests read from it which node served a request through the
-balancer.  ``$upstream_addr`` lists every node tried (``"A, B"`` when the
-first was down); :meth:`Balancer.served_by` takes the last.
+location as long as the snippet sets no ``add_header`` of its own: tests
+read from it which node served a request through the balancer.
+``$upstream_addr`` lists every node tried (``"A, B"`` when the first was
+down); :meth:`Balancer.served_by` takes the last.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ class Balancer:
 
     def served_by(self, response: httpx.Response) -> str:
         """``host:port`` of the node that answered ``response`` (the last one tried)."""
-        addresses = response.headers.get(UPSTREAM_HEADER, "")
+        addresses: str = response.headers.get(UPSTREAM_HEADER, "")
         assert addresses, f"no {UPSTREAM_HEADER} header: {dict(response.headers)}"
         return addresses.split(",")[-1].strip()
 
