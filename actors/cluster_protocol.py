@@ -40,6 +40,7 @@ __all__ = [
     "NodeStatus",
     "ReadEvents",
     "ReadHeader",
+    "ReadStopRequests",
     "RequestStop",
     "RunDeleted",
     "RunDocChanged",
@@ -106,6 +107,16 @@ class RequestStop:
     node: str
     by: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStopRequests:
+    """Reply: ``frozenset[str]``, those of ``run_ids`` with a recorded stop request.
+
+    A takeover asks this before it restarts a dead node's runs: a stop asked
+    of the dead owner was never carried out, and must not be lost."""
+
+    run_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

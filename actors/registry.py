@@ -38,6 +38,7 @@ from actors.asyncio_actor import AsyncioActor, Forward, ask, tell_stop
 from actors.clock import Clock, SystemClock
 from actors.cluster_protocol import (
     NodeStatus,
+    ReadStopRequests,
     RequestStop,
     RunDeleted,
     RunDocChanged,
@@ -444,8 +445,13 @@ class RegistryActor(AsyncioActor):
             unfinished: list[RunWrite] = await self._stored.ask(
                 LoadUnfinished(msg.node_id), timeout=timeout
             )
+            stopped = await self._stops_requested(unfinished)
             for stored in unfinished:
-                if self._restarts_left(stored.header) and self._accepting:
+                if (
+                    stored.run_id not in stopped
+                    and self._restarts_left(stored.header)
+                    and self._accepting
+                ):
                     record = await self._stored.ask(LoadRun(stored.run_id), timeout=timeout)
                     reason = msg.error.replace("interrupted: ", "", 1)
                     if record is not None and self._resume(record, reason):
@@ -461,6 +467,19 @@ class RegistryActor(AsyncioActor):
             len(resumed),
             len(ended),
         )
+
+    async def _stops_requested(self, runs: list[RunWrite]) -> frozenset[str]:
+        """Which of ``runs`` a user asked to stop (the dead owner never did)."""
+        if self._cluster is None or not runs:
+            return frozenset()
+        ask_for = ReadStopRequests(tuple(stored.run_id for stored in runs))
+        try:
+            stopped: frozenset[str] = await ask(
+                self._cluster, ask_for, timeout=self._config.store_timeout_s
+            )
+        except TimeoutError:
+            raise StoreUnavailable("the stop requests could not be read in time") from None
+        return stopped
 
     def _restarts_left(self, header: RunRecord) -> bool:
         settings = RunSettings.stored(header, self._config)

@@ -63,6 +63,7 @@ class Runtime:
         self._stop_persistence = stop_persistence
         self.cluster = cluster
         self._membership: pykka.ActorRef[MembershipActor] | None = None
+        self._following: asyncio.Task[None] | None = None
         self._registry: pykka.ActorRef[RegistryActor] | None = None
         self._store: pykka.ActorRef[StoreLink] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,13 +127,28 @@ class Runtime:
             try:
                 await ask(self.cluster, follow, timeout=config.store_timeout_s)
             except Exception as exc:
-                # The backend keeps trying on its own (a store down at start-up is
-                # served anyway and fixed without a restart).
+                # A store down at start-up is served anyway and fixed without a
+                # restart: keep asking in the background.
                 logger.warning("the changes follower is not started yet: %s", exc)
+                self._following = loop.create_task(self._follow_later(follow))
         self._every(config.evict_interval_s, self._evict)
         if self.persistence is not None:
             self._purge()
             self._every(config.purge_interval_s, self._purge)
+
+    async def _follow_later(self, follow: Follow, max_backoff_s: float = 10.0) -> None:
+        assert self.cluster is not None
+        backoff = 0.5
+        while True:
+            await asyncio.sleep(backoff)
+            try:
+                await ask(self.cluster, follow, timeout=self.config.store_timeout_s)
+            except Exception as exc:
+                backoff = min(max_backoff_s, backoff * 2)
+                logger.debug("the changes follower is still not started: %s", exc)
+            else:
+                logger.info("the changes follower has started")
+                return
 
     async def ask(self, message: Any, *, timeout: float | None = None) -> Any:
         """Send ``message`` to the registry and await its reply (loop side)."""
@@ -143,6 +159,8 @@ class Runtime:
         finish, stop the rest, then stop every actor."""
         if grace_s is None:
             grace_s = self.config.shutdown_grace_s
+        if self._following is not None:
+            self._following.cancel()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()

@@ -44,13 +44,14 @@ from actors.cluster_protocol import (
     NodeStatus,
     ReadEvents,
     ReadHeader,
+    ReadStopRequests,
     RequestStop,
 )
 from actors.errors import StoreUnavailable
 from actors.persistence_protocol import RunWrite
 from actors.records import Event
 from persistence.couch_changes import ChangesFollower
-from persistence.couch_cluster_docs import request_doc
+from persistence.couch_cluster_docs import request_doc, request_id
 from persistence.couch_layout import CouchStoreError
 from persistence.couch_leases import OwnLease, claim_lease, read_leases
 from persistence.couch_reads import read_event_page, read_header, read_run_doc
@@ -144,6 +145,8 @@ class CouchCluster(AsyncioActor):
                 return self._bounded("ClaimNode", lambda db: claim_lease(db, lease, self.node_id))
             case RequestStop():
                 return self._bounded("RequestStop", lambda db: self._request_stop(db, message))
+            case ReadStopRequests(run_ids=run_ids):
+                return self._bounded("ReadStopRequests", lambda db: self._stops(db, run_ids))
             case ReadHeader(run_id=run_id):
                 return self._bounded("ReadHeader", lambda db: self._read_header(db, run_id))
             case ReadEvents(run_id=run_id, after_seq=after_seq, limit=limit):
@@ -242,6 +245,10 @@ class CouchCluster(AsyncioActor):
             # Recorded for a node that no longer runs it (taken over): name the owner now.
             doc = {**doc, "_rev": stored["_rev"]} if stored is not None else doc
         raise CouchStoreError(f"the stop request of run {msg.run_id} kept conflicting")
+
+    async def _stops(self, db: Database, run_ids: tuple[str, ...]) -> frozenset[str]:
+        found = await docs_by_id(db, [request_id(run_id) for run_id in run_ids])
+        return frozenset(run_id for run_id in run_ids if request_id(run_id) in found)
 
     async def _read_header(self, db: Database, run_id: str) -> RunWrite | None:
         def read(ids: list[str]) -> Awaitable[dict[str, dict[str, Any]]]:
