@@ -20,14 +20,22 @@ Differences from ``ThreadingActor``, each on purpose:
 * A handler may return :class:`Forward` to hand the message, with the
   original asker's reply future, to another actor (Akka's ``forward``), or a
   coroutine to reply later without holding up the inbox (a "deferred reply").
+* A handler may also take the asker's reply future (:meth:`AsyncioActor.take_reply`)
+  and answer it later from a callback of its own, without a task or a trip
+  around the loop (how a run actor answers a start the moment the store's
+  acknowledgement reaches it).
 * A message sent on the loop to an idle actor is handled in the sender's step
   (direct hand-off, see :class:`AsyncioInbox`): still one message at a time
-  and in order per sender, but without two trips around the event loop.
+  and in order per sender, but without two trips around the event loop.  A
+  message from another thread is handled in the loop callback that brings it
+  over, if the actor is idle then, instead of waking its task for one more
+  iteration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import sys
@@ -70,6 +78,8 @@ class AsyncioInbox:
     iteration.  The actor still handles one message at a time and each
     sender's messages in order (the inbox was empty), but a route that asks
     the registry gets its answer without two trips around the event loop.
+    A put from another thread is handed over the same way by the loop
+    callback that brings it (:meth:`_arrived`), if the actor is parked then.
     """
 
     __slots__ = ("_actor", "_items", "_loop", "_waiter")
@@ -91,7 +101,7 @@ class AsyncioInbox:
         else:
             self._items.append(envelope)  # deque.append is atomic under the GIL
             try:
-                self._loop.call_soon_threadsafe(self._wake)
+                self._loop.call_soon_threadsafe(self._arrived)
             except RuntimeError as exc:  # loop closed: the actor is gone for good
                 raise pykka.ActorDeadError("the actor's event loop is closed") from exc
 
@@ -100,6 +110,20 @@ class AsyncioInbox:
 
     def empty(self) -> bool:
         return not self._items
+
+    def _arrived(self) -> None:
+        """On the loop, for a put from another thread: hand the oldest message to a
+        parked actor now, else wake its task (every put schedules one call, so
+        each message is handed over or found by the task, in order)."""
+        waiter = self._waiter
+        if self._items and waiter is not None and not waiter.done():
+            envelope = self._items.popleft()
+            if self._actor._handle_directly(envelope):
+                if self._items:
+                    self._wake()
+                return
+            self._items.appendleft(envelope)
+        self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -162,6 +186,8 @@ class AsyncioActor(pykka.Actor):
         self._actor_task: asyncio.Task[None] | None = None
         self._deferred: set[asyncio.Task[Any]] = set()
         self._handling = False
+        self._reply_to: pykka.Future[Any] | None = None
+        self._reply_taken = False
         super().__init__(*args, **kwargs)
 
     # -- pykka extension points --------------------------------------------
@@ -235,13 +261,30 @@ class AsyncioActor(pykka.Actor):
             self.actor_inbox._wake()  # the parked task must see the stop and tear down
         return True
 
+    def take_reply(self) -> pykka.Future[Any] | None:
+        """In a handler: take the asker's reply future, to answer it later yourself.
+
+        Returns None for a ``tell`` (nobody to answer).  The handler's return
+        value is then ignored, and the taker must ``set`` or ``set_exception``
+        the future exactly once, on the loop, and fail what it still holds
+        when the actor stops (an asker would otherwise wait for ever).  Unlike
+        a deferred reply (a coroutine) this costs no task and no trip around
+        the loop: the answer goes out in the step that decides it.
+        """
+        self._reply_taken = True
+        return self._reply_to
+
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         reply_to = envelope.reply_to
+        self._reply_to, self._reply_taken = reply_to, False
         try:
             response = self._handle_receive(envelope.message)
         except Exception:
             if reply_to is not None:
-                reply_to.set_exception()
+                # A handler that took the reply may have answered it already:
+                # an AsyncioFuture refuses a second answer, and the first one stands.
+                with contextlib.suppress(RuntimeError):
+                    reply_to.set_exception()
             else:
                 self._failed(*sys.exc_info())
             return
@@ -254,6 +297,10 @@ class AsyncioActor(pykka.Actor):
                 dead = pykka.ActorDeadError(f"{self} exited: {exc_value!r}")
                 reply_to.set_exception((type(dead), dead, None))
             self._stop()
+            return
+        finally:
+            self._reply_to = None
+        if self._reply_taken:
             return
         if isinstance(response, Forward):
             if response.target.is_alive():

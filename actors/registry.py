@@ -162,23 +162,10 @@ class RegistryActor(AsyncioActor):
         started = RunStarted(run_id=run_id, status="running", started_at=started_at)
         if self._store is None:
             return started
-        return self._started_when_stored(live, started)
-
-    async def _started_when_stored(self, live: LiveRun, started: RunStarted) -> RunStarted:
-        """Acknowledge a start only once the run is on record (group-committed with
-        other starts): a start the store cannot keep is refused, and stopped."""
-        assert live.ref is not None
-        try:
-            await ask(live.ref, WhenStored(0))
-        except pykka.ActorDeadError:
-            # It ended already, and a run ends only once its final record is stored.
-            if self._cache.get(live.run_id) is None:
-                raise
-        except StoreUnavailable:
-            if live.ref.is_alive():
-                live.ref.tell(StopRun(SYSTEM, live.run_id, reason="the store is unavailable"))
-            raise
-        return started
+        # Acknowledged only once the run is on record (group-committed with other
+        # starts).  The run actor answers the asker itself, in the step the store's
+        # acknowledgement reaches it; a start the store cannot keep it refuses, and stops.
+        return Forward(live.ref, WhenStored(0, answer=started, start=True))
 
     def _resolve_agent(self, msg: StartRun) -> Agent:
         if msg.code is not None:

@@ -39,6 +39,7 @@ from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
 from actors.live_run import LiveRun, RunEnded, RunSettings, WhenStored
 from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
+from actors.owed_answers import Owed, OwedAnswers
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.quotas import QuotaExceeded, encoded_size, truncated
 from actors.records import JSON, Event, RunRecord, RunStatus
@@ -84,9 +85,8 @@ class RunActor(AsyncioActor):
         self._quota_error: str | None = None
         self._clock = clock
         self._log = RunLog(live.run_id, self._loop(), durable=store is not None)
-        self._header_stored: asyncio.Future[None] = self._loop().create_future()
-        if store is None:
-            self._header_stored.set_result(None)
+        self._header_stored = store is None
+        self._owed = OwedAnswers(self._loop(), self._config.store_timeout_s, self._not_confirmed)
         self._write_queued = False
         self._final_sent = False
         self._ended = False
@@ -110,6 +110,8 @@ class RunActor(AsyncioActor):
 
     def on_stop(self) -> None:
         self._cancel_timers()
+        if len(self._owed):  # only if the actor is torn down before its end is stored
+            self._owed.fail_all(pykka.ActorDeadError(f"run {self.run_id} is no longer running"))
         if self._child is not None and not self._child.done():
             self._child.cancel()  # only if the actor is torn down from outside
 
@@ -127,7 +129,7 @@ class RunActor(AsyncioActor):
             self.live.subscribers = self._log.subscribers
             return None
         if isinstance(message, StopRun):
-            return self._request_stop(message.reason)
+            return self._on_stop_run(message.reason)
         if isinstance(message, GetRun):
             return self.record()
         if isinstance(message, _ChildExited):
@@ -135,7 +137,7 @@ class RunActor(AsyncioActor):
         if isinstance(message, RunsPersisted):
             return self._stored(message)
         if isinstance(message, WhenStored):
-            return self._when_stored(message.seq)
+            return self._reply_when_stored(message.seq, message.answer, start=message.start)
         return super().on_receive(message)
 
     # -- events ------------------------------------------------------------
@@ -231,44 +233,56 @@ class RunActor(AsyncioActor):
 
     def _stored(self, msg: RunsPersisted) -> None:
         for saved in msg.saved:
-            if not self._header_stored.done():
-                self._header_stored.set_result(None)
+            self._header_stored = True
             self._log.commit(saved.event_count)
             self.live.trace_length = self._log.committed
             self.live.unstored_bytes = self._log.unstored_bytes
             self.live.subscribers = self._log.subscribers
+            self._owed.settle(self._log.committed)
             if saved.finished and self._final is not None:
                 self._end()
 
-    async def _when_stored(self, seq: int) -> None:
-        try:
-            async with asyncio.timeout(self._config.store_timeout_s):
-                await asyncio.shield(self._header_stored)
-                await self._log.when_committed(seq)
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"the store did not confirm run {self.run_id} within "
-                f"{self._config.store_timeout_s:g} s"
-            ) from None
+    def _reply_when_stored(self, seq: int, answer: Any, *, start: bool = False) -> Any:
+        """``answer`` (raised if an exception) once the header and events ``1..seq`` are
+        stored: now if they are, else from :meth:`_stored` when the store says so."""
+        if self._header_stored and self._log.committed >= seq:
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+        self._owed.add(Owed(seq, answer, self.take_reply(), start))
+        return None
+
+    def _not_confirmed(self, owed: Owed) -> None:
+        """The store did not confirm in time: a 503 for the asker; a start is refused."""
+        timeout = self._config.store_timeout_s
+        exc = StoreUnavailable(f"the store did not confirm run {self.run_id} within {timeout:g} s")
+        if owed.reply is None:
+            logger.warning("run %s: %s", self.run_id, exc)
+        owed.fail(exc)
+        if owed.start and self._final is None:
+            self._request_stop("the store is unavailable")
 
     # -- stop --------------------------------------------------------------
 
-    def _request_stop(self, reason: str) -> Any:
+    def _on_stop_run(self, reason: str) -> Any:
         """Reply :class:`StopAccepted` once the request is on record (its
         ``stop_requested`` event is stored)."""
         if self._final is not None:
             if self._ended:
                 raise self._already_finished()
-            return self._finished_when_stored()
+            # It ended, but until that is stored a reader still sees it running.
+            return self._reply_when_stored(len(self._log), self._already_finished())
+        self._request_stop(reason)
+        return self._reply_when_stored(self._stop_seq, StopAccepted(run_id=self.run_id))
+
+    def _request_stop(self, reason: str) -> None:
+        """The first request puts ``stop_requested`` on record and starts the grace period."""
         if self._stop_reason is None:
             self._stop_reason = reason
             self.live.stopping = True
             self._stop_seq = self._append("stop_requested", {"reason": reason})
             self._ctx._request_stop()
             self._schedule(self._config.stop_grace_s, self._cancel_child)
-        if self._log.committed >= self._stop_seq:
-            return StopAccepted(run_id=self.run_id)
-        return self._accepted_when_stored()
 
     def _already_finished(self) -> AlreadyFinished:
         assert self._final is not None
@@ -276,15 +290,6 @@ class RunActor(AsyncioActor):
             f"run {self.run_id} already finished with status {self._final.status!r}",
             self._final.status,
         )
-
-    async def _finished_when_stored(self) -> StopAccepted:
-        # It ended, but until that is stored a reader still sees it running.
-        await self._when_stored(len(self._log))
-        raise self._already_finished()
-
-    async def _accepted_when_stored(self) -> StopAccepted:
-        await self._when_stored(self._stop_seq)
-        return StopAccepted(run_id=self.run_id)
 
     def _cancel_child(self) -> None:
         child = self._child
