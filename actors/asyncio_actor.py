@@ -145,7 +145,9 @@ class AsyncioActor(pykka.Actor):
     """Base class for actors that live on the runtime's event loop.
 
     Handlers run on the loop thread, one message at a time, and must not
-    block.  Create actors with ``start()`` from the loop thread (or pass
+    block.  An actor started on its loop runs ``on_start`` at once, in the
+    starter's step (started from another thread: first thing in its task).
+    Create actors with ``start()`` from the loop thread (or pass
     ``loop=``); the loop defaults to the running loop, else to the loop the
     runtime bound with :meth:`bind_loop`.
     """
@@ -188,6 +190,8 @@ class AsyncioActor(pykka.Actor):
         self._handling = False
         self._reply_to: pykka.Future[Any] | None = None
         self._reply_taken = False
+        self._set_up = False
+        """``on_start`` has run (in the starter's step, for an actor started on its loop)."""
         super().__init__(*args, **kwargs)
 
     # -- pykka extension points --------------------------------------------
@@ -204,6 +208,15 @@ class AsyncioActor(pykka.Actor):
         loop = self.actor_loop
         assert loop is not None
         if asyncio._get_running_loop() is loop:
+            # on_start in the starter's step: what it sends goes out now, not one
+            # loop iteration later (a run's first write joins the group-commit
+            # window its start opened, with the other starts handled in this step).
+            self._set_up = True
+            self._handling = True  # no message is handled before on_start is done
+            try:
+                self._actor_loop_setup()
+            finally:
+                self._handling = False
             self._actor_task = loop.create_task(self._run(), name=str(self))
         else:
             ready = threading.Event()
@@ -219,7 +232,8 @@ class AsyncioActor(pykka.Actor):
 
     async def _run(self) -> None:
         try:
-            self._actor_loop_setup()
+            if not self._set_up:
+                self._actor_loop_setup()
             inbox = self.actor_inbox
             handled = 0
             while not self.actor_stopped.is_set():
