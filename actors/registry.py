@@ -158,7 +158,7 @@ class RegistryActor(AsyncioActor):
         self._live_per_user[user] += 1
         if self._idle is not None:
             self._idle.clear()
-        self._publish(user, "started", live.summary())
+        self._publish(user, "started", live)
         started = RunStarted(run_id=run_id, status="running", started_at=started_at)
         if self._store is None:
             return started
@@ -270,7 +270,7 @@ class RegistryActor(AsyncioActor):
         if isinstance(found, LiveRun):
             assert found.ref is not None
             if not found.stopping:
-                self._publish(found.owner, "stopping", found.summary())
+                self._publish(found.owner, "stopping", found)
             return Forward(found.ref, msg)
         if found is not None:
             raise _already_finished(found)
@@ -289,7 +289,7 @@ class RegistryActor(AsyncioActor):
         if found is None:
             return self._delete_stored(msg)
         self._cache.remove(msg.run_id)
-        self._publish(found.owner, "deleted", found.summary())
+        self._publish(found.owner, "deleted", found)
         if self._store is None:
             return None
         # Through the link: a write of this run still waiting there is dropped.
@@ -301,7 +301,7 @@ class RegistryActor(AsyncioActor):
             # Running on another node (sharing the store): never delete it under it.
             raise StillRunning(f"run {msg.run_id} is still running; stop it first")
         await self._ask_store(DeleteStored(msg.run_id))
-        self._publish(record.owner, "deleted", record.summary())
+        self._publish(record.owner, "deleted", record)
 
     # -- lifecycle of finished runs ----------------------------------------
 
@@ -316,7 +316,7 @@ class RegistryActor(AsyncioActor):
         self._cache.add(record)  # on record already: the run actor ended once it was stored
         if live.ref is not None:
             tell_stop(live.ref)
-        self._publish(record.owner, "finished", record.summary())
+        self._publish(record.owner, "finished", record)
         if not self._live and self._idle is not None:
             self._idle.set()
 
@@ -334,8 +334,9 @@ class RegistryActor(AsyncioActor):
     def _unwatch(self, msg: Unwatch) -> None:
         self._watchers.unwatch(msg.feed)
 
-    def _publish(self, user_id: str, kind: str, summary: RunSummary) -> None:
-        self._watchers.publish(user_id, kind, summary)
+    def _publish(self, user_id: str, kind: str, run: LiveRun | RunRecord) -> None:
+        if self._watchers.watching(user_id):  # most runs have no watcher: no summary to build
+            self._watchers.publish(user_id, kind, run.summary())
 
     # -- operators ---------------------------------------------------------
 

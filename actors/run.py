@@ -98,6 +98,8 @@ class RunActor(AsyncioActor):
         self._cancelled_by_stop = False
         self._final: RunRecord | None = None
         """The terminal record, once the agent is done (stored or on its way)."""
+        self._final_header: RunRecord | None = None
+        """``_final`` without its trace: what the final write carries."""
         self._loop_thread: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -227,7 +229,7 @@ class RunActor(AsyncioActor):
             return  # (a write queued before the run ended: the final one carried it all)
         if self._final is not None:
             self._final_sent = True
-        header = self._header() if self._final is None else replace(self._final, events=())
+        header = self._header() if self._final_header is None else self._final_header
         write = RunWrite(header, len(self._log), self._log.take_unsent())
         self._store.tell(SaveRuns((write,), ack_to=self.actor_ref))
 
@@ -400,14 +402,8 @@ class RunActor(AsyncioActor):
         if status == "stopped" and error is None:
             error = self._stop_reason or "stopped"
         self._append("done", {"status": status, "result": outcome.result, "error": error})
-        self._final = replace(
-            self._header(),
-            status=status,
-            result=outcome.result,
-            error=error,
-            finished_at=self._clock.now(),
-            events=tuple(self._log.events),
-        )
+        self._final_header = self._header(status, outcome.result, error, self._clock.now())
+        self._final = replace(self._final_header, events=tuple(self._log.events))
         if self._store is None:
             self._end()
         else:
@@ -431,19 +427,28 @@ class RunActor(AsyncioActor):
             return self._final
         return replace(self._header(), events=self._log.committed_events())
 
-    def _header(self) -> RunRecord:
-        """The live run without its trace: what its ``running`` writes carry."""
+    def _header(
+        self,
+        status: RunStatus = "running",
+        result: JSON = None,
+        error: str | None = None,
+        finished_at: float | None = None,
+    ) -> RunRecord:
+        """The run without its trace: what its writes carry (``running`` until the end)."""
         live = self.live
         return RunRecord(
             run_id=live.run_id,
             owner=live.owner,
             agent=live.agent,
-            status="running",
+            status=status,
             input=self._input,
             started_at=live.started_at,
             updated_at=self._clock.now(),
             options=self._settings.options,
             node=self._config.node_id,
+            result=result,
+            error=error,
+            finished_at=finished_at,
         )
 
     # -- helpers -----------------------------------------------------------
