@@ -38,6 +38,7 @@ from actors.records import (
     Version,
     replaces,
 )
+from persistence.sqlite_batch import insert_rows
 from persistence.sqlite_schema import create_or_migrate
 from persistence.store import PageKey
 
@@ -48,7 +49,7 @@ __all__ = ["SQLiteStore", "decode_json", "encode_json"]
 _UPSERT = """
 INSERT INTO runs (run_id, owner, agent, status, started_at, finished_at, updated_at,
                   error, input, result, options, event_count, node)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES {values}
 ON CONFLICT (run_id) DO UPDATE SET
     owner = excluded.owner,
     agent = excluded.agent,
@@ -63,6 +64,8 @@ ON CONFLICT (run_id) DO UPDATE SET
     event_count = excluded.event_count,
     node = excluded.node
 """
+
+_INSERT_EVENTS = "INSERT OR IGNORE INTO events (run_id, seq, ts, type, data) VALUES {values}"
 
 _BATCH_KEYS = 500
 """Run ids per ``IN (...)`` query: far below SQLite's limit on bound parameters."""
@@ -190,14 +193,21 @@ class SQLiteStore:
         await self.save_many([RunWrite.of(record)])
 
     async def save_many(self, writes: list[RunWrite]) -> None:
-        """One transaction, and a few statements for the whole batch: each call into
-        SQLite gives up the GIL and must win it back from the busy event loop,
-        so 3 calls per run made the commit that the 202s wait for take ms."""
+        """One transaction of a few statements for the whole batch.
+
+        Each statement (and each row of an ``executemany``) gives up the GIL
+        and must win it back from the busy event loop: 3 statements per run
+        and one step per event made the commit that the 202s wait for take
+        ms.  The stored versions are read with one query, the merge rule is
+        applied here, and the headers and events go in as multi-row inserts
+        (:mod:`persistence.sqlite_batch`).
+        """
         if not writes:
             return
         with self._transaction() as conn:
             stored = self._stored_versions(conn, {w.run_id for w in writes})
-            headers: list[tuple[Any, ...]] = []
+            # By run: one statement may not upsert a row twice; the last kept write wins.
+            headers: dict[str, tuple[Any, ...]] = {}
             events: list[tuple[Any, ...]] = []
             for write in writes:
                 version = write.version
@@ -205,17 +215,12 @@ class SQLiteStore:
                 if old is not None and not replaces(version, old):
                     continue  # e.g. a stale running write of a finished run: keep the stored one
                 stored[write.run_id] = version  # a later write of it in this batch meets this one
-                headers.append(_header_row(write))
+                headers[write.run_id] = _header_row(write)
                 run_id = write.run_id
                 # data_json is the event's one canonical encoding, made at emit time.
                 events.extend((run_id, e.seq, e.ts, e.type, e.data_json) for e in write.events)
-            conn.executemany(_UPSERT, headers)
-            if events:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO events (run_id, seq, ts, type, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    events,
-                )
+            insert_rows(conn, _UPSERT, list(headers.values()))
+            insert_rows(conn, _INSERT_EVENTS, events)
 
     @staticmethod
     def _stored_versions(conn: sqlite3.Connection, run_ids: set[str]) -> dict[str, Version]:
