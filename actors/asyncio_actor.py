@@ -23,14 +23,22 @@ Differences from ``ThreadingActor``, each on purpose:
 * A stop (``ask_stop``, ``tell_stop``, ``ref.stop()``) first awaits
   :meth:`~AsyncioActor.on_stopping` on the loop, if the class defines it:
   pykka's ``on_stop`` is synchronous, and some cleanup needs the loop.
+* A handler may also take the asker's reply future (:meth:`AsyncioActor.take_reply`)
+  and answer it later from a callback of its own, without a task or a trip
+  around the loop (how a run actor answers a start the moment the store's
+  acknowledgement reaches it).
 * A message sent on the loop to an idle actor is handled in the sender's step
   (direct hand-off, see :class:`AsyncioInbox`): still one message at a time
-  and in order per sender, but without two trips around the event loop.
+  and in order per sender, but without two trips around the event loop.  A
+  message from another thread is handled in the loop callback that brings it
+  over, if the actor is idle then, instead of waking its task for one more
+  iteration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import sys
@@ -73,6 +81,8 @@ class AsyncioInbox:
     iteration.  The actor still handles one message at a time and each
     sender's messages in order (the inbox was empty), but a route that asks
     the registry gets its answer without two trips around the event loop.
+    A put from another thread is handed over the same way by the loop
+    callback that brings it (:meth:`_arrived`), if the actor is parked then.
     """
 
     __slots__ = ("_actor", "_items", "_loop", "_waiter")
@@ -94,7 +104,7 @@ class AsyncioInbox:
         else:
             self._items.append(envelope)  # deque.append is atomic under the GIL
             try:
-                self._loop.call_soon_threadsafe(self._wake)
+                self._loop.call_soon_threadsafe(self._arrived)
             except RuntimeError as exc:  # loop closed: the actor is gone for good
                 raise pykka.ActorDeadError("the actor's event loop is closed") from exc
 
@@ -103,6 +113,20 @@ class AsyncioInbox:
 
     def empty(self) -> bool:
         return not self._items
+
+    def _arrived(self) -> None:
+        """On the loop, for a put from another thread: hand the oldest message to a
+        parked actor now, else wake its task (every put schedules one call, so
+        each message is handed over or found by the task, in order)."""
+        waiter = self._waiter
+        if self._items and waiter is not None and not waiter.done():
+            envelope = self._items.popleft()
+            if self._actor._handle_directly(envelope):
+                if self._items:
+                    self._wake()
+                return
+            self._items.appendleft(envelope)
+        self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -124,7 +148,9 @@ class AsyncioActor(pykka.Actor):
     """Base class for actors that live on the runtime's event loop.
 
     Handlers run on the loop thread, one message at a time, and must not
-    block.  Create actors with ``start()`` from the loop thread (or pass
+    block.  An actor started on its loop runs ``on_start`` at once, in the
+    starter's step (started from another thread: first thing in its task).
+    Create actors with ``start()`` from the loop thread (or pass
     ``loop=``); the loop defaults to the running loop, else to the loop the
     runtime bound with :meth:`bind_loop`.
     """
@@ -166,6 +192,10 @@ class AsyncioActor(pykka.Actor):
         self._deferred: set[asyncio.Task[Any]] = set()
         self._handling = False
         self._stopping = False
+        self._reply_to: pykka.Future[Any] | None = None
+        self._reply_taken = False
+        self._set_up = False
+        """``on_start`` has run (in the starter's step, for an actor started on its loop)."""
         super().__init__(*args, **kwargs)
 
     # -- pykka extension points --------------------------------------------
@@ -182,6 +212,15 @@ class AsyncioActor(pykka.Actor):
         loop = self.actor_loop
         assert loop is not None
         if asyncio._get_running_loop() is loop:
+            # on_start in the starter's step: what it sends goes out now, not one
+            # loop iteration later (a run's first write joins the group-commit
+            # window its start opened, with the other starts handled in this step).
+            self._set_up = True
+            self._handling = True  # no message is handled before on_start is done
+            try:
+                self._actor_loop_setup()
+            finally:
+                self._handling = False
             self._actor_task = loop.create_task(self._run(), name=str(self))
         else:
             ready = threading.Event()
@@ -197,7 +236,8 @@ class AsyncioActor(pykka.Actor):
 
     async def _run(self) -> None:
         try:
-            self._actor_loop_setup()
+            if not self._set_up:
+                self._actor_loop_setup()
             inbox = self.actor_inbox
             handled = 0
             while not self.actor_stopped.is_set():
@@ -272,13 +312,30 @@ class AsyncioActor(pykka.Actor):
                 self._stop()
                 self.actor_inbox._wake()  # the parked message loop must see the stop
 
+    def take_reply(self) -> pykka.Future[Any] | None:
+        """In a handler: take the asker's reply future, to answer it later yourself.
+
+        Returns None for a ``tell`` (nobody to answer).  The handler's return
+        value is then ignored, and the taker must ``set`` or ``set_exception``
+        the future exactly once, on the loop, and fail what it still holds
+        when the actor stops (an asker would otherwise wait for ever).  Unlike
+        a deferred reply (a coroutine) this costs no task and no trip around
+        the loop: the answer goes out in the step that decides it.
+        """
+        self._reply_taken = True
+        return self._reply_to
+
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         reply_to = envelope.reply_to
+        self._reply_to, self._reply_taken = reply_to, False
         try:
             response = self._handle_receive(envelope.message)
         except Exception:
             if reply_to is not None:
-                reply_to.set_exception()
+                # A handler that took the reply may have answered it already:
+                # an AsyncioFuture refuses a second answer, and the first one stands.
+                with contextlib.suppress(RuntimeError):
+                    reply_to.set_exception()
             else:
                 self._failed(*sys.exc_info())
             return
@@ -291,6 +348,10 @@ class AsyncioActor(pykka.Actor):
                 dead = pykka.ActorDeadError(f"{self} exited: {exc_value!r}")
                 reply_to.set_exception((type(dead), dead, None))
             self._stop()
+            return
+        finally:
+            self._reply_to = None
+        if self._reply_taken:
             return
         if isinstance(response, Forward):
             if response.target.is_alive():

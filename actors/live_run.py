@@ -130,11 +130,17 @@ class RunEnded:
 
 @dataclass(frozen=True, slots=True)
 class WhenStored:
-    """Reply ``None`` once the run's header and its first ``seq`` events are stored.
+    """Reply ``answer`` once the run's header and its first ``seq`` events are stored.
 
-    The registry asks this before it acknowledges a start (``seq`` 0: the run
-    exists in the store); :class:`~actors.errors.StoreUnavailable` after the
-    store timeout.
+    The registry forwards a start's reply future with one of these
+    (``seq`` 0, ``answer`` the :class:`~actors.messages.RunStarted`,
+    ``start`` set), so the run actor answers the start itself in the step
+    that the store's acknowledgement reaches it.
+    :class:`~actors.errors.StoreUnavailable` after the store timeout; for a
+    ``start`` the run is then stopped as well: a start the store cannot
+    keep is refused, and must not go on unseen.
     """
 
     seq: int = 0
+    answer: Any = None
+    start: bool = False

@@ -39,6 +39,7 @@ from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
 from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, WhenStored
 from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
+from actors.owed_answers import Owed, OwedAnswers
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.quotas import QuotaExceeded, encoded_size, truncated
 from actors.records import JSON, Event, RunRecord, RunStatus
@@ -90,9 +91,8 @@ class RunActor(AsyncioActor):
         if resume is not None:
             self._log.seed(resume.events)
             self._run_bytes = sum(len(e.data_json) for e in resume.events)
-        self._header_stored: asyncio.Future[None] = self._loop().create_future()
-        if store is None:
-            self._header_stored.set_result(None)
+        self._header_stored = store is None
+        self._owed = OwedAnswers(self._loop(), self._config.store_timeout_s, self._not_confirmed)
         self._write_queued = False
         self._final_sent = False
         self._ended = False
@@ -104,6 +104,8 @@ class RunActor(AsyncioActor):
         self._cancelled_by_stop = False
         self._final: RunRecord | None = None
         """The terminal record, once the agent is done (stored or on its way)."""
+        self._final_header: RunRecord | None = None
+        """``_final`` without its trace: what the final write carries."""
         self._loop_thread: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -116,6 +118,8 @@ class RunActor(AsyncioActor):
 
     def on_stop(self) -> None:
         self._cancel_timers()
+        if len(self._owed):  # only if the actor is torn down before its end is stored
+            self._owed.fail_all(pykka.ActorDeadError(f"run {self.run_id} is no longer running"))
         if self._child is not None and not self._child.done():
             self._child.cancel()  # only if the actor is torn down from outside
 
@@ -133,7 +137,7 @@ class RunActor(AsyncioActor):
             self.live.subscribers = self._log.subscribers
             return None
         if isinstance(message, StopRun):
-            return self._request_stop(message.reason)
+            return self._on_stop_run(message.reason)
         if isinstance(message, GetRun):
             return self.record()
         if isinstance(message, _ChildExited):
@@ -141,7 +145,7 @@ class RunActor(AsyncioActor):
         if isinstance(message, RunsPersisted):
             return self._stored(message)
         if isinstance(message, WhenStored):
-            return self._when_stored(message.seq)
+            return self._reply_when_stored(message.seq, message.answer, start=message.start)
         return super().on_receive(message)
 
     # -- events ------------------------------------------------------------
@@ -231,50 +235,62 @@ class RunActor(AsyncioActor):
             return  # (a write queued before the run ended: the final one carried it all)
         if self._final is not None:
             self._final_sent = True
-        header = self._header() if self._final is None else replace(self._final, events=())
+        header = self._header() if self._final_header is None else self._final_header
         write = RunWrite(header, len(self._log), self._log.take_unsent())
         self._store.tell(SaveRuns((write,), ack_to=self.actor_ref))
 
     def _stored(self, msg: RunsPersisted) -> None:
         for saved in msg.saved:
-            if not self._header_stored.done():
-                self._header_stored.set_result(None)
+            self._header_stored = True
             self._log.commit(saved.event_count)
             self.live.trace_length = self._log.committed
             self.live.unstored_bytes = self._log.unstored_bytes
             self.live.subscribers = self._log.subscribers
+            self._owed.settle(self._log.committed)
             if saved.finished and self._final is not None:
                 self._end()
 
-    async def _when_stored(self, seq: int) -> None:
-        try:
-            async with asyncio.timeout(self._config.store_timeout_s):
-                await asyncio.shield(self._header_stored)
-                await self._log.when_committed(seq)
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"the store did not confirm run {self.run_id} within "
-                f"{self._config.store_timeout_s:g} s"
-            ) from None
+    def _reply_when_stored(self, seq: int, answer: Any, *, start: bool = False) -> Any:
+        """``answer`` (raised if an exception) once the header and events ``1..seq`` are
+        stored: now if they are, else from :meth:`_stored` when the store says so."""
+        if self._header_stored and self._log.committed >= seq:
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+        self._owed.add(Owed(seq, answer, self.take_reply(), start))
+        return None
+
+    def _not_confirmed(self, owed: Owed) -> None:
+        """The store did not confirm in time: a 503 for the asker; a start is refused."""
+        timeout = self._config.store_timeout_s
+        exc = StoreUnavailable(f"the store did not confirm run {self.run_id} within {timeout:g} s")
+        if owed.reply is None:
+            logger.warning("run %s: %s", self.run_id, exc)
+        owed.fail(exc)
+        if owed.start and self._final is None:
+            self._request_stop("the store is unavailable")
 
     # -- stop --------------------------------------------------------------
 
-    def _request_stop(self, reason: str) -> Any:
+    def _on_stop_run(self, reason: str) -> Any:
         """Reply :class:`StopAccepted` once the request is on record (its
         ``stop_requested`` event is stored)."""
         if self._final is not None:
             if self._ended:
                 raise self._already_finished()
-            return self._finished_when_stored()
+            # It ended, but until that is stored a reader still sees it running.
+            return self._reply_when_stored(len(self._log), self._already_finished())
+        self._request_stop(reason)
+        return self._reply_when_stored(self._stop_seq, StopAccepted(run_id=self.run_id))
+
+    def _request_stop(self, reason: str) -> None:
+        """The first request puts ``stop_requested`` on record and starts the grace period."""
         if self._stop_reason is None:
             self._stop_reason = reason
             self.live.stopping = True
             self._stop_seq = self._append("stop_requested", {"reason": reason})
             self._ctx._request_stop()
             self._schedule(self._config.stop_grace_s, self._cancel_child)
-        if self._log.committed >= self._stop_seq:
-            return StopAccepted(run_id=self.run_id)
-        return self._accepted_when_stored()
 
     def _already_finished(self) -> AlreadyFinished:
         assert self._final is not None
@@ -282,15 +298,6 @@ class RunActor(AsyncioActor):
             f"run {self.run_id} already finished with status {self._final.status!r}",
             self._final.status,
         )
-
-    async def _finished_when_stored(self) -> StopAccepted:
-        # It ended, but until that is stored a reader still sees it running.
-        await self._when_stored(len(self._log))
-        raise self._already_finished()
-
-    async def _accepted_when_stored(self) -> StopAccepted:
-        await self._when_stored(self._stop_seq)
-        return StopAccepted(run_id=self.run_id)
 
     def _cancel_child(self) -> None:
         child = self._child
@@ -404,14 +411,8 @@ class RunActor(AsyncioActor):
         if status == "stopped" and error is None:
             error = self._stop_reason or "stopped"
         self._append("done", {"status": status, "result": outcome.result, "error": error})
-        self._final = replace(
-            self._header(),
-            status=status,
-            result=outcome.result,
-            error=error,
-            finished_at=self._clock.now(),
-            events=tuple(self._log.events),
-        )
+        self._final_header = self._header(status, outcome.result, error, self._clock.now())
+        self._final = replace(self._final_header, events=tuple(self._log.events))
         if self._store is None:
             self._end()
         else:
@@ -435,19 +436,28 @@ class RunActor(AsyncioActor):
             return self._final
         return replace(self._header(), events=self._log.committed_events())
 
-    def _header(self) -> RunRecord:
-        """The live run without its trace: what its ``running`` writes carry."""
+    def _header(
+        self,
+        status: RunStatus = "running",
+        result: JSON = None,
+        error: str | None = None,
+        finished_at: float | None = None,
+    ) -> RunRecord:
+        """The run without its trace: what its writes carry (``running`` until the end)."""
         live = self.live
         return RunRecord(
             run_id=live.run_id,
             owner=live.owner,
             agent=live.agent,
-            status="running",
+            status=status,
             input=self._input,
             started_at=live.started_at,
             updated_at=self._clock.now(),
             options=self._settings.options,
             node=self._config.node_id,
+            result=result,
+            error=error,
+            finished_at=finished_at,
         )
 
     # -- helpers -----------------------------------------------------------

@@ -36,7 +36,6 @@ class RunLog:
         self.sent = 0
         """Events ``1..sent`` were handed to the store (committed or on their way)."""
         self._subs: dict[Subscription, None] = {}
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._bytes = 0
         self._stored_bytes = 0
         self._room: list[tuple[int, asyncio.Future[None]]] = []
@@ -95,12 +94,6 @@ class RunLog:
         lagged = [sub for sub in self._subs if not sub.push_committed(fresh)]
         for sub in lagged:
             self._subs.pop(sub, None)
-        if self._waiters:
-            ready = [(seq, w) for seq, w in self._waiters if seq <= upto]
-            self._waiters = [(seq, w) for seq, w in self._waiters if seq > upto]
-            for _, waiter in ready:
-                if not waiter.done():
-                    waiter.set_result(None)
         if self._room:
             unstored = self.unstored_bytes
             free = [(n, w) for n, w in self._room if unstored <= n]
@@ -116,15 +109,6 @@ class RunLog:
             waiter.set_result(None)
         else:
             self._room.append((limit, waiter))
-        return waiter
-
-    def when_committed(self, seq: int) -> asyncio.Future[None]:
-        """A future that is done once events ``1..seq`` are stored."""
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        if seq <= self.committed:
-            waiter.set_result(None)
-        else:
-            self._waiters.append((seq, waiter))
         return waiter
 
     # -- reading -------------------------------------------------------------

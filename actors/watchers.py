@@ -36,6 +36,10 @@ class Watchers:
             if not feeds:
                 del self._by_user[feed.user_id]
 
+    def watching(self, user_id: str) -> bool:
+        """Whether anyone follows ``user_id``'s runs (else nothing needs publishing)."""
+        return user_id in self._by_user
+
     def publish(self, user_id: str, kind: str, summary: RunSummary) -> None:
         """``kind`` is ``started``, ``stopping``, ``finished`` or ``deleted``."""
         feeds = self._by_user.get(user_id)

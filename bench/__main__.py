@@ -33,6 +33,7 @@ from bench import (
     persistence,
     replay,
     resume,
+    stalled_readers,
     start_rate,
 )
 from bench.common import (
@@ -57,6 +58,7 @@ BENCHMARKS: list[Benchmark] = [
     concurrency.BENCH,
     persistence.BENCH,
     event_cost.BENCH,
+    stalled_readers.BENCH,
 ]
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

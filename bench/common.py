@@ -81,7 +81,12 @@ class Sizes:
     emit_subs: int = 100
     first_runs: int = 300
     """Sequential start-then-follow rounds for the first-event latency."""
-    server_reps_cap: dict[str, int] = field(default_factory=lambda: {"concurrency": 1})
+    stalled_events: int = 300_000
+    stalled_readers: int = 300
+    """Stalled SSE readers of one stored run of ``stalled_events`` events."""
+    server_reps_cap: dict[str, int] = field(
+        default_factory=lambda: {"concurrency": 1, "stalled": 1}
+    )
     """Benchmarks that run fewer repetitions than ``--reps`` (too heavy to repeat)."""
 
 
@@ -103,6 +108,8 @@ QUICK = replace(
     persist_runs=2000,
     emit_events=5000,
     first_runs=100,
+    stalled_events=30_000,
+    stalled_readers=100,
 )
 TINY = replace(
     QUICK,
@@ -127,6 +134,8 @@ TINY = replace(
     emit_events=500,
     emit_subs=20,
     first_runs=10,
+    stalled_events=2000,
+    stalled_readers=10,
 )
 
 

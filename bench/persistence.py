@@ -29,7 +29,8 @@ from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.records import Event, RunRecord
 from bench.common import ROOT, BenchFailure, Benchmark, Metric, Sizes
 from persistence.actor import PersistenceActor
-from persistence.sqlite_store import _SCHEMA, SQLiteStore
+from persistence.sqlite_schema import SCHEMA as _SCHEMA
+from persistence.sqlite_store import SQLiteStore
 
 
 def make_records(n: int, start: float = 1_800_000_000.0) -> list[RunRecord]:

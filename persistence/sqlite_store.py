@@ -28,75 +28,28 @@ from typing import Any, cast
 
 from actors.jsonsafe import dumps_safe
 from actors.persistence_protocol import RunWrite
-from actors.records import ALL_STATUSES, JSON, Event, RunRecord, RunStatus, RunSummary, replaces
+from actors.records import (
+    ALL_STATUSES,
+    JSON,
+    Event,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    Version,
+    replaces,
+)
+from persistence.sqlite_batch import insert_rows
+from persistence.sqlite_schema import create_or_migrate
 from persistence.store import PageKey
 
 __all__ = ["SQLiteStore", "decode_json", "encode_json"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id      TEXT PRIMARY KEY,
-    owner       TEXT NOT NULL,
-    agent       TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    started_at  REAL NOT NULL,
-    finished_at REAL,
-    updated_at  REAL NOT NULL,
-    error       TEXT,
-    input       TEXT NOT NULL,
-    result      TEXT NOT NULL,
-    options     TEXT NOT NULL,
-    event_count INTEGER NOT NULL,
-    node        TEXT
-);
--- The list query: one owner, newest first, keyset pagination on the sort key.
-CREATE INDEX IF NOT EXISTS runs_owner_started
-    ON runs (owner, started_at DESC, run_id DESC);
-CREATE INDEX IF NOT EXISTS runs_owner_status_started
-    ON runs (owner, status, started_at DESC, run_id DESC);
-CREATE INDEX IF NOT EXISTS runs_owner_agent_started
-    ON runs (owner, agent, started_at DESC, run_id DESC);
--- Recovery after a crash: tiny, holds only the runs still running.
-CREATE INDEX IF NOT EXISTS runs_running ON runs (run_id) WHERE status = 'running';
--- Retention purge.
-CREATE INDEX IF NOT EXISTS runs_finished_at ON runs (finished_at);
-
-CREATE TABLE IF NOT EXISTS events (
-    id     INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    seq    INTEGER NOT NULL,
-    ts     REAL NOT NULL,
-    type   TEXT NOT NULL,
-    data   TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_run_seq ON events (run_id, seq);
-"""
-
-SCHEMA_VERSION = 3
-"""``PRAGMA user_version`` of this layout: 3 added ``runs.node``; 2 the rowid events
-table; 0 or 1 is the first layout (events ``WITHOUT ROWID``)."""
-
-_MIGRATE_EVENTS = """
-ALTER TABLE events RENAME TO events_v1;
-CREATE TABLE events (
-    id     INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    seq    INTEGER NOT NULL,
-    ts     REAL NOT NULL,
-    type   TEXT NOT NULL,
-    data   TEXT NOT NULL
-);
-INSERT INTO events (run_id, seq, ts, type, data)
-    SELECT run_id, seq, ts, type, data FROM events_v1 ORDER BY run_id, seq;
-DROP TABLE events_v1;
-"""
 
 # Whether a write may replace the stored row is decided by the one merge rule,
 # RunRecord.replaces, inside the write transaction (see _write).
 _UPSERT = """
 INSERT INTO runs (run_id, owner, agent, status, started_at, finished_at, updated_at,
                   error, input, result, options, event_count, node)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES {values}
 ON CONFLICT (run_id) DO UPDATE SET
     owner = excluded.owner,
     agent = excluded.agent,
@@ -111,6 +64,11 @@ ON CONFLICT (run_id) DO UPDATE SET
     event_count = excluded.event_count,
     node = excluded.node
 """
+
+_INSERT_EVENTS = "INSERT OR IGNORE INTO events (run_id, seq, ts, type, data) VALUES {values}"
+
+_BATCH_KEYS = 500
+"""Run ids per ``IN (...)`` query: far below SQLite's limit on bound parameters."""
 
 _SUMMARY_COLUMNS = "run_id, owner, agent, status, started_at, finished_at, event_count, error"
 _RECORD_COLUMNS = (
@@ -134,6 +92,26 @@ def _decode_object(text: str) -> dict[str, JSON]:
     if isinstance(value, dict):
         return value
     return {"value": value}
+
+
+def _header_row(write: RunWrite) -> tuple[Any, ...]:
+    """The ``runs`` row of a write, in :data:`_UPSERT`'s order."""
+    header = write.header
+    return (
+        header.run_id,
+        header.owner,
+        header.agent,
+        header.status,
+        header.started_at,
+        header.finished_at,
+        header.updated_at,
+        header.error,
+        encode_json(header.input),
+        encode_json(header.result),
+        encode_json(header.options),
+        write.event_count,
+        header.node,
+    )
 
 
 def _event(seq: int, ts: float, type_: str, text: str) -> Event:
@@ -175,37 +153,11 @@ class SQLiteStore:
             # OS cache); only a power cut can lose the last transactions.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = OFF")
-            self._migrate(conn)
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            create_or_migrate(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        """Bring a file written by an older runyard to this layout, in one transaction."""
-        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-            return
-        statements = []
-        runs = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
-        if runs and "node" not in runs:
-            statements.append("ALTER TABLE runs ADD COLUMN node TEXT")
-        events = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
-        if events and "id" not in events:
-            statements += [st for st in _MIGRATE_EVENTS.split(";") if st.strip()]
-        if not statements:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -241,44 +193,50 @@ class SQLiteStore:
         await self.save_many([RunWrite.of(record)])
 
     async def save_many(self, writes: list[RunWrite]) -> None:
+        """One transaction of a few statements for the whole batch.
+
+        Each statement (and each row of an ``executemany``) gives up the GIL
+        and must win it back from the busy event loop: 3 statements per run
+        and one step per event made the commit that the 202s wait for take
+        ms.  The stored versions are read with one query, the merge rule is
+        applied here, and the headers and events go in as multi-row inserts
+        (:mod:`persistence.sqlite_batch`).
+        """
         if not writes:
             return
         with self._transaction() as conn:
+            stored = self._stored_versions(conn, {w.run_id for w in writes})
+            # By run: one statement may not upsert a row twice; the last kept write wins.
+            headers: dict[str, tuple[Any, ...]] = {}
+            events: list[tuple[Any, ...]] = []
             for write in writes:
-                self._write(conn, write)
+                version = write.version
+                old = stored.get(write.run_id)
+                if old is not None and not replaces(version, old):
+                    continue  # e.g. a stale running write of a finished run: keep the stored one
+                stored[write.run_id] = version  # a later write of it in this batch meets this one
+                headers[write.run_id] = _header_row(write)
+                run_id = write.run_id
+                # data_json is the event's one canonical encoding, made at emit time.
+                events.extend((run_id, e.seq, e.ts, e.type, e.data_json) for e in write.events)
+            insert_rows(conn, _UPSERT, list(headers.values()))
+            insert_rows(conn, _INSERT_EVENTS, events)
 
     @staticmethod
-    def _write(conn: sqlite3.Connection, write: RunWrite) -> None:
-        stored = conn.execute(
-            "SELECT status, event_count, updated_at FROM runs WHERE run_id = ?", (write.run_id,)
-        ).fetchone()
-        if stored is not None and not replaces(write.version, stored):
-            return  # e.g. a stale running write of a finished run: keep the stored one
-        header = write.header
-        conn.execute(
-            _UPSERT,
-            (
-                header.run_id,
-                header.owner,
-                header.agent,
-                header.status,
-                header.started_at,
-                header.finished_at,
-                header.updated_at,
-                header.error,
-                encode_json(header.input),
-                encode_json(header.result),
-                encode_json(header.options),
-                write.event_count,
-                header.node,
-            ),
-        )
-        if write.events:
-            conn.executemany(
-                "INSERT OR IGNORE INTO events (run_id, seq, ts, type, data) VALUES (?, ?, ?, ?, ?)",
-                # data_json is the event's one canonical encoding, made at emit time.
-                [(header.run_id, e.seq, e.ts, e.type, e.data_json) for e in write.events],
-            )
+    def _stored_versions(conn: sqlite3.Connection, run_ids: set[str]) -> dict[str, Version]:
+        """``run_id -> (status, event_count, updated_at)`` of those already stored."""
+        ids = list(run_ids)
+        found: dict[str, Version] = {}
+        for start in range(0, len(ids), _BATCH_KEYS):
+            chunk = ids[start : start + _BATCH_KEYS]
+            marks = ",".join("?" * len(chunk))
+            for run_id, status, count, updated in conn.execute(
+                "SELECT run_id, status, event_count, updated_at FROM runs "
+                f"WHERE run_id IN ({marks})",
+                chunk,
+            ):
+                found[run_id] = (status, count, updated)
+        return found
 
     async def delete(self, run_id: str) -> bool:
         with self._transaction() as conn:

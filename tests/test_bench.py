@@ -24,6 +24,7 @@ from bench import (
     persistence,
     replay,
     resume,
+    stalled_readers,
     start_rate,
 )
 from bench.__main__ import goals, table
@@ -202,3 +203,13 @@ def test_goal_syntax_ratio_margin_and_reference() -> None:
         "vs durable",
     ]
     assert [c.strip() for c in rate.split("|")[2:-1]] == ["100", "50", "60", "0.60x", "1.20x"]
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(90)
+async def test_stalled_readers_are_all_served_and_the_rss_read() -> None:
+    outcome = await run(stalled_readers.BENCH)
+    assert stalled_readers.BENCH.kinds == ("runyard",), "only runyard has a store to page from"
+    zero(outcome, "unserved")
+    positive(outcome, "rss_idle_mib", ("runyard",))
+    positive(outcome, "rss_stalled_mib", ("runyard",))

@@ -220,12 +220,15 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app, settings)
-    install_auth(app, authenticator)
-    dashboard.install_dashboard(app)
-    app.include_router(ops.router)
+    # The run routes first: a request is matched against the routes in order,
+    # and POST /runs is the hottest (behind eight other routers it spent
+    # ~25 us per start on matching alone).
     app.include_router(feed.router)  # before runs: /runs/feed is not a run id
     app.include_router(runs.router)
     app.include_router(stream.router)
+    install_auth(app, authenticator)
+    dashboard.install_dashboard(app)
+    app.include_router(ops.router)
     app.include_router(run_code.router)
     app.include_router(schema.router)
     return app

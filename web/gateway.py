@@ -50,13 +50,22 @@ class Gateway:
             stream.close(Closing(last_seq=last_seq, reason=reason))
 
 
-async def get_gateway(request: Request) -> Gateway:
-    # async on purpose: FastAPI runs a plain-def dependency in its thread pool.
+def gateway_of(request: Request) -> Gateway:
+    """The app's gateway; ``RuntimeError`` before the lifespan started it.
+
+    Called directly by the hottest route (``POST /runs``): as a dependency it
+    costs FastAPI one more sub-dependency to solve per request, about 15 us.
+    """
     gateway = getattr(request.app.state, "gateway", None)
     if not isinstance(gateway, Gateway):
         msg = "the runtime is not running (app lifespan not started)"
         raise RuntimeError(msg)
     return gateway
+
+
+async def get_gateway(request: Request) -> Gateway:
+    # async on purpose: FastAPI runs a plain-def dependency in its thread pool.
+    return gateway_of(request)
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from actors.messages import DeleteRun, ListRuns, ReadRun, RestartPolicy, StartRun, StopRun
@@ -14,7 +14,7 @@ from actors.records import Event, RunRecord
 from actors.stored_replay import StoredReplay
 from web.auth import CallerDep
 from web.errors import error_responses
-from web.gateway import GatewayDep
+from web.gateway import GatewayDep, gateway_of
 from web.models import (
     RunDetail,
     RunListResponse,
@@ -38,8 +38,9 @@ LARGE_TRACE = 2_000
     responses=error_responses(400, 401, 413, 422, 429, 503),
     summary="Start a catalog agent in the background",
 )
-async def start_run(body: StartRunRequest, caller: CallerDep, gateway: GatewayDep) -> JSONResponse:
+async def start_run(body: StartRunRequest, caller: CallerDep, request: Request) -> JSONResponse:
     """Answers at once with the `run_id`; the run goes on whether or not anyone watches."""
+    gateway = gateway_of(request)  # not a dependency here: see gateway_of
     restart = None
     if body.restart is not None:
         restart = RestartPolicy(body.restart.max_restarts, body.restart.backoff_s)
