@@ -53,7 +53,7 @@ from actors.errors import (
 from actors.feed import Feed
 from actors.finished_cache import FinishedCache
 from actors.listing import Listing
-from actors.live_run import LiveRun, RunEnded, RunSettings, WhenStored
+from actors.live_run import LiveRun, RunEnded, RunSettings, StartAck
 from actors.messages import (
     SYSTEM,
     Caller,
@@ -144,6 +144,10 @@ class RegistryActor(AsyncioActor):
         run_id = secrets.token_hex(16)  # uuid4().hex's shape, at a quarter of its cost
         started_at = self._clock.now()
         live = LiveRun(run_id=run_id, owner=user, agent=msg.agent, started_at=started_at)
+        started = RunStarted(run_id=run_id, status="running", started_at=started_at)
+        # With a store, acknowledged only once the run is on record (group-committed
+        # with the other starts): the run actor answers the asker itself.
+        ack = None if self._store is None else StartAck(started, self.take_reply())
         live.ref = RunActor.start(
             live=live,
             input=msg.input,
@@ -152,6 +156,7 @@ class RegistryActor(AsyncioActor):
             store=self._store,
             settings=settings,
             clock=self._clock,
+            start_ack=ack,
             loop=self.actor_loop,
         )
         self._live[run_id] = live
@@ -159,13 +164,9 @@ class RegistryActor(AsyncioActor):
         if self._idle is not None:
             self._idle.clear()
         self._publish(user, "started", live)
-        started = RunStarted(run_id=run_id, status="running", started_at=started_at)
-        if self._store is None:
+        if ack is None:
             return started
-        # Acknowledged only once the run is on record (group-committed with other
-        # starts).  The run actor answers the asker itself, in the step the store's
-        # acknowledgement reaches it; a start the store cannot keep it refuses, and stops.
-        return Forward(live.ref, WhenStored(0, answer=started, start=True))
+        return None  # the run actor answers, once its header is stored
 
     def _resolve_agent(self, msg: StartRun) -> Agent:
         if msg.code is not None:
