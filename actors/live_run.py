@@ -18,7 +18,7 @@ from actors.errors import InvalidRequest
 from actors.messages import LiveRunInfo, RestartPolicy, StartRun
 from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
 
-__all__ = ["LiveRun", "RunEnded", "RunSettings", "WhenStored"]
+__all__ = ["LiveRun", "RunEnded", "RunSettings", "StartAck"]
 
 
 @dataclass
@@ -129,18 +129,16 @@ class RunEnded:
 
 
 @dataclass(frozen=True, slots=True)
-class WhenStored:
-    """Reply ``answer`` once the run's header and its first ``seq`` events are stored.
+class StartAck:
+    """A start's answer, handed to the new run actor with the asker's reply future.
 
-    The registry forwards a start's reply future with one of these
-    (``seq`` 0, ``answer`` the :class:`~actors.messages.RunStarted`,
-    ``start`` set), so the run actor answers the start itself in the step
-    that the store's acknowledgement reaches it.
-    :class:`~actors.errors.StoreUnavailable` after the store timeout; for a
-    ``start`` the run is then stopped as well: a start the store cannot
-    keep is refused, and must not go on unseen.
+    The run actor gives ``answer`` (the :class:`~actors.messages.RunStarted`)
+    once its header is stored, in the step the store's acknowledgement
+    reaches it: no message and no trip around the loop in between.
+    :class:`~actors.errors.StoreUnavailable` after the store timeout, and the
+    run is stopped: a start the store cannot keep is refused, and must not go
+    on unseen.
     """
 
-    seq: int = 0
-    answer: Any = None
-    start: bool = False
+    answer: Any
+    reply: pykka.Future[Any] | None

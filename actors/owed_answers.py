@@ -14,6 +14,7 @@ An answer the store does not confirm within the store timeout becomes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,14 +39,18 @@ class Owed:
     def give(self) -> None:
         if self.reply is None:
             return
-        if isinstance(self.answer, BaseException):
-            self.reply.set_exception((type(self.answer), self.answer, None))
-        else:
-            self.reply.set(self.answer)
+        # An asker answered already (its handler failed after handing the reply
+        # on) keeps that answer: an AsyncioFuture refuses a second one.
+        with contextlib.suppress(RuntimeError):
+            if isinstance(self.answer, BaseException):
+                self.reply.set_exception((type(self.answer), self.answer, None))
+            else:
+                self.reply.set(self.answer)
 
     def fail(self, exc: BaseException) -> None:
         if self.reply is not None:
-            self.reply.set_exception((type(exc), exc, None))
+            with contextlib.suppress(RuntimeError):  # answered already: see give
+                self.reply.set_exception((type(exc), exc, None))
 
 
 class OwedAnswers:

@@ -59,7 +59,7 @@ from actors.errors import (
 from actors.feed import Feed
 from actors.finished_cache import FinishedCache
 from actors.listing import Listing
-from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, WhenStored
+from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, StartAck
 from actors.membership import TakeOverNode
 from actors.messages import (
     SYSTEM,
@@ -162,15 +162,15 @@ class RegistryActor(AsyncioActor):
         run_id = secrets.token_hex(16)  # uuid4().hex's shape, at a quarter of its cost
         started_at = self._clock.now()
         live = LiveRun(run_id=run_id, owner=user, agent=msg.agent, started_at=started_at)
-        ref = self._launch(live, msg.input, agent, settings)
-        self._publish(user, "started", live)
         started = RunStarted(run_id=run_id, status="running", started_at=started_at)
-        if self._store is None:
+        # With a store, acknowledged only once the run is on record (group-committed
+        # with the other starts): the run actor answers the asker itself.
+        ack = None if self._store is None else StartAck(started, self.take_reply())
+        self._launch(live, msg.input, agent, settings, start_ack=ack)
+        self._publish(user, "started", live)
+        if ack is None:
             return started
-        # Acknowledged only once the run is on record (group-committed with other
-        # starts).  The run actor answers the asker itself, in the step the store's
-        # acknowledgement reaches it; a start the store cannot keep it refuses, and stops.
-        return Forward(ref, WhenStored(0, answer=started, start=True))
+        return None  # the run actor answers, once its header is stored
 
     def _launch(
         self,
@@ -178,10 +178,12 @@ class RegistryActor(AsyncioActor):
         input: dict[str, JSON],
         agent: Agent,
         settings: RunSettings,
+        *,
         resume: Resume | None = None,
-    ) -> pykka.ActorRef[RunActor]:
+        start_ack: StartAck | None = None,
+    ) -> None:
         """Start the run's supervisor and enter it in the run table."""
-        ref = live.ref = RunActor.start(
+        live.ref = RunActor.start(
             live=live,
             input=input,
             agent=agent,
@@ -190,6 +192,7 @@ class RegistryActor(AsyncioActor):
             settings=settings,
             clock=self._clock,
             resume=resume,
+            start_ack=start_ack,
             loop=self.actor_loop,
         )
         self._live[live.run_id] = live
@@ -197,7 +200,6 @@ class RegistryActor(AsyncioActor):
         if self._idle is not None:
             self._idle.clear()
         self._report_status()
-        return ref
 
     def _resolve_agent(self, msg: StartRun) -> Agent:
         if msg.code is not None:
@@ -494,7 +496,7 @@ class RegistryActor(AsyncioActor):
             trace_length=len(record.events),
         )
         resume = Resume(record.events, attempt, reason)
-        self._launch(live, record.input, self._catalog.get(record.agent), settings, resume)
+        self._launch(live, record.input, self._catalog.get(record.agent), settings, resume=resume)
         self._publish(record.owner, "started", live)
         return True
 

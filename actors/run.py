@@ -37,7 +37,7 @@ from actors.clock import Clock
 from actors.context import Agent, RunContext, StopRequested
 from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
-from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, WhenStored
+from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, StartAck
 from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
 from actors.owed_answers import Owed, OwedAnswers
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
@@ -71,10 +71,13 @@ class RunActor(AsyncioActor):
         settings: RunSettings,
         clock: Clock,
         resume: Resume | None = None,
+        start_ack: StartAck | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """``resume``: go on from a stored trace (a run taken over from a dead node)."""
+        """``resume``: go on from a stored trace (a run taken over from a dead node);
+        ``start_ack``: the start's answer, owed once the run's header is stored."""
         super().__init__(loop=loop)
+        self._start_ack = start_ack
         self.live = live
         self.run_id = live.run_id
         self._input = input
@@ -113,6 +116,9 @@ class RunActor(AsyncioActor):
     def on_start(self) -> None:
         loop = self._loop()
         self._loop_thread = threading.get_ident()
+        ack, self._start_ack = self._start_ack, None
+        if ack is not None:  # owed before the write: should that fail, on_stop answers it
+            self._owed.add(Owed(0, ack.answer, ack.reply, start=True))
         self._write()  # the `running` header: the run exists in the store
         self._child = loop.create_task(self._supervise(), name=f"run {self.run_id}")
 
@@ -144,8 +150,6 @@ class RunActor(AsyncioActor):
             return self._finish(message)
         if isinstance(message, RunsPersisted):
             return self._stored(message)
-        if isinstance(message, WhenStored):
-            return self._reply_when_stored(message.seq, message.answer, start=message.start)
         return super().on_receive(message)
 
     # -- events ------------------------------------------------------------
@@ -250,14 +254,14 @@ class RunActor(AsyncioActor):
             if saved.finished and self._final is not None:
                 self._end()
 
-    def _reply_when_stored(self, seq: int, answer: Any, *, start: bool = False) -> Any:
+    def _reply_when_stored(self, seq: int, answer: Any) -> Any:
         """``answer`` (raised if an exception) once the header and events ``1..seq`` are
         stored: now if they are, else from :meth:`_stored` when the store says so."""
         if self._header_stored and self._log.committed >= seq:
             if isinstance(answer, BaseException):
                 raise answer
             return answer
-        self._owed.add(Owed(seq, answer, self.take_reply(), start))
+        self._owed.add(Owed(seq, answer, self.take_reply()))
         return None
 
     def _not_confirmed(self, owed: Owed) -> None:
