@@ -30,6 +30,7 @@ DOCUMENTED = [
     ("RUNYARD_COUCHDB_PASSWORD", "unset"),
     ("RUNYARD_TOKENS", "unset"),
     ("RUNYARD_SESSION_SECRET", "unset"),
+    ("RUNYARD_PUBLIC_ORIGIN", "unset"),
     ("RUNYARD_TOKENS_FILE", "unset"),
     ("RUNYARD_RETENTION_S", "3600"),
     ("RUNYARD_STORE_RETENTION_S", "604800"),
