@@ -30,6 +30,7 @@ from actors.errors import NotAdmin
 from actors.messages import Caller
 from web.config import Settings
 from web.errors import error_responses
+from web.log_redaction import redact_credentials_in_logs
 from web.models import WhoAmIResponse
 from web.same_origin import SameOriginGuard, SameOriginRule
 from web.sessions import IssuedSession, SessionSigner, load_or_create_secret
@@ -254,8 +255,10 @@ async def delete_session(request: Request) -> Response:
 
 
 def install_auth(app: FastAPI, authenticator: Authenticator) -> None:
-    """Make ``authenticator`` what the dependencies use, mount ``/auth/session``, and
-    put the same-origin guard in front of every route (before the app starts)."""
+    """Make ``authenticator`` what the dependencies use, mount ``/auth/session``,
+    put the same-origin guard in front of every route (before the app starts),
+    and keep credentials out of uvicorn's logs however the app is served."""
     app.state.authenticator = authenticator
     app.include_router(router)
+    redact_credentials_in_logs()
     app.add_middleware(SameOriginGuard, rule=authenticator.same_origin, cookie_name=SESSION_COOKIE)
