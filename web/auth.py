@@ -12,7 +12,8 @@
 
 Routes use :func:`require_caller` / :func:`require_admin` (or the
 ``CallerDep`` / ``AdminDep`` aliases).  ``create_app`` calls
-:func:`install_auth` once (routes, and the same-origin guard).
+:func:`install_auth` once (routes, the same-origin guard, and credential
+redaction in uvicorn's logs: :mod:`web.log_redaction`).
 """
 
 from __future__ import annotations
