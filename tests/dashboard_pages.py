@@ -16,8 +16,8 @@ from tests.live_server import TOKENS, LiveServer
 
 
 def sign_in(page: Page, server: LiveServer, user: str = "alice") -> None:
-    """The link ``runyard serve`` prints: ``/?token=...``."""
-    page.goto(f"{server.base_url}/?token={TOKENS[user]}")
+    """The link ``runyard serve`` prints: ``/#token=...`` (never sent to the server)."""
+    page.goto(f"{server.base_url}/#token={TOKENS[user]}")
     expect(page.locator("#current-user")).to_have_text(user)
 
 

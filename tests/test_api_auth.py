@@ -29,6 +29,11 @@ def alice_runs(live: LiveServer) -> dict[str, str]:
         return finished_and_running(alice, secret="alice's")
 
 
+def page_origin(live: LiveServer) -> dict[str, str]:
+    """What a browser on the dashboard adds to its POSTs and DELETEs."""
+    return {"Origin": live.base_url}
+
+
 def _alice_runs_untouched(live: LiveServer, runs: dict[str, str]) -> None:
     with live.client("alice") as alice:
         assert get_run(alice, runs["running"])["status"] == "running"
@@ -124,7 +129,8 @@ def test_session_cookie_lets_a_cookie_only_client_list_and_stream(live: LiveServ
     assert "secure" not in attrs  # plain http on 127.0.0.1
     assert TOKENS["alice"] not in resp.cookies["runyard_session"]
 
-    with httpx.Client(base_url=live.base_url, timeout=10) as browser:
+    # A browser sends Origin on every POST and DELETE; the cookie needs it (test_api_same_origin).
+    with httpx.Client(base_url=live.base_url, timeout=10, headers=page_origin(live)) as browser:
         # The token goes out once, on this request only; the cookie jar does the rest.
         signed_in = browser.post(
             "/auth/session", headers={"Authorization": f"Bearer {TOKENS['alice']}"}
@@ -167,7 +173,7 @@ def test_who_am_i_names_the_caller_by_token_and_by_cookie(
         # The admin flag it reports is the one the admin endpoints enforce.
         assert by_token.get("/ops/registry").status_code == (200 if admin else 403)
 
-    with httpx.Client(base_url=live.base_url, timeout=10) as browser:
+    with httpx.Client(base_url=live.base_url, timeout=10, headers=page_origin(live)) as browser:
         signed_in = browser.post(
             "/auth/session", headers={"Authorization": f"Bearer {TOKENS[user]}"}
         )

@@ -1,14 +1,17 @@
 """Signing in to the dashboard in a real browser, and who sees what.
 
-The token form and sign-out, the ``/?token=`` link ``runyard serve`` prints
-(dropped from the address bar), the admin's registry view, and another user
+The token form and sign-out, the ``/#token=`` link ``runyard serve`` prints
+(dropped from the address bar, never sent to the server, so in no access
+log), old ``/?token=`` links, the admin's registry view, and another user
 seeing none of alice's runs. Each test has its own live server (``server``);
 fixtures and helpers in ``tests/browser_helpers.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -60,7 +63,7 @@ def test_sign_in_link_drops_the_token_and_admins_see_the_registry(
     page.on("request", lambda request: asked.append(urlsplit(request.url).path))
     sign_in(page, server, "root")
     assert "token" not in page.url
-    assert page.evaluate("location.search") == ""
+    assert page.evaluate("location.search + location.hash") == ""
 
     # After a reload only the cookie is left: "who am I" says root is an admin.
     page.reload()
@@ -79,7 +82,7 @@ def test_sign_in_link_drops_the_token_and_admins_see_the_registry(
     screenshot(page, "admin-registry.png")
 
     # A wrong link token falls back to the form with a message.
-    page.goto(server.base_url + "/?token=wrong")
+    page.goto(server.base_url + "/#token=wrong")
     expect(page.locator("#token-error")).to_have_text(re.compile("not accepted"))
     assert "token" not in page.url
     with server.client() as c:
@@ -102,3 +105,57 @@ def test_another_user_sees_none_of_alices_runs(server: LiveServer, page: Page) -
 
     page.goto(f"{server.base_url}/ui/runs/no-such-run")
     expect(page.locator(".run-error")).to_contain_text("No such run")
+
+
+class AccessLog(logging.Handler):
+    """uvicorn's access log lines of the in-process live server, as it writes them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def access_log() -> Iterator[AccessLog]:
+    logger = logging.getLogger("uvicorn.access")
+    handler, level = AccessLog(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.setLevel(level)
+        logger.removeHandler(handler)
+
+
+@pytest.mark.timeout(30)
+def test_the_sign_in_link_token_never_reaches_the_server(
+    server: LiveServer, page: Page, access_log: AccessLog
+) -> None:
+    page.goto(f"{server.base_url}/#token={TOKENS['alice']}")
+    expect(page.locator("#current-user")).to_have_text("alice")
+    assert page.evaluate("location.hash") == ""
+
+    # A link opened in a tab that is already on the dashboard changes only the fragment.
+    page.evaluate("window.samePage = true")
+    page.goto(f"{server.base_url}/#token={TOKENS['bob']}")
+    expect(page.locator("#current-user")).to_have_text("bob")
+    assert page.evaluate("window.samePage === true")  # no reload: the hashchange did it
+    assert page.evaluate("location.hash") == ""
+    page.reload()  # the cookie is bob's now
+    expect(page.locator("#current-user")).to_have_text("bob")
+
+    # Old "?token=" links still sign in; the server sees that token, its log does not.
+    page.goto(f"{server.base_url}/ui/admin?token={TOKENS['root']}")
+    expect(page.locator("#current-user")).to_have_text("root")
+    assert page.evaluate("location.search") == ""
+    expect(page.get_by_role("heading", name="Registry")).to_be_visible()
+
+    logged = "\n".join(access_log.lines)
+    assert '"POST /auth/session HTTP/1.1" 200' in logged, logged
+    assert '"GET /ui/admin?token=[redacted] HTTP/1.1" 200' in logged, logged
+    for token in TOKENS.values():
+        assert token not in logged, logged

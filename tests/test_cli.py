@@ -30,6 +30,7 @@ DOCUMENTED = [
     ("RUNYARD_COUCHDB_PASSWORD", "unset"),
     ("RUNYARD_TOKENS", "unset"),
     ("RUNYARD_SESSION_SECRET", "unset"),
+    ("RUNYARD_PUBLIC_ORIGIN", "unset"),
     ("RUNYARD_TOKENS_FILE", "unset"),
     ("RUNYARD_RETENTION_S", "3600"),
     ("RUNYARD_STORE_RETENTION_S", "604800"),
@@ -108,15 +109,19 @@ def test_fd_that_is_no_socket_exits_2_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(10)
-def test_sign_in_url() -> None:
-    assert sign_in_url("127.0.0.1", 8000, "tok") == "http://127.0.0.1:8000/?token=tok"
-    assert sign_in_url("0.0.0.0", 9000, "t") == "http://127.0.0.1:9000/?token=t"
-    assert sign_in_url("::", 80, "t") == "http://[::1]:80/?token=t"
-    assert sign_in_url("fe80::1", 80, "t") == "http://[fe80::1]:80/?token=t"
+def test_sign_in_url_carries_the_token_in_the_fragment() -> None:
+    # The fragment never reaches the server, so the token is in no access log.
+    assert sign_in_url("127.0.0.1", 8000, "tok") == "http://127.0.0.1:8000/#token=tok"
+    assert sign_in_url("0.0.0.0", 9000, "t") == "http://127.0.0.1:9000/#token=t"
+    assert sign_in_url("::", 80, "t") == "http://[::1]:80/#token=t"
+    assert sign_in_url("fe80::1", 80, "t") == "http://[fe80::1]:80/#token=t"
+    assert sign_in_url("127.0.0.1", 80, "a+b/c&d") == "http://127.0.0.1:80/#token=a%2Bb%2Fc%26d"
     out = io.StringIO()
     print_sign_in("0.0.0.0", 8123, "abc_DEF-1", out)
-    assert "http://127.0.0.1:8123/?token=abc_DEF-1" in out.getvalue()
-    assert "Authorization: Bearer abc_DEF-1" in out.getvalue()
+    printed = out.getvalue()
+    assert "http://127.0.0.1:8123/#token=abc_DEF-1" in printed
+    assert "?token=" not in printed
+    assert "Authorization: Bearer abc_DEF-1' http://127.0.0.1:8123/runs" in printed
 
 
 @pytest.mark.timeout(10)
@@ -165,11 +170,11 @@ def test_serve_without_users_prints_a_working_sign_in_url(tmp_path: Path) -> Non
         assert proc.stdout is not None
         url = ""
         for line in proc.stdout:  # the banner comes before uvicorn serves
-            if "?token=" in line and line.strip().startswith("http://"):
+            if "#token=" in line and line.strip().startswith("http://"):
                 url = line.strip()
                 break
         assert url.startswith("http://127.0.0.1:"), "no sign-in URL printed"
-        base, token = url.split("/?token=")
+        base, token = url.split("/#token=")
         assert not base.endswith(":0")  # the bound port, not the requested 0
         response = httpx.get(f"{base}/me", headers={"Authorization": f"Bearer {token}"})
         assert response.json() == {"user_id": "admin", "admin": True}

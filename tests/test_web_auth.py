@@ -239,7 +239,7 @@ async def test_http_session_cookie_flow(tmp_path: Path) -> None:
             ("POST", "/auth/session", {"headers": {"Authorization": "Bearer tok-b"}}),
             ("GET", "/me", {}),
             ("GET", "/me", {"headers": {"Authorization": "Bearer wrong"}}),
-            ("DELETE", "/auth/session", {}),
+            ("DELETE", "/auth/session", {"headers": {"Origin": "http://test"}}),  # as a browser
             ("GET", "/me", {}),
         ],
     )

@@ -6,10 +6,14 @@
 * **Sessions** (:mod:`web.sessions`) let a browser authenticate its
   ``EventSource`` with a cookie; removing a user from the configuration ends
   their sessions.
+* **Same origin** (:mod:`web.same_origin`): a request that uses the cookie
+  to change something must come from the server's own pages; the guard is
+  middleware, so it covers every route.
 
 Routes use :func:`require_caller` / :func:`require_admin` (or the
 ``CallerDep`` / ``AdminDep`` aliases).  ``create_app`` calls
-:func:`install_auth` once.
+:func:`install_auth` once (routes, the same-origin guard, and credential
+redaction in uvicorn's logs: :mod:`web.log_redaction`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from actors.errors import NotAdmin
 from actors.messages import Caller
 from web.config import Settings
 from web.errors import error_responses
+from web.log_redaction import redact_credentials_in_logs
 from web.models import WhoAmIResponse
+from web.same_origin import SameOriginGuard, SameOriginRule
 from web.sessions import IssuedSession, SessionSigner, load_or_create_secret
 from web.timefmt import iso_utc
 from web.users import User, hash_token, load_users
@@ -39,12 +45,22 @@ SESSION_COOKIE: Final = "runyard_session"
 
 
 class Authenticator:
-    """Maps a bearer token or a session cookie to a :class:`Caller`."""
+    """Maps a bearer token or a session cookie to a :class:`Caller`.
 
-    def __init__(self, users: Iterable[User], sessions: SessionSigner) -> None:
+    ``same_origin`` is the rule under which a cookie may change things
+    (``RUNYARD_PUBLIC_ORIGIN``); :func:`install_auth` enforces it.
+    """
+
+    def __init__(
+        self,
+        users: Iterable[User],
+        sessions: SessionSigner,
+        same_origin: SameOriginRule | None = None,
+    ) -> None:
         self._users = tuple(users)
         self._by_id = {user.user_id: user for user in self._users}
         self.sessions = sessions
+        self.same_origin = same_origin or SameOriginRule()
 
     @classmethod
     def from_settings(
@@ -54,7 +70,11 @@ class Authenticator:
             key = settings.session_secret.encode("utf-8")
         else:
             key = load_or_create_secret(settings.data_dir)
-        return cls(load_users(settings), SessionSigner(key, clock=clock))
+        return cls(
+            load_users(settings),
+            SessionSigner(key, clock=clock),
+            SameOriginRule(public_origin=settings.public_origin),
+        )
 
     @property
     def user_ids(self) -> tuple[str, ...]:
@@ -178,7 +198,9 @@ async def create_session(request: Request, response: Response) -> SessionInfo:
     """Sets an HttpOnly, SameSite=Strict session cookie so EventSource requests authenticate.
 
     Only a bearer token is accepted here (not the cookie itself), so a
-    session can never extend itself.
+    session can never extend itself.  ``SameSite=Strict`` keeps the cookie
+    from other sites, not from other ports of this host (same site); the
+    same-origin guard (:mod:`web.same_origin`) covers those.
     """
     auth = get_authenticator(request)
     token = _bearer_token(request)
@@ -234,6 +256,10 @@ async def delete_session(request: Request) -> Response:
 
 
 def install_auth(app: FastAPI, authenticator: Authenticator) -> None:
-    """Make ``authenticator`` what the dependencies use, and mount ``/auth/session``."""
+    """Make ``authenticator`` what the dependencies use, mount ``/auth/session``,
+    put the same-origin guard in front of every route (before the app starts),
+    and keep credentials out of uvicorn's logs however the app is served."""
     app.state.authenticator = authenticator
     app.include_router(router)
+    redact_credentials_in_logs()
+    app.add_middleware(SameOriginGuard, rule=authenticator.same_origin, cookie_name=SESSION_COOKIE)

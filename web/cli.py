@@ -10,6 +10,9 @@ has to read the source.
 With no users configured, ``serve`` creates a local admin with a random
 token and prints a URL that signs in with it (as Jupyter does).  The socket
 is bound before that URL is printed, so ``--port 0`` shows the real port.
+The token rides in the URL's fragment (``/#token=...``), which a browser
+never sends, so it reaches no access log; and every log line goes through
+:mod:`web.log_redaction` in case a client puts a token in a query anyway.
 
 Start-up: the store is opened once before serving (:func:`web.app.probe_store`).
 CouchDB refusing the credentials exits 2 with a message naming the setting;
@@ -35,8 +38,10 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from typing import TextIO
+from urllib.parse import quote
 
 from web.config import ConfigError, Settings, describe_settings, load_settings
+from web.log_redaction import redact_credentials_in_logs
 from web.node import DataDirLock
 from web.users import LOCAL_ADMIN_ID, load_users, with_local_admin
 
@@ -147,7 +152,8 @@ def serve(
         timeout_graceful_shutdown=graceful_timeout_s(settings),
     )
     server = RunyardServer(config, app, grace_s=settings.shutdown_grace_s)
-    show_runyard_logs()
+    # After uvicorn.Config, which configures uvicorn's loggers.
+    redact_credentials_in_logs([show_runyard_logs()])
     # bind_socket exits with uvicorn's message if the port is taken.
     sock = config.bind_socket() if listener is None else listener
     if local_admin_token is not None:
@@ -163,11 +169,12 @@ LOGGED_PACKAGES = ("runyard", "actors", "persistence", "web")
 """Where runyard's own loggers live (``runyard.*`` and module-named ones)."""
 
 
-def show_runyard_logs(level: int = logging.INFO) -> None:
+def show_runyard_logs(level: int = logging.INFO) -> logging.Handler:
     """Print runyard's own log lines (recovery, sandbox, drain) next to uvicorn's.
 
     uvicorn configures only its own loggers; without this, the INFO lines
-    operators are told to watch for would go nowhere.
+    operators are told to watch for would go nowhere.  Returns the handler
+    (the caller puts the credential filter on it).
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
@@ -177,6 +184,7 @@ def show_runyard_logs(level: int = logging.INFO) -> None:
             logger.addHandler(handler)
             logger.setLevel(level)
             logger.propagate = False
+    return handler
 
 
 def exit_status(state: object) -> int:
@@ -195,16 +203,21 @@ def exit_status(state: object) -> int:
 
 
 def sign_in_url(host: str, port: int, token: str) -> str:
-    """``http://HOST:PORT/?token=...``, with a wildcard host shown as loopback."""
+    """``http://HOST:PORT/#token=...``, with a wildcard host shown as loopback.
+
+    The token is in the fragment, never the query: a browser does not send
+    the fragment, so the token appears in no server or proxy log (the
+    dashboard reads it from ``location.hash``).
+    """
     shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/?token={token}"
+    return f"http://{shown}:{port}/#token={quote(token, safe='')}"
 
 
 def print_sign_in(host: str, port: int, token: str, out: TextIO) -> None:
     url = sign_in_url(host, port, token)
-    base = url.split("?", 1)[0]
+    base = url.split("#", 1)[0]
     print(
         f"\nrunyard: no users configured (RUNYARD_TOKENS, RUNYARD_TOKENS_FILE);\n"
         f"created the local admin {LOCAL_ADMIN_ID!r} with a new token for this run.\n"

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors.code.settings import CodeSettings
 from actors.config import DEFAULTS, RuntimeConfig
+from web.origins import normalize_origin
 
 ENV_PREFIX = "RUNYARD_"
 MIB = 1024 * 1024
@@ -109,6 +110,13 @@ class Settings(BaseSettings):
         "Unset: one made once and kept in the data dir. Nodes sharing a CouchDB behind one "
         "balancer must share it, or a session from one node is refused by the others.",
     )
+    public_origin: str | None = Field(
+        default=None,
+        description="The address browsers reach runyard at (https://runyard.example.com): a "
+        "request that uses the session cookie to change something must come from a page of "
+        "this origin. Unset: read from each request (Host or X-Forwarded-Host, and "
+        "X-Forwarded-Proto). Set it behind a proxy that does not pass those.",
+    )
     tokens_file: Path | None = Field(
         default=None,
         description=(
@@ -189,6 +197,19 @@ class Settings(BaseSettings):
                 f"(at most {COUCHDB_DB_NAME_MAX} characters)"
             )
         return name
+
+    @field_validator("public_origin")
+    @classmethod
+    def _public_origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        origin = normalize_origin(value)
+        if origin is None:
+            raise ValueError(
+                "not an origin: write the scheme, host and port browsers use, nothing more, "
+                "e.g. https://runyard.example.com or http://10.0.0.5:8000"
+            )
+        return origin
 
     def runtime_config(
         self, *, node_id: str = DEFAULTS.node_id, write_window_s: float = DEFAULTS.write_window_s

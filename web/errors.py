@@ -89,7 +89,8 @@ def code_for_status(status: int) -> str:
 _DESCRIPTIONS: Final[dict[int, str]] = {
     400: "Malformed request (bad JSON, bad cursor).",
     401: "Missing or invalid token.",
-    403: "The run belongs to someone else, or admin only.",
+    403: "The run belongs to someone else, admin only, or the session cookie was sent "
+    "from a page of another origin.",
     404: "Unknown run.",
     409: "Conflict with the run's state (already finished, still running).",
     413: "Request body too large.",

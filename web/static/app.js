@@ -2,8 +2,10 @@
 //
 // Pages have real URLs: "/" (runs), "/ui/runs/{run_id}" (one run, bookmarkable)
 // and "/ui/admin" (registry, admins only); the server answers index.html for
-// all of them.  The token never stays in the page: "/?token=..." is removed
-// from the address bar at once and traded for an HttpOnly session cookie.
+// all of them.  The sign-in link carries its token in the fragment,
+// "/#token=...": browsers never send a fragment, so the token reaches no
+// server or proxy log.  It is taken out of the address bar at once and traded
+// for an HttpOnly session cookie.  Old "/?token=..." links still work.
 
 import { api, setUnauthorizedHandler } from "./api.js";
 import { adminView } from "./admin.js";
@@ -17,6 +19,23 @@ const ROUTES = [
   [/^\/ui\/runs\/([^/]+)\/?$/, (m) => (app) => runView(app, { runId: decodeURIComponent(m[1]) })],
   [/^\/ui\/admin\/?$/, () => adminView],
 ];
+
+/**
+ * The token of a sign-in link ("#token=..." or, from old links, "?token="),
+ * removed from the address bar before anything else happens; null if none.
+ */
+function takeLinkToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const query = new URLSearchParams(location.search);
+  const token = fragment.get("token") ?? query.get("token");
+  if (token === null) return null;
+  fragment.delete("token");
+  query.delete("token");
+  const search = query.toString();
+  const hash = fragment.toString();
+  history.replaceState(history.state, "", `${location.pathname}${search ? `?${search}` : ""}${hash ? `#${hash}` : ""}`);
+  return token;
+}
 
 class App {
   constructor() {
@@ -33,20 +52,14 @@ class App {
     document.addEventListener("click", (event) => this._interceptLink(event));
     window.addEventListener("popstate", () => this.route());
 
-    const params = new URLSearchParams(location.search);
-    const token = params.get("token");
+    // A sign-in link opened while the page is already open changes only the fragment.
+    window.addEventListener("hashchange", () => {
+      const token = takeLinkToken();
+      if (token !== null) this.signInWithLink(token);
+    });
+    const token = takeLinkToken();
     if (token !== null) {
-      // Out of the address bar (and history) before anything else happens.
-      params.delete("token");
-      const query = params.toString();
-      history.replaceState(history.state, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
-      try {
-        await this.signIn(token);
-      } catch (err) {
-        this.showSignIn(
-          err.status === 401 ? "The sign-in link's token was not accepted. Enter a token below." : err.message,
-        );
-      }
+      await this.signInWithLink(token);
       return;
     }
     let me;
@@ -64,6 +77,17 @@ class App {
   async _whoAmI(opts = {}) {
     const me = await api("GET", "/auth/session", undefined, opts);
     return { user_id: me.user_id, admin: Boolean(me.admin) };
+  }
+
+  async signInWithLink(token) {
+    try {
+      await this.signIn(token);
+    } catch (err) {
+      const message =
+        err.status === 401 ? "The sign-in link's token was not accepted. Enter a token below." : err.message;
+      if (this.user) this.signedOut(message);
+      else this.showSignIn(message);
+    }
   }
 
   async signIn(token) {
