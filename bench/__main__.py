@@ -26,6 +26,7 @@ from typing import Any
 
 from bench import (
     concurrency,
+    cross_node,
     event_cost,
     fanout,
     first_event,
@@ -57,6 +58,7 @@ BENCHMARKS: list[Benchmark] = [
     concurrency.BENCH,
     persistence.BENCH,
     event_cost.BENCH,
+    cross_node.BENCH,
 ]
 BY_NAME = {b.name: b for b in BENCHMARKS}
 
