@@ -16,7 +16,10 @@ Measured:
    ``cross_tick_s`` apart; one SSE client takes each event's receive time
    minus its ``ts`` (the emit time, ms precision; every node is on this
    machine's clock).  Only events emitted after the client's stream opened
-   count (the earlier ones are a replay).  p50 and p99.
+   count (the earlier ones are a replay).  p50 and p99.  Cross node, a
+   second client reads the same run from n1 meanwhile: how much later each
+   event reached n2's client than n1's is the cross-node part alone (the
+   follower, the mirror's reads), without the commit both wait for.
 2. **Stop latency**: ``cross_stops`` ``sleeper`` runs (they stop at once
    when asked: no grace) are each followed on n1; from sending
    ``POST /runs/{id}/stop`` to that stream's ``done`` (status ``stopped``,
@@ -155,33 +158,57 @@ async def write_load(
     return out
 
 
-async def delivery(yard: ScaleoutYard, kind: str, sizes: Sizes) -> dict[str, float]:
-    n, interval = sizes.cross_ticks, sizes.cross_tick_s
-    before = await yard.db_info()
-    run_id = await start_run(yard, "ticker", {"n": n, "interval": interval})
-    latencies: list[float] = []
-    opened = float("inf")
+class Ticks:
+    """One client's view of a paced run: when each live event arrived (POSIX s)."""
 
-    def on_frame(frame: Frame) -> bool:
+    def __init__(self) -> None:
+        self.opened = float("inf")
+        """When its stream opened (the node answered): events emitted before are a replay."""
+        self.latency_ms: dict[int, float] = {}
+        self.arrived: dict[int, float] = {}
+
+    def on_frame(self, frame: Frame) -> bool:
         if frame[1] == "tick":
             received = time.time()
             emitted = emit_time(frame[2])
-            if emitted > opened:
-                latencies.append((received - emitted) * 1000)
+            if emitted > self.opened and frame[0] is not None:
+                self.latency_ms[frame[0]] = (received - emitted) * 1000
+                self.arrived[frame[0]] = received
         return False
 
-    sse = await stream(yard, READER[kind], run_id, mode="frames", on_frame=on_frame)
-    await sse.wait_headers()
-    opened = time.time()  # subscribed: the node answers only once it has the subscription
-    result = await asyncio.wait_for(sse.finished, n * interval + 60)
-    check_stream(result, n, f"{kind}: ticker {run_id} on {READER[kind]}")
+
+async def delivery(yard: ScaleoutYard, kind: str, sizes: Sizes) -> dict[str, float]:
+    """A paced run's events, emit to client; cross node, also each event's time on
+    top of a client of the owner reading the same run (the commit path left out)."""
+    n, interval = sizes.cross_ticks, sizes.cross_tick_s
+    before = await yard.db_info()
+    run_id = await start_run(yard, "ticker", {"n": n, "interval": interval})
+    readers = [READER[kind]] if READER[kind] == OWNER else [READER[kind], OWNER]
+    views = [Ticks() for _ in readers]
+    streams = [
+        await stream(yard, node, run_id, mode="frames", on_frame=view.on_frame)
+        for node, view in zip(readers, views, strict=True)
+    ]
+    for sse, view in zip(streams, views, strict=True):
+        await sse.wait_headers()
+        view.opened = time.time()  # subscribed: a node answers once it has the subscription
+    for sse, node in zip(streams, readers, strict=True):
+        result = await asyncio.wait_for(sse.finished, n * interval + 60)
+        check_stream(result, n, f"{kind}: ticker {run_id} on {node}")
+    latencies = list(views[0].latency_ms.values())
     if len(latencies) < n // 2:
         raise BenchFailure(f"{kind}: only {len(latencies)} of {n} events were live")
-    return {
+    out = {
         "deliver_p50": percentile(latencies, 50),
         "deliver_p99": percentile(latencies, 99),
         **await write_load(yard, run_id, before, n + 1, "paced"),
     }
+    if len(views) == 2:
+        ours, owners = views[0].arrived, views[1].arrived
+        extra = [(ours[seq] - owners[seq]) * 1000 for seq in ours.keys() & owners.keys()]
+        out["extra_p50"] = percentile(extra, 50)
+        out["extra_p99"] = percentile(extra, 99)
+    return out
 
 
 async def stops(yard: ScaleoutYard, kind: str, sizes: Sizes) -> dict[str, float]:
@@ -301,6 +328,12 @@ BENCH = Benchmark(
     metrics=[
         Metric("deliver_p50", "scale-out: emit -> SSE client p50", "ms", "lower", fmt="{:.1f}"),
         Metric("deliver_p99", "scale-out: emit -> SSE client p99", "ms", "lower", fmt="{:.1f}"),
+        Metric(
+            "extra_p50", "scale-out: of it after an owner's client p50", "ms", "info", fmt="{:.1f}"
+        ),
+        Metric(
+            "extra_p99", "scale-out: of it after an owner's client p99", "ms", "info", fmt="{:.1f}"
+        ),
         Metric("stop_p50", "scale-out: stop -> done p50", "ms", "lower", fmt="{:.1f}"),
         Metric("stop_p99", "scale-out: stop -> done p99", "ms", "lower", fmt="{:.1f}"),
         Metric("stop_ack_p50", "scale-out: stop's 202 p50", "ms", "lower", fmt="{:.1f}"),
