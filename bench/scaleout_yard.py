@@ -73,6 +73,9 @@ class RunDocs:
     """The sum of their revision generations: every write of each one."""
     stored_bytes: int
     """Their JSON size as stored now (latest revisions)."""
+    written_bytes: int
+    """Each one's size times its revisions: the document bytes sent to write them
+    all (close: a run doc's revisions differ by a few bytes)."""
 
 
 class ScaleoutYard:
@@ -121,9 +124,14 @@ class ScaleoutYard:
         )
         answer.raise_for_status()
         rows: list[dict[str, Any]] = answer.json()["rows"]
-        writes = sum(int(str(row["value"]["rev"]).split("-", 1)[0]) for row in rows)
-        stored = sum(len(dumps(row["doc"]).encode()) for row in rows if row.get("doc"))
-        return RunDocs(docs=len(rows), writes=writes, stored_bytes=stored)
+        revisions = [int(str(row["value"]["rev"]).split("-", 1)[0]) for row in rows]
+        sizes = [len(dumps(row["doc"]).encode()) for row in rows]
+        return RunDocs(
+            docs=len(rows),
+            writes=sum(revisions),
+            stored_bytes=sum(sizes),
+            written_bytes=sum(n * size for n, size in zip(revisions, sizes, strict=True)),
+        )
 
     async def close(self) -> None:
         await self._http.aclose()
