@@ -64,7 +64,7 @@ test: $(STAMP) couchdb-deps browser-deps nginx-deps lint
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not server and not couchdb and not browser"
 
-bench: $(STAMP) couchdb-deps
+bench: $(STAMP) couchdb-deps nginx-deps
 	$(PY) -m bench
 
 clean:

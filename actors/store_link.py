@@ -14,7 +14,9 @@ persistence actor (a thread of its own; see :mod:`actors.persistence_protocol`).
   This is the only batching layer; the persistence actor writes what it is
   given (coalescing only what queued up while a write was in flight).
 * **Writes are acknowledged.**  A writer that passes ``ack_to`` gets
-  ``RunsPersisted`` once the store holds its version or a newer one.
+  ``RunsPersisted`` once the store holds its version or a newer one, and
+  meanwhile for every older version of its run the store took: a run that
+  writes again before each ack still sees its commits as they land.
 * **Deletes are ordered after writes.**  ``DeleteStored`` drops a version
   still waiting in the window, so a deleted run can never be written back.
 * Reads and maintenance (``LoadRun``, ``QueryRuns``, ``PurgeStored``,
@@ -143,9 +145,11 @@ class StoreLink(AsyncioActor):
             if not wanted:
                 continue
             for urn, want in list(wanted.items()):
+                # Told even when older than the version now waited for: a run that
+                # writes again before each ack would otherwise hear of no commit at all.
+                by_ref.setdefault(urn, (want.ref, []))[1].append(version)
                 if want.covered_by(version):
                     del wanted[urn]
-                    by_ref.setdefault(urn, (want.ref, []))[1].append(version)
             if not wanted:
                 del self._wanted[version.run_id]
         for ref, versions in by_ref.values():

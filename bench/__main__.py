@@ -26,6 +26,7 @@ from typing import Any
 
 from bench import (
     concurrency,
+    cross_node,
     event_cost,
     fanout,
     first_event,
@@ -59,6 +60,7 @@ BENCHMARKS: list[Benchmark] = [
     persistence.BENCH,
     event_cost.BENCH,
     stalled_readers.BENCH,
+    cross_node.BENCH,
 ]
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

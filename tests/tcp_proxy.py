@@ -10,6 +10,8 @@ clients keep talking to the server directly:
   stop relaying (a hung server, a black-holed network);
 - ``heal()``: relaying again.
 
+``downloaded`` counts the bytes relayed from the server to its clients.
+
 It runs on the test's event loop (``async with TcpProxy(port) as proxy``).
 """
 
@@ -36,6 +38,7 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self.port = 0
+        self.downloaded = 0
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, self._host, 0)
@@ -87,17 +90,21 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._open.add(up_writer)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+        for source, sink, down in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pipe(source, sink, down))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, down: bool
+    ) -> None:
         try:
             while data := await source.read(65536):
                 await self._flowing.wait()  # a frozen path moves nothing
                 if self._mode == "cut":
                     break
+                if down:
+                    self.downloaded += len(data)
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):

@@ -17,6 +17,7 @@ import pytest
 
 from bench import (
     concurrency,
+    cross_node,
     event_cost,
     fanout,
     first_event,
@@ -147,6 +148,28 @@ async def test_first_event_after_start_on_all_three_servers() -> None:
     assert ours is not None
     assert plain is not None
     assert [met for _, _, met in goals([outcome])] == [ours <= plain + 10]
+
+
+@pytest.mark.anyio
+@pytest.mark.couchdb
+@pytest.mark.timeout(180)
+async def test_cross_node_streams_and_stops_complete_on_both_sides() -> None:
+    # Raises if a stream misses, repeats or reorders an event, or a stop ends otherwise.
+    outcome = await run(cross_node.BENCH)
+    positive(outcome, "deliver_p50", PAIR)
+    positive(outcome, "stop_p99", PAIR)
+    positive(outcome, "follow_rate", PAIR)
+    positive(outcome, "replay_rate", PAIR)
+    events = TINY.cross_ticks + 1  # the ticks and `done`
+    for kind in PAIR:
+        per_thousand = outcome.value(kind, "paced_docs")
+        assert per_thousand is not None
+        writes = round(per_thousand * events / 1000)
+        # The run doc at least at the start and the end, and one chunk; at most the run
+        # doc and one chunk per commit, and every commit but the first brings an event.
+        assert 3 <= writes <= 2 * events + 2, f"{kind}: {writes} documents written"
+    assert any("baseline = same node" in note for note in outcome.notes)
+    assert [name for name, _, _ in goals([outcome])] == ["cross", "cross"]
 
 
 def stored(db: Path, run_id: str) -> tuple[str | None, int]:

@@ -125,6 +125,35 @@ async def test_an_ack_waits_for_the_version_asked_for(
     assert saved.empty()
 
 
+async def test_a_writer_that_writes_again_before_each_ack_hears_of_every_commit(
+    tmp_path: Path,
+) -> None:
+    """A run emitting faster than a window plus a store write always has a newer
+    version waiting when the last one is stored: it must still hear of that one,
+    or its subscribers would see nothing until it pauses (a 30 ms ticker on
+    CouchDB's 50 ms window delivered seconds late)."""
+    AsyncioActor.bind_loop(asyncio.get_running_loop())
+    store = CountingStore(tmp_path / "runs.sqlite3", hold_first=True)
+    persistence = PersistenceActor.start(store)
+    ref = StoreLink.start(persistence, write_window_s=WINDOW_S)
+    acks, saved = writer()
+    try:
+        ref.tell(saves(rec("r1", status="running", events=1), ack_to=acks))
+        assert await asyncio.to_thread(store.entered.wait, WAIT), "the first write never started"
+        # The first version is being written; the next one waits for it.
+        ref.tell(saves(rec("r1", status="running", events=3), ack_to=acks))
+        store.gate.set()
+        first = await next_ack(saved)
+        assert (first.status, first.event_count) == ("running", 1)
+        second = await next_ack(saved)
+        assert (second.status, second.event_count) == ("running", 3)
+    finally:
+        store.gate.set()
+        await ask_stop(ref)
+        await ask_stop(persistence)
+        AsyncioActor.bind_loop(None)
+
+
 async def test_a_delete_drops_a_write_still_waiting_in_the_window(
     link: Link,
 ) -> None:
