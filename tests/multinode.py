@@ -67,10 +67,6 @@ NODE_ENV: dict[str, str] = {
     "RUNYARD_STOP_GRACE_S": "0.5",
     "RUNYARD_SHUTDOWN_GRACE_S": "0.5",
     "RUNYARD_HEARTBEAT_S": "2",
-    # Three runyard nodes, nginx and a 3-node CouchDB cluster share 2 cores
-    # with the rest of the suite: a commit can take seconds when the machine
-    # is saturated, and a 503 then would say nothing about the feature.
-    "RUNYARD_STORE_TIMEOUT_S": "15",
 }
 """Settings every test node gets (a test's ``env`` wins)."""
 
