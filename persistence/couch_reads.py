@@ -117,7 +117,7 @@ async def _read(
         return events
     chunks: list[dict[str, Any]] = []
     start, end = events_range(run_id, max(after_seq + 1, len(inline) + 1))
-    async for docs in docs_in_range(db, start, end, page=page):
+    async for docs in docs_in_range(db, start, end, page=page, first_page=1):
         chunks += docs
         if docs and docs[-1].get("last_seq", 0) >= stop:
             events = assemble(chunks)

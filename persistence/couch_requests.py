@@ -225,23 +225,28 @@ async def find_all(
 
 
 async def docs_in_range(
-    db: Database, startkey: str, endkey: str, *, page: int
+    db: Database, startkey: str, endkey: str, *, page: int, first_page: int | None = None
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The live documents with ids in ``[startkey, endkey]``, in id order, ``page`` at a time.
 
-    A page ends short only at the end of the range; the caller stops early by
-    not asking for the next one.
+    ``first_page``: a smaller first request, doubled on each next one up to
+    ``page``, for callers that usually need only the first few documents
+    (an event page may sit in one chunk of a megabyte: reading 32 of them
+    to use one made a paged replay quadratic).  A page ends short only at
+    the end of the range; the caller stops early by not asking for the next one.
     """
-    params: dict[str, Any] = {"endkey": json.dumps(endkey), "limit": page, "include_docs": True}
+    params: dict[str, Any] = {"endkey": json.dumps(endkey), "include_docs": True}
     start = json.dumps(startkey)
     skip = 0
+    limit = min(page, first_page or page)
     while True:
-        response = await db.all_docs.get(startkey=start, skip=skip, **params)
+        response = await db.all_docs.get(startkey=start, skip=skip, limit=limit, **params)
         rows = response.rows
         yield [row["doc"] for row in rows if row.get("doc") is not None]
-        if len(rows) < page:
+        if len(rows) < limit:
             return
         start, skip = json.dumps(rows[-1]["id"]), 1
+        limit = min(page, limit * 2)
 
 
 async def rows_by_id(db: Database, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
