@@ -119,9 +119,14 @@ async def _read(
     start, end = events_range(run_id, max(after_seq + 1, len(inline) + 1))
     async for docs in docs_in_range(db, start, end, page=page, first_page=1):
         chunks += docs
-        if docs and docs[-1].get("last_seq", 0) >= stop:
+        last = docs[-1].get("last_seq", 0) if docs else 0
+        if last >= stop:
             events = assemble(chunks)
-            if len(events) == want or prefix:
+            # Ids sort by last_seq: past ``stop``, every chunk that could hold a
+            # seq up to it has been read.  At ``stop`` exactly, another writer's
+            # chunk may still follow (a dead writer's stray and its successor's
+            # chunk can end on the same seq).
+            if len(events) == want or (prefix and last > stop):
                 return events
     events = assemble(chunks)
     return events if prefix or len(events) == want else None

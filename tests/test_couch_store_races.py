@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from actors.records import Event
+from persistence.couch_chunks import EVENTS_TYPE, event_doc_id
 from tests.couch_docs import all_docs
 from tests.couch_store_fixtures import T0, Run, Stores, log_events, record
 from tests.store_helpers import whole
@@ -98,3 +99,25 @@ def test_stale_running_writes_after_a_terminal_one_change_nothing(
     run(stores(chunk_bytes=8192).save(record("r", "running", big[:2], updated_at=T0 + 30)))
     run(writer.save(record("r", "running", big[:1], updated_at=T0 + 40)))
     assert run(stores().get("r")) == record("r", "running", big[:20], updated_at=T0 + 20)
+
+
+def test_a_dead_writers_stray_chunk_ending_on_the_same_seq_never_hides_the_successors(
+    stores: Stores, run: Run[Any], http: httpx.Client, couch_db_name: str
+) -> None:
+    # A node died mid-commit: its chunk for seq 3 is stored, its run doc (2 events)
+    # is not.  The node that takes the run over writes its `done` as seq 3, in a
+    # chunk of its own that also ends on seq 3.  A replay page from seq 2 must
+    # find the successor's chunk whichever of the two sorts first.
+    events = tuple(Event(seq=i, ts=T0 + i, type="log", data={"i": i}) for i in range(1, 4))
+    dead, successor = stores(), stores()
+    run(dead.save(record("r", "running", events[:2])))
+    stray_id = event_doc_id("r", 3, 3, "00000000")  # sorts before any other writer's
+    stray = {"type": EVENTS_TYPE, "run_id": "r", "gen": "00000000", "first_seq": 3}
+    stray |= {"last_seq": 3, "events": [[3, T0 + 3, "log", {"i": "stray"}]]}
+    assert http.put(f"/{couch_db_name}/{stray_id}", json=stray).status_code in (201, 202)
+    stored = run(successor.get_header("r"))
+    assert stored is not None
+    run(successor.save_many([stored.interrupted("interrupted: node dead stopped", T0 + 9)]))
+    page = run(successor.get_events("r", 2, 1))
+    assert [(e.seq, e.type) for e in page] == [(3, "done")]
+    assert [e.type for e in run(dead.get_events("r", 0, 10))] == ["log", "log", "done"]
