@@ -9,6 +9,7 @@ the membership hears; on exit it stops them all and drops the database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -21,12 +22,13 @@ from actors.cluster_protocol import Follow, LeasesSeen, NodeLease
 from actors.records import Event, RunRecord, RunStatus
 from persistence.couch_cluster import CouchCluster
 from persistence.couch_store import CouchStore
+from tests.couch_store_fixtures import T0
+from tests.couch_store_fixtures import record as store_record
 from tests.waiting import wait_until_async
 
 __all__ = ["Inbox", "Node", "Nodes", "events", "record"]
 
 M = TypeVar("M")
-T0 = 1_700_000_000.0
 
 
 class Inbox(AsyncioActor):
@@ -153,20 +155,9 @@ def record(
     result: Any = None,
     updated_at: float = T0 + 1,
 ) -> RunRecord:
-    """A run of alice's on ``node`` with ``n`` events."""
-    return RunRecord(
-        run_id=run_id,
-        owner="alice",
-        agent="echo",
-        status=status,
-        input={"prompt": "hi"},
-        started_at=T0,
-        finished_at=None if status == "running" else T0 + 10,
-        events=events(n),
-        result=result,
-        error="boom" if status == "error" else None,
-        updated_at=updated_at,
-        node=node,
+    """A run of alice's on ``node`` with ``n`` events (the store tests' record, placed)."""
+    return dataclasses.replace(
+        store_record(run_id, status, events(n), updated_at=updated_at, result=result), node=node
     )
 
 
