@@ -40,9 +40,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import sys
 import threading
+import uuid
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -59,6 +61,11 @@ logger = logging.getLogger("runyard.actors")
 
 RESUME: Final = "resume"
 """Return this from ``on_failure`` to keep the actor running."""
+
+_URN_PREFIX: Final = f"urn:runyard:{uuid.uuid4().hex[:12]}:"
+_URN_SERIAL = itertools.count(1)
+"""Actor URNs (``urn:runyard:<process>:<serial>``): unique in the process, made
+without a uuid4 per actor."""
 
 _FAIRNESS_BATCH = 256
 """Messages handled before the loop yields, so one busy actor cannot starve the rest."""
@@ -196,7 +203,13 @@ class AsyncioActor(pykka.Actor):
         self._reply_taken = False
         self._set_up = False
         """``on_start`` has run (in the starter's step, for an actor started on its loop)."""
-        super().__init__(*args, **kwargs)
+        # pykka.Actor.__init__ (which only sets these four), minus its uuid4 (an
+        # os.urandom call, a tenth of a run actor's construction): the URN need
+        # only be unique in this process.
+        self.actor_urn = f"{_URN_PREFIX}{next(_URN_SERIAL)}"
+        self.actor_inbox = self._create_actor_inbox()
+        self.actor_stopped = threading.Event()
+        self._actor_ref = pykka.ActorRef(self)
 
     # -- pykka extension points --------------------------------------------
 

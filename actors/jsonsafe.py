@@ -14,11 +14,27 @@ import math
 from typing import Any
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
+"""``_encoder``'s own C encoder, made once: ``JSONEncoder.encode`` builds it anew on
+every call, which was half the cost of encoding an event's small payload (every
+emit encodes one).  No circular-reference table: a cycle ends in
+``RecursionError``, turned into ``ValueError`` below."""
 
 
 def dumps(value: Any) -> str:
     """Compact JSON; raises ``TypeError``/``ValueError`` for non-JSON values."""
-    return _encoder.encode(value)
+    if _encode is None:
+        return _encoder.encode(value)
+    try:
+        return "".join(_encode(value, 0))
+    except RecursionError:
+        raise ValueError("circular reference, or nesting too deep for JSON") from None
 
 
 def make_safe(value: Any) -> Any:

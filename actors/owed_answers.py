@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
 
+from actors.errors import StoreUnavailable
+
 __all__ = ["Owed", "OwedAnswers"]
+
+logger = logging.getLogger("runyard.run")
 
 
 @dataclass(slots=True, eq=False)
@@ -58,14 +63,16 @@ class OwedAnswers:
         self,
         loop: asyncio.AbstractEventLoop,
         timeout_s: float,
-        on_timeout: Callable[[Owed], None],
+        run_id: str,
+        refuse_start: Callable[[], None],
     ) -> None:
-        """``on_timeout(owed)`` runs on the loop for an answer the store did not
-        confirm within ``timeout_s`` seconds; it is already out of this set
-        and must answer it (or log it, for a tell)."""
+        """An answer the store does not confirm within ``timeout_s`` seconds becomes
+        :class:`StoreUnavailable` naming ``run_id``; for a start, ``refuse_start()``
+        then runs too (the run actor stops its run)."""
         self._loop = loop
         self._timeout_s = timeout_s
-        self._on_timeout = on_timeout
+        self._run_id = run_id
+        self._refuse_start = refuse_start
         self._owed: list[Owed] = []
 
     def __len__(self) -> int:
@@ -101,4 +108,11 @@ class OwedAnswers:
             self._owed.remove(owed)
         except ValueError:
             return  # answered in the meantime
-        self._on_timeout(owed)
+        exc = StoreUnavailable(
+            f"the store did not confirm run {self._run_id} within {self._timeout_s:g} s"
+        )
+        if owed.reply is None:
+            logger.warning("%s", exc)  # a tell: nobody else hears of it
+        owed.fail(exc)
+        if owed.start:
+            self._refuse_start()

@@ -19,7 +19,9 @@ Where a run is, by age:
 The registry writes no runs: each run actor writes its own (header, new
 events, final header) through the store link, the one batched, acknowledged
 route to the store; deletes, reads and purges from here take the same link.
-A start is acknowledged once the run actor says its header is stored.
+A start is acknowledged by the run actor itself, which the registry hands
+the asker's reply (:class:`~actors.live_run.StartAck`): it answers once its
+header is stored, in the step the store's acknowledgement reaches it.
 """
 
 from __future__ import annotations
@@ -95,7 +97,6 @@ from actors.records import JSON, RunRecord, RunSummary
 from actors.remote_runs import RemoteRuns
 from actors.run import RunActor
 from actors.stored_runs import StoredRuns, check_owner
-from actors.stream_items import Finished
 from actors.subscription import Subscription
 from actors.watchers import Watchers
 
@@ -243,7 +244,8 @@ class RegistryActor(AsyncioActor):
             assert found.ref is not None
             return Forward(found.ref, msg)
         if found is not None:
-            return self._finished_subscription(found, msg.after_seq)
+            assert self.actor_loop is not None
+            return Subscription.of_finished(found, self.actor_loop, msg.after_seq)
         return self._subscribe_stored(msg, follow=True)
 
     async def _subscribe_stored(self, msg: Subscribe, *, follow: bool = False) -> Subscription:
@@ -262,19 +264,6 @@ class RegistryActor(AsyncioActor):
             stored = await self._stored.header(msg.caller, msg.run_id)
         assert self.actor_loop is not None
         return self._stored.replay(stored, msg.after_seq, self.actor_loop)
-
-    def _finished_subscription(self, record: RunRecord, after_seq: int) -> Subscription:
-        assert self.actor_loop is not None
-        sub = Subscription(
-            record.run_id,
-            self.actor_loop,
-            after_seq=after_seq,
-            replay=list(record.events[after_seq:]),
-            status=record.status,
-            end_seq=len(record.events),
-        )
-        sub.close(Finished(record))
-        return sub
 
     def _unsubscribe(self, msg: Unsubscribe) -> Any:
         live = self._live.get(msg.run_id)

@@ -95,7 +95,9 @@ class RunActor(AsyncioActor):
             self._log.seed(resume.events)
             self._run_bytes = sum(len(e.data_json) for e in resume.events)
         self._header_stored = store is None
-        self._owed = OwedAnswers(self._loop(), self._config.store_timeout_s, self._not_confirmed)
+        self._owed = OwedAnswers(
+            self._loop(), self._config.store_timeout_s, live.run_id, self._start_refused
+        )
         self._write_queued = False
         self._final_sent = False
         self._ended = False
@@ -117,15 +119,19 @@ class RunActor(AsyncioActor):
         loop = self._loop()
         self._loop_thread = threading.get_ident()
         ack, self._start_ack = self._start_ack, None
-        if ack is not None:  # owed before the write: should that fail, on_stop answers it
+        if ack is not None:
             self._owed.add(Owed(0, ack.answer, ack.reply, start=True))
-        self._write()  # the `running` header: the run exists in the store
+        try:
+            self._write()  # the `running` header: the run exists in the store
+        except pykka.ActorDeadError:  # the store link is gone: the server is stopping
+            self._owed.fail_all(StoreUnavailable("the store is not running (server stopping)"))
+            raise
         self._child = loop.create_task(self._supervise(), name=f"run {self.run_id}")
 
     def on_stop(self) -> None:
         self._cancel_timers()
-        if len(self._owed):  # only if the actor is torn down before its end is stored
-            self._owed.fail_all(pykka.ActorDeadError(f"run {self.run_id} is no longer running"))
+        # Owed only if the actor is torn down before its end is stored.
+        self._owed.fail_all(pykka.ActorDeadError(f"run {self.run_id} is no longer running"))
         if self._child is not None and not self._child.done():
             self._child.cancel()  # only if the actor is torn down from outside
 
@@ -214,18 +220,7 @@ class RunActor(AsyncioActor):
         after = max(0, msg.after_seq)
         if self._ended:
             assert self._final is not None
-            events = self._final.events
-            sub = Subscription(
-                self.run_id,
-                self._loop(),
-                after_seq=after,
-                max_queue=msg.max_queue,
-                replay=list(events[after:]),
-                status=self._final.status,
-                end_seq=len(events),
-            )
-            sub.close(Finished(self._final))
-            return sub
+            return Subscription.of_finished(self._final, self._loop(), after, msg.max_queue)
         sub = self._log.subscribe(after, msg.max_queue, "running")
         self.live.subscribers = self._log.subscribers
         return sub
@@ -264,14 +259,9 @@ class RunActor(AsyncioActor):
         self._owed.add(Owed(seq, answer, self.take_reply()))
         return None
 
-    def _not_confirmed(self, owed: Owed) -> None:
-        """The store did not confirm in time: a 503 for the asker; a start is refused."""
-        timeout = self._config.store_timeout_s
-        exc = StoreUnavailable(f"the store did not confirm run {self.run_id} within {timeout:g} s")
-        if owed.reply is None:
-            logger.warning("run %s: %s", self.run_id, exc)
-        owed.fail(exc)
-        if owed.start and self._final is None:
+    def _start_refused(self) -> None:
+        """The store did not confirm the start in time: it was refused, so stop the run."""
+        if self._final is None:
             self._request_stop("the store is unavailable")
 
     # -- stop --------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections import deque
 from typing import TypeAlias
 
 from actors.outbox import Outbox
-from actors.records import Event, RunStatus
+from actors.records import Event, RunRecord, RunStatus
 from actors.stream_items import Closing, Finished, Lagged
 
 Item: TypeAlias = Event | Finished | Lagged | Closing
@@ -54,6 +54,27 @@ class Subscription(Outbox[Item]):
         """The seq of the last event handed to this subscription (replay or live)."""
 
     # -- producer side (the run actor, on the loop thread) -----------------
+
+    @classmethod
+    def of_finished(
+        cls,
+        record: RunRecord,
+        loop: asyncio.AbstractEventLoop,
+        after_seq: int,
+        max_queue: int = 10_000,
+    ) -> Subscription:
+        """A finished run's whole answer: its events after ``after_seq``, then ``Finished``."""
+        sub = cls(
+            record.run_id,
+            loop,
+            after_seq=after_seq,
+            max_queue=max_queue,
+            replay=list(record.events[after_seq:]),
+            status=record.status,
+            end_seq=len(record.events),
+        )
+        sub.close(Finished(record))
+        return sub
 
     def push(self, event: Event) -> bool:
         """Queue a live event; False when the subscriber lagged and was cut off."""

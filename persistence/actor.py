@@ -200,7 +200,7 @@ class PersistenceActor(LoopThreadActor):
             coro.close()
             raise refused
         try:
-            return self._run_on_loop(coro, timeout)
+            return self._run_on_loop(coro, timeout, inline=self._store.awaits_nothing)
         except CredentialsRefused as exc:
             self._hold.trip(exc)
             raise

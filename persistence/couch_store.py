@@ -97,6 +97,7 @@ class CouchStore:
 
     commit_window_s = 0.05
     """One ``_bulk_docs`` per 50 ms at most: a round trip to CouchDB costs milliseconds."""
+    awaits_nothing = False
 
     def __init__(
         self,

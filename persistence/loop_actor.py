@@ -25,11 +25,29 @@ import pykka
 
 from actors.errors import StoreUnavailable
 
-__all__ = ["LoopThreadActor", "describe"]
+__all__ = ["LoopThreadActor", "describe", "run_inline"]
 
 logger = logging.getLogger("runyard.persistence")
 
 T = TypeVar("T")
+
+
+def run_inline(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to its end in one step, without a loop.
+
+    Through the loop, each store call costs a task and two polls, and every
+    poll gives up the GIL, which the server's busy event loop then holds: the
+    commit the 202s wait for waits for it too.  ``RuntimeError`` if ``coro``
+    suspends after all (its store is then not one whose calls never await).
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    name = getattr(coro, "__qualname__", repr(coro))
+    raise RuntimeError(f"{name} awaited something: it cannot run inline")
 
 
 def describe(exc: BaseException) -> str:
@@ -63,11 +81,20 @@ class LoopThreadActor(pykka.ThreadingActor):
             loop.close()
             asyncio.set_event_loop(None)
 
-    def _run_on_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        """Run ``coro`` to completion in this thread, within ``timeout`` seconds if given."""
+    def _run_on_loop(
+        self, coro: Coroutine[Any, Any, T], timeout: float | None, *, inline: bool = False
+    ) -> T:
+        """Run ``coro`` to completion in this thread, within ``timeout`` seconds if given.
+
+        ``inline``: ``coro`` never suspends (a store whose coroutines only wrap
+        blocking calls, see :func:`run_inline`); it runs without the loop, and
+        without a timeout (such calls cannot be interrupted anyway).
+        """
         if self._loop is None:
             coro.close()
             raise RuntimeError("the actor's loop is closed")
+        if inline:
+            return run_inline(coro)
         if timeout is not None:
             return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
         return self._loop.run_until_complete(coro)

@@ -66,6 +66,8 @@ ON CONFLICT (run_id) DO UPDATE SET
 """
 
 _INSERT_EVENTS = "INSERT OR IGNORE INTO events (run_id, seq, ts, type, data) VALUES {values}"
+_RUN_VALUES = 13  # per row of _UPSERT
+_EVENT_VALUES = 5  # per row of _INSERT_EVENTS
 
 _BATCH_KEYS = 500
 """Run ids per ``IN (...)`` query: far below SQLite's limit on bound parameters."""
@@ -130,6 +132,8 @@ class SQLiteStore:
     """The :class:`~persistence.store.RunStore` on one SQLite file."""
 
     commit_window_s = 0.005
+    awaits_nothing = True
+    """Plain blocking ``sqlite3`` calls inside: run without the actor's loop."""
     """One transaction per 5 ms at most: a local fsync-free WAL commit costs far less."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
@@ -208,7 +212,7 @@ class SQLiteStore:
             stored = self._stored_versions(conn, {w.run_id for w in writes})
             # By run: one statement may not upsert a row twice; the last kept write wins.
             headers: dict[str, tuple[Any, ...]] = {}
-            events: list[tuple[Any, ...]] = []
+            events: list[Any] = []  # flat: run_id, seq, ts, type, data, run_id, ...
             for write in writes:
                 version = write.version
                 old = stored.get(write.run_id)
@@ -217,10 +221,11 @@ class SQLiteStore:
                 stored[write.run_id] = version  # a later write of it in this batch meets this one
                 headers[write.run_id] = _header_row(write)
                 run_id = write.run_id
-                # data_json is the event's one canonical encoding, made at emit time.
-                events.extend((run_id, e.seq, e.ts, e.type, e.data_json) for e in write.events)
-            insert_rows(conn, _UPSERT, list(headers.values()))
-            insert_rows(conn, _INSERT_EVENTS, events)
+                for e in write.events:
+                    # data_json is the event's one canonical encoding, made at emit time.
+                    events += (run_id, e.seq, e.ts, e.type, e.data_json)
+            insert_rows(conn, _UPSERT, _RUN_VALUES, [v for row in headers.values() for v in row])
+            insert_rows(conn, _INSERT_EVENTS, _EVENT_VALUES, events)
 
     @staticmethod
     def _stored_versions(conn: sqlite3.Connection, run_ids: set[str]) -> dict[str, Version]:

@@ -22,6 +22,10 @@ class RunStore(Protocol):
     """The group-commit window that suits this store (seconds): how long the
     runtime's store link gathers writes before one commit."""
 
+    awaits_nothing: bool
+    """Its coroutines never suspend (blocking calls inside, as SQLite's): the
+    persistence actor runs each in one step, without its event loop."""
+
     async def open(self) -> None:
         """Connect / create the schema or database and indexes if missing."""
 
