@@ -119,6 +119,18 @@ class Resume:
     """The committed trace it had: seqs go on after it."""
     attempt: int
     reason: str
+    epoch: int
+    """The epoch the takeover fenced the run at (:attr:`RunRecord.epoch
+    <actors.records.RunRecord.epoch>`): every write of the resumed run carries it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunFenced:
+    """A run actor's last word when its run was taken over by another node (this
+    node was judged dead and the run fenced in the store): the registry drops
+    it without a record of its own, since the store's record is the new owner's."""
+
+    run_id: str
 
 
 @dataclass(frozen=True, slots=True)

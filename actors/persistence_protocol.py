@@ -74,7 +74,7 @@ class RunWrite:
 
     @property
     def version(self) -> Version:
-        return (self.header.status, self.event_count, self.header.updated_at)
+        return (self.header.epoch, self.header.status, self.event_count, self.header.updated_at)
 
     def then(self, later: RunWrite) -> RunWrite:
         """This write followed by ``later`` (of the same run), as one write.
@@ -106,9 +106,7 @@ class RunWrite:
 
     def applied_to(self, stored: RunRecord | None) -> RunRecord:
         """What the store holds once this write is applied to ``stored``."""
-        if stored is not None and not replaces(
-            self.version, (stored.status, len(stored.events), stored.updated_at)
-        ):
+        if stored is not None and not replaces(self.version, stored.version):
             return stored
         before = stored.events[: self.first_seq - 1] if stored is not None else ()
         return dataclasses.replace(self.header, events=before + self.events)
@@ -153,6 +151,11 @@ class Saved:
     run_id: str
     status: RunStatus
     event_count: int
+    fenced: bool = False
+    """The store refused the write instead: another node took the run over and
+    fenced it (a higher epoch, :attr:`RunRecord.epoch
+    <actors.records.RunRecord.epoch>`); nothing more of it may be stored or
+    served by this node."""
 
     @property
     def finished(self) -> bool:
@@ -217,8 +220,10 @@ class RecoverInterrupted:
 
 
 @dataclass(frozen=True, slots=True)
-class LoadUnfinished:
-    """Reply: ``list[RunWrite]``, the headers of ``node``'s runs still ``running``."""
+class FenceUnfinished:
+    """Fence ``node``'s runs still ``running`` (raise their epoch in the store,
+    so no write of that node can land any more: it was judged dead but may only
+    have paused); reply: ``list[RunWrite]``, their headers at the new epoch."""
 
     node: str
 

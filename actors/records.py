@@ -44,9 +44,9 @@ class Event:
             object.__setattr__(self, "data_json", encoded)
 
 
-Version: TypeAlias = tuple[str | None, int, float]
-"""How a write compares to another of the same run: (status, event count, updated_at).
-A status of None means "nothing stored"."""
+Version: TypeAlias = tuple[int, str | None, int, float]
+"""How a write compares to another of the same run: (epoch, status, event count,
+updated_at).  A status of None means "nothing stored"."""
 
 
 def replaces(new: Version, stored: Version) -> bool:
@@ -58,6 +58,9 @@ def replaces(new: Version, stored: Version) -> bool:
     node that recovered a run may race a late write.
 
     - nothing stored: yes;
+    - a different epoch: the higher one wins, whatever the statuses (the epoch
+      is a fencing token: a node that took the run over raised it, so nothing
+      the run's previous owner still sends can land; docs/design.md, "Fencing");
     - ``new`` is terminal: yes (a terminal status always wins, and of two
       terminal versions the later write);
     - the stored one is terminal: no (a stale write never resurrects a
@@ -65,9 +68,13 @@ def replaces(new: Version, stored: Version) -> bool:
     - both ``running``: yes unless it would shrink the trace, or carry as many
       events but be older.
     """
-    new_status, new_count, new_updated = new
-    stored_status, stored_count, stored_updated = stored
-    if stored_status is None or new_status in TERMINAL_STATUSES:
+    new_epoch, new_status, new_count, new_updated = new
+    stored_epoch, stored_status, stored_count, stored_updated = stored
+    if stored_status is None:
+        return True
+    if new_epoch != stored_epoch:
+        return new_epoch > stored_epoch
+    if new_status in TERMINAL_STATUSES:
         return True
     if stored_status in TERMINAL_STATUSES:
         return False
@@ -111,23 +118,24 @@ class RunRecord:
     node: str | None = None
     """The node that runs it (``RUNYARD_NODE_ID``): after a crash, the node that
     reconciles it.  None in records written before nodes existed."""
+    epoch: int = 0
+    """The run's ownership epoch, a fencing token: a node that takes the run
+    over from a node judged dead raises it in the store first, so any write
+    the previous owner still sends (it may only have paused) loses to the new
+    owner's (:func:`replaces`).  Always 0 on a single node."""
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    def replaces(self, status: str | None, event_count: int = 0, updated_at: float = 0.0) -> bool:
-        """Whether this record may overwrite a version stored (or queued) as
-        ``status`` with ``event_count`` events, last written at ``updated_at``;
-        see :func:`replaces`."""
-        return replaces(
-            (self.status, len(self.events), self.updated_at), (status, event_count, updated_at)
-        )
+    @property
+    def version(self) -> Version:
+        return (self.epoch, self.status, len(self.events), self.updated_at)
 
     def newest(self, other: RunRecord) -> RunRecord:
         """Of two versions of this run, the one that must end up stored (``other``
         is the later write)."""
-        return other if other.replaces(self.status, len(self.events), self.updated_at) else self
+        return other if replaces(other.version, self.version) else self
 
     def summary(self) -> RunSummary:
         return RunSummary(

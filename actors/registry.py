@@ -61,7 +61,7 @@ from actors.errors import (
 from actors.feed import Feed
 from actors.finished_cache import FinishedCache
 from actors.listing import Listing
-from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, StartAck
+from actors.live_run import LiveRun, Resume, RunEnded, RunFenced, RunSettings, StartAck
 from actors.membership import TakeOverNode
 from actors.messages import (
     SYSTEM,
@@ -88,8 +88,8 @@ from actors.messages import (
 from actors.mirror import MirrorEnded
 from actors.persistence_protocol import (
     DeleteStored,
+    FenceUnfinished,
     LoadRun,
-    LoadUnfinished,
     RecoverInterrupted,
     RunWrite,
 )
@@ -343,19 +343,29 @@ class RegistryActor(AsyncioActor):
 
     def _run_ended(self, msg: RunEnded) -> None:
         record = msg.record
-        live = self._live.pop(record.run_id, None)
+        if self._drop_live(record.run_id):
+            self._cache.add(record)  # on record already: the run actor ended once it was stored
+            self._publish(record.owner, "finished", record)
+
+    def _run_fenced(self, msg: RunFenced) -> None:
+        """Another node owns the run now: readers here go to the store (and
+        follow it there live through a mirror, as any remote run)."""
+        self._drop_live(msg.run_id)
+
+    def _drop_live(self, run_id: str) -> bool:
+        """Forget a live run and stop its actor; False if it was not live here."""
+        live = self._live.pop(run_id, None)
         if live is None:
-            return
+            return False
         self._live_per_user[live.owner] -= 1
         if self._live_per_user[live.owner] <= 0:
             del self._live_per_user[live.owner]
-        self._cache.add(record)  # on record already: the run actor ended once it was stored
         if live.ref is not None:
             tell_stop(live.ref)
-        self._publish(record.owner, "finished", record)
         self._report_status()
         if not self._live and self._idle is not None:
             self._idle.set()
+        return True
 
     def _evict(self, msg: Evict) -> int:
         if msg.run_id is not None:
@@ -426,7 +436,7 @@ class RegistryActor(AsyncioActor):
         resumed: set[str] = set()
         try:
             unfinished: list[RunWrite] = await self._stored.ask(
-                LoadUnfinished(msg.node_id), timeout=timeout
+                FenceUnfinished(msg.node_id), timeout=timeout
             )
             stopped = await self._stops_requested(unfinished)
             for stored in unfinished:
@@ -484,7 +494,7 @@ class RegistryActor(AsyncioActor):
             started_at=record.started_at,
             trace_length=len(record.events),
         )
-        resume = Resume(record.events, attempt, reason)
+        resume = Resume(record.events, attempt, reason, record.epoch)
         self._launch(live, record.input, self._catalog.get(record.agent), settings, resume=resume)
         self._publish(record.owner, "started", live)
         return True
@@ -557,6 +567,7 @@ class RegistryActor(AsyncioActor):
         StopRun: _stop_run,
         DeleteRun: _delete,
         RunEnded: _run_ended,
+        RunFenced: _run_fenced,
         Evict: _evict,
         Introspect: _introspect,
         CheckHealth: _health,

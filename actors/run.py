@@ -37,14 +37,14 @@ from actors.clock import Clock
 from actors.context import Agent, RunContext, StopRequested
 from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
-from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, StartAck
+from actors.live_run import LiveRun, Resume, RunEnded, RunFenced, RunSettings, StartAck
 from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
 from actors.owed_answers import Owed, OwedAnswers
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.quotas import QuotaExceeded, encoded_size, truncated
 from actors.records import JSON, Event, RunRecord, RunStatus
 from actors.run_log import RunLog
-from actors.stream_items import Finished
+from actors.stream_items import Closing, Finished
 from actors.subscription import Subscription
 
 logger = logging.getLogger("runyard.run")
@@ -101,6 +101,7 @@ class RunActor(AsyncioActor):
         self._write_queued = False
         self._final_sent = False
         self._ended = False
+        self._fenced = False
         self._ctx = RunContext(live.run_id, live.owner, self._emit, self._ready)
         self._child: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
@@ -230,7 +231,7 @@ class RunActor(AsyncioActor):
     def _write(self) -> None:
         """Hand the store everything it does not have yet, in one write."""
         self._write_queued = False
-        if self._store is None or self._final_sent:
+        if self._store is None or self._final_sent or self._fenced:
             return  # (a write queued before the run ended: the final one carried it all)
         if self._final is not None:
             self._final_sent = True
@@ -240,6 +241,9 @@ class RunActor(AsyncioActor):
 
     def _stored(self, msg: RunsPersisted) -> None:
         for saved in msg.saved:
+            if saved.fenced:
+                self._drop_fenced()
+                return
             self._header_stored = True
             self._log.commit(saved.event_count)
             self.live.trace_length = self._log.committed
@@ -248,6 +252,27 @@ class RunActor(AsyncioActor):
             self._owed.settle(self._log.committed)
             if saved.finished and self._final is not None:
                 self._end()
+
+    def _drop_fenced(self) -> None:
+        """Another node took this run over and fenced it in the store: this node
+        was judged dead (its lease expired while it was paused or cut off).
+        Nothing more of the run is stored or served from here: the agent is
+        cancelled, waiting answers fail, and each stream gets ``closing``, so
+        its client reconnects and is served the stored run by a live node."""
+        if self._fenced:
+            return
+        self._fenced = True
+        logger.error(
+            "run %s was taken over by another node (this node was judged dead): dropping it",
+            self.run_id,
+        )
+        self._cancel_timers()
+        self._owed.fail_all(StoreUnavailable(f"run {self.run_id} was taken over by another node"))
+        self._log.close_all(Closing(self._log.committed, "the run was taken over by another node"))
+        self.live.subscribers = 0
+        if self._child is not None and not self._child.done():
+            self._child.cancel()
+        self._registry.tell(RunFenced(self.run_id))
 
     def _reply_when_stored(self, seq: int, answer: Any) -> Any:
         """``answer`` (raised if an exception) once the header and events ``1..seq`` are
@@ -395,8 +420,8 @@ class RunActor(AsyncioActor):
     # -- the end -----------------------------------------------------------
 
     def _finish(self, outcome: _ChildExited) -> None:
-        if self._final is not None:
-            return  # an abandoned child's late exit
+        if self._final is not None or self._fenced:
+            return  # an abandoned child's late exit, or a run another node owns now
         self._cancel_timers()
         status = outcome.status
         error: str | None = outcome.error
@@ -449,6 +474,7 @@ class RunActor(AsyncioActor):
             updated_at=self._clock.now(),
             options=self._settings.options,
             node=self._config.node_id,
+            epoch=0 if self._resume is None else self._resume.epoch,
             result=result,
             error=error,
             finished_at=finished_at,

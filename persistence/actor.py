@@ -39,10 +39,10 @@ import pykka
 from actors.errors import StoreUnavailable
 from actors.persistence_protocol import (
     DeleteStored,
+    FenceUnfinished,
     LoadEvents,
     LoadHeader,
     LoadRun,
-    LoadUnfinished,
     PurgeStored,
     QueryRuns,
     RecoverInterrupted,
@@ -159,11 +159,14 @@ class PersistenceActor(LoopThreadActor):
                     raise TimeoutError("stop timeout")
                 self._ensure_open(timeout=remaining)
                 batch = list(islice(self._pending.values(), self._batch_max))
-                self._run(
-                    self._store.save_many([p.write for p in batch]),
-                    timeout=deadline - time.monotonic(),
+                fenced = (
+                    self._run(
+                        self._store.save_many([p.write for p in batch]),
+                        timeout=deadline - time.monotonic(),
+                    )
+                    or set()
                 )
-                self._acknowledge(batch)
+                self._acknowledge(batch, fenced)
         except Exception as exc:
             self._report.unsaved = list(self._pending)
             self._report.error = describe(exc)
@@ -247,8 +250,8 @@ class PersistenceActor(LoopThreadActor):
                 return self._delete(run_id)
             case RecoverInterrupted(node=node, error=error, skip=skip):
                 return self._recover(node, error, skip)
-            case LoadUnfinished(node=node):
-                return self._call(self._store.find_unfinished(node))
+            case FenceUnfinished(node=node):
+                return self._call(self._store.fence_unfinished(node))
             case PurgeStored(cutoff=cutoff, batch=batch):
                 return self._call(self._store.purge_older_than(cutoff, batch=batch))
             case StoreStatus():
@@ -347,18 +350,23 @@ class PersistenceActor(LoopThreadActor):
 
     def _save(self, batch: list[_Pending]) -> None:
         self._ensure_open()
-        self._run(self._store.save_many([p.write for p in batch]))
+        fenced = self._run(self._store.save_many([p.write for p in batch]))
         self._wrote_any = True
         self._saved_at = time.monotonic()
-        self._acknowledge(batch)
+        self._acknowledge(batch, fenced)
 
-    def _acknowledge(self, batch: list[_Pending]) -> None:
+    def _acknowledge(self, batch: list[_Pending], fenced: set[str]) -> None:
         by_ref: dict[str, tuple[pykka.ActorRef[Any], list[Saved]]] = {}
         for entry in batch:
             write = entry.write
             if self._pending.get(write.run_id) is entry:
                 del self._pending[write.run_id]
-            saved = Saved(write.run_id, write.header.status, write.event_count)
+            saved = Saved(
+                write.run_id,
+                write.header.status,
+                write.event_count,
+                fenced=write.run_id in fenced,
+            )
             for ref in entry.ack_to:
                 by_ref.setdefault(ref.actor_urn, (ref, []))[1].append(saved)
         for ref, versions in by_ref.values():

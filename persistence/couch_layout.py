@@ -48,6 +48,7 @@ from actors.records import (
     RunRecord,
     RunStatus,
     RunSummary,
+    Version,
     replaces,
 )
 from persistence.couch_chunks import (
@@ -98,7 +99,7 @@ MIN_CHUNK_BYTES: Final = 4096
 # What the store remembers of a run doc it wrote or read: enough to merge with
 # (``write_wins``), to plan the next commit (``writers``, ``inline``: how many
 # events the run doc holds itself) and to know its field parts.
-META_KEYS: Final = ("_rev", "status", "event_count", "updated_at", "writers", "spilled")
+META_KEYS: Final = ("_rev", "epoch", "status", "event_count", "updated_at", "writers", "spilled")
 
 
 class CouchStoreError(RuntimeError):
@@ -153,6 +154,8 @@ def _run_doc(header: RunRecord, event_count: int) -> dict[str, Any]:
     }
     if header.node is not None:
         run_doc["node"] = header.node
+    if header.epoch:
+        run_doc["epoch"] = header.epoch
     if header.finished_at is not None:
         run_doc["finished_at"] = header.finished_at
         run_doc["finished_at_iso"] = _iso(header.finished_at)
@@ -322,9 +325,10 @@ def field_part_ids(run_doc: Mapping[str, Any] | None) -> set[str]:
     return {i for part in run_doc.get("spilled", {}).values() for i in part["ids"]}
 
 
-def stored_version(stored: Mapping[str, Any]) -> tuple[Any, int, float]:
+def stored_version(stored: Mapping[str, Any]) -> Version:
     """The :data:`~actors.records.Version` of a run doc or its meta."""
     return (
+        int(stored.get("epoch") or 0),
         stored.get("status"),
         int(stored.get("event_count") or 0),
         float(stored.get("updated_at") or 0.0),
@@ -380,6 +384,7 @@ def header_from_doc(
         updated_at=float(fields.get("updated_at") or 0.0),
         options=_as_object(fields.get("options") or {}),
         node=run_doc.get("node"),
+        epoch=int(run_doc.get("epoch") or 0),
     )
 
 

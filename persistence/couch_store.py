@@ -51,6 +51,7 @@ from actors.persistence_protocol import RunWrite
 from actors.records import TERMINAL_STATUSES, Event, RunRecord, RunStatus, RunSummary
 from persistence.couch_chunks import EVENTS_TYPE
 from persistence.couch_deletes import delete_run, purge_finished
+from persistence.couch_fencing import fence_running
 from persistence.couch_layout import (
     RUN_TYPE,
     SUMMARY_FIELDS,
@@ -60,6 +61,7 @@ from persistence.couch_layout import (
     field_part_ids,
     header_from_doc,
     run_doc_meta,
+    stored_version,
     summary_from_doc,
     write_wins,
 )
@@ -200,27 +202,37 @@ class CouchStore:
     async def save(self, record: RunRecord) -> None:
         await self.save_many([RunWrite.of(record)])
 
-    async def save_many(self, writes: list[RunWrite]) -> None:
+    async def save_many(self, writes: list[RunWrite]) -> set[str]:
         latest: dict[str, RunWrite] = {}
         for write in writes:
             current = latest.get(write.run_id)
             latest[write.run_id] = write if current is None else current.then(write)
         pending = list(latest.values())
         must_read: set[str] = set()
+        fenced: set[str] = set()
         for _ in range(_MAX_ROUNDS):
             if not pending:
-                return
-            pending = await self._write_round(pending, must_read)
+                return fenced
+            pending = await self._write_round(pending, must_read, fenced)
         raise CouchStoreError(
             f"{len(pending)} run(s) still conflicting after {_MAX_ROUNDS} rounds: "
             + ", ".join(w.run_id for w in pending[:5])
         )
 
-    async def _write_round(self, writes: list[RunWrite], must_read: set[str]) -> list[RunWrite]:
+    async def _write_round(
+        self, writes: list[RunWrite], must_read: set[str], fenced: set[str]
+    ) -> list[RunWrite]:
         """One merge-write pass (one ``_bulk_docs`` of event chunks, then one of run
-        docs); returns the writes that lost a ``_rev`` race. Raises
-        :class:`CouchStoreError` if a document was refused."""
+        docs); returns the writes that lost a ``_rev`` race, and adds those that
+        lost to a higher epoch to ``fenced``. Raises :class:`CouchStoreError` if a
+        document was refused."""
         stored, carry = await self._stored(writes, must_read)
+        fenced.update(
+            w.run_id
+            for w in writes
+            if (meta := stored.get(w.run_id)) is not None
+            and stored_version(meta)[0] > w.header.epoch
+        )
         plans = [
             self.layout.plan_write(
                 write,
@@ -435,6 +447,17 @@ class CouchStore:
             if node is None or header.node in (None, node):
                 writes.append(RunWrite(header, int(doc.get("event_count") or 0)))
         return writes
+
+    async def fence_unfinished(self, node: str) -> list[RunWrite]:
+        """Raise the epoch of ``node``'s running runs (:mod:`persistence.couch_fencing`),
+        then read them again: what the old owner stored before the fence is final."""
+        mine = await self.find_unfinished(node)
+        for write in mine:
+            self._forget(write.run_id)  # the next write of it must read its new _rev
+        fenced = await fence_running(self._docs_by_id, self._bulk, [w.run_id for w in mine])
+        return [
+            w for w in await self.find_unfinished(node) if fenced.get(w.run_id) == w.header.epoch
+        ]
 
     # --------------------------------------------------------------- deletes
 

@@ -29,7 +29,7 @@ def merge_page(stored: list[RunSummary], mine: list[RunWrite], q: QueryRuns) -> 
     merged: dict[str, RunSummary] = {}
     for s in stored:
         p = pending.get(s.run_id)
-        if p is None or not replaces(p.version, (s.status, s.event_count, 0.0)):
+        if p is None or not replaces(p.version, (p.header.epoch, s.status, s.event_count, 0.0)):
             merged[s.run_id] = s
         else:
             del pending[s.run_id]

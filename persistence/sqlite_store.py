@@ -196,7 +196,7 @@ class SQLiteStore:
     async def save(self, record: RunRecord) -> None:
         await self.save_many([RunWrite.of(record)])
 
-    async def save_many(self, writes: list[RunWrite]) -> None:
+    async def save_many(self, writes: list[RunWrite]) -> set[str]:
         """One transaction of a few statements for the whole batch.
 
         Each statement (and each row of an ``executemany``) gives up the GIL
@@ -204,10 +204,11 @@ class SQLiteStore:
         and one step per event made the commit that the 202s wait for take
         ms.  The stored versions are read with one query, the merge rule is
         applied here, and the headers and events go in as multi-row inserts
-        (:mod:`persistence.sqlite_batch`).
+        (:mod:`persistence.sqlite_batch`).  Nothing is ever fenced here (one
+        process per file): returns an empty set.
         """
         if not writes:
-            return
+            return set()
         with self._transaction() as conn:
             stored = self._stored_versions(conn, {w.run_id for w in writes})
             # By run: one statement may not upsert a row twice; the last kept write wins.
@@ -226,10 +227,12 @@ class SQLiteStore:
                     events += (run_id, e.seq, e.ts, e.type, e.data_json)
             insert_rows(conn, _UPSERT, _RUN_VALUES, [v for row in headers.values() for v in row])
             insert_rows(conn, _INSERT_EVENTS, _EVENT_VALUES, events)
+        return set()
 
     @staticmethod
     def _stored_versions(conn: sqlite3.Connection, run_ids: set[str]) -> dict[str, Version]:
-        """``run_id -> (status, event_count, updated_at)`` of those already stored."""
+        """``run_id -> (0, status, event_count, updated_at)`` of those already stored
+        (one process per file: no takeover, so the epoch stays 0)."""
         ids = list(run_ids)
         found: dict[str, Version] = {}
         for start in range(0, len(ids), _BATCH_KEYS):
@@ -240,7 +243,7 @@ class SQLiteStore:
                 f"WHERE run_id IN ({marks})",
                 chunk,
             ):
-                found[run_id] = (status, count, updated)
+                found[run_id] = (0, status, count, updated)
         return found
 
     async def delete(self, run_id: str) -> bool:
@@ -387,3 +390,8 @@ class SQLiteStore:
             .fetchall()
         )
         return [RunWrite(self._record(row, ()), row[-1]) for row in rows]
+
+    async def fence_unfinished(self, node: str) -> list[RunWrite]:
+        """:meth:`find_unfinished`: one process per file (the data dir's lock),
+        so no other process can still be writing these runs: nothing to fence."""
+        return await self.find_unfinished(node)

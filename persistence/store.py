@@ -37,7 +37,7 @@ class RunStore(Protocol):
     async def save(self, record: RunRecord) -> None:
         """Write one whole record; see :meth:`save_many`."""
 
-    async def save_many(self, writes: list[RunWrite]) -> None:
+    async def save_many(self, writes: list[RunWrite]) -> set[str]:
         """Apply writes in one batch (one transaction / one ``_bulk_docs``).
 
         Each write's header replaces the stored one only if the merge rule
@@ -45,6 +45,9 @@ class RunStore(Protocol):
         loses is skipped whole: a stale write never resurrects a finished run
         nor shrinks a trace.  Its events are appended; a stored event is never
         rewritten.  When this returns, every write is durable.
+
+        Returns the runs whose writes lost to a higher epoch: another node
+        fenced them (:meth:`fence_unfinished`), so their writer must drop them.
         """
 
     async def get(self, run_id: str) -> RunRecord | None:
@@ -74,6 +77,13 @@ class RunStore(Protocol):
         """Every run of ``node`` still ``running`` (after a crash: the interrupted
         ones), as its header and stored ``event_count`` (no events).  Runs without
         a node count as every node's; ``None`` means all runs."""
+
+    async def fence_unfinished(self, node: str) -> list[RunWrite]:
+        """Take ``node``'s running runs away from it before another node takes
+        them over: raise each one's epoch (:attr:`RunRecord.epoch
+        <actors.records.RunRecord.epoch>`) in the store, so any later write of
+        the old owner loses, and return them as :meth:`find_unfinished` does, at
+        their new epoch.  Runs that finished meanwhile are left out."""
 
     async def purge_older_than(self, cutoff: float, *, batch: int = 500) -> int:
         """Delete finished runs with ``finished_at < cutoff``; returns how many."""

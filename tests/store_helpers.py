@@ -35,12 +35,12 @@ class CountingStore(SQLiteStore):
         if not hold_first:
             self.gate.set()
 
-    async def save_many(self, records: list[RunWrite]) -> None:
+    async def save_many(self, records: list[RunWrite]) -> set[str]:
         self.calls.append(len(records))
         self.entered.set()
         if not self.gate.wait(WAIT):
             raise TimeoutError("gate never opened")
-        await super().save_many(records)
+        return await super().save_many(records)
 
 
 class FlakyStore(SQLiteStore):
@@ -55,11 +55,11 @@ class FlakyStore(SQLiteStore):
         self.up = threading.Event()
         self.failures = 0
 
-    async def save_many(self, records: list[RunWrite]) -> None:
+    async def save_many(self, records: list[RunWrite]) -> set[str]:
         if not self.up.is_set():
             self.failures += 1
             raise ConnectionError("store is down")
-        await super().save_many(records)
+        return await super().save_many(records)
 
     async def ping(self) -> None:
         if not self.up.is_set():

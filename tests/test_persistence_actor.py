@@ -171,10 +171,10 @@ def test_a_record_the_store_refuses_does_not_block_the_others(
             super().__init__(path)
             self.accept_poison = threading.Event()
 
-        async def save_many(self, records: list[RunWrite]) -> None:
+        async def save_many(self, records: list[RunWrite]) -> set[str]:
             if not self.accept_poison.is_set() and any(r.run_id == "poison" for r in records):
                 raise ValueError("document too large")
-            await super().save_many(records)
+            return await super().save_many(records)
 
     store = Picky(tmp_path / "runs.sqlite3")
     ref = start(store)
