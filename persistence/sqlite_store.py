@@ -19,7 +19,9 @@ A run's header holds its ``event_count``: reads never return events past it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -146,7 +148,11 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._conn is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Private from the first byte, whatever the umask or the data dir's
+        # mode: SQLite gives the -wal and -shm files the database file's mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ...
         # COMMIT), so a batch is exactly one transaction and nothing is left
         # implicitly open between calls.
