@@ -53,7 +53,7 @@ from actors.records import Event
 from persistence.couch_changes import ChangesFollower
 from persistence.couch_cluster_docs import request_doc, request_id
 from persistence.couch_layout import CouchStoreError
-from persistence.couch_leases import OwnLease, claim_lease, read_leases
+from persistence.couch_leases import OwnLease, claim_lease, forget_left, read_leases
 from persistence.couch_reads import read_event_page, read_header, read_run_doc
 from persistence.couch_requests import docs_by_id, open_database, put_doc, update_seq
 from persistence.loop_actor import describe
@@ -210,7 +210,10 @@ class CouchCluster(AsyncioActor):
                 self._tell(self._membership, LeasesSeen(leases))
 
     async def _read_leases(self) -> tuple[NodeLease, ...]:
-        return await read_leases(await self._database())
+        db = await self._database()
+        leases = await read_leases(db)
+        forgotten = await forget_left(db, leases, time.time())
+        return tuple(lease for lease in leases if lease.node_id not in forgotten)
 
     async def _quietly(
         self, what: str, work: Callable[[], Awaitable[T]], failing: dict[str, str]

@@ -30,11 +30,16 @@ from persistence.couch_cluster_docs import lease_body, lease_from_doc, lease_id,
 from persistence.couch_layout import CouchStoreError
 from persistence.couch_requests import delete_rev, docs_by_id, docs_in_range, get_doc, put_doc
 
-__all__ = ["OwnLease", "claim_lease", "read_leases"]
+__all__ = ["LEFT_LEASE_KEEP_S", "OwnLease", "claim_lease", "forget_left", "read_leases"]
 
 logger = logging.getLogger("runyard.cluster")
 
 _WRITE_ATTEMPTS: Final = 4
+
+LEFT_LEASE_KEEP_S: Final = 24 * 3600.0
+"""How long the lease of a node that left (``stopped``) or was taken over stays
+listed: a day, so ``/ops/registry`` shows recent departures but node ids of
+long-gone machines (each new data dir is a new id) do not pile up."""
 
 
 async def read_leases(db: Database) -> tuple[NodeLease, ...]:
@@ -49,6 +54,32 @@ async def read_leases(db: Database) -> tuple[NodeLease, ...]:
             else:
                 leases.append(lease)
     return tuple(leases)
+
+
+async def forget_left(
+    db: Database, leases: tuple[NodeLease, ...], now: float, keep_s: float = LEFT_LEASE_KEEP_S
+) -> list[str]:
+    """Delete the leases of nodes that left or were taken over more than
+    ``keep_s`` ago; returns their node ids.
+
+    Each delete names the rev that was read, so a node that comes back with
+    the same id meanwhile keeps its fresh lease (the delete is a 409, ignored;
+    every node runs this, so they race harmlessly). ``renewed_at`` is the
+    leaving node's wall clock: a day-long bound does not mind clock skew, and
+    liveness never depends on it.
+    """
+    gone = [
+        lease
+        for lease in leases
+        if lease.state in ("stopped", "taken_over") and now - lease.renewed_at > keep_s
+    ]
+    forgotten = []
+    for lease in gone:
+        if await delete_rev(db, lease_id(lease.node_id), lease.rev) in (200, 202):
+            forgotten.append(lease.node_id)
+    if forgotten:
+        logger.info("forgot the leases of nodes gone for over %g s: %s", keep_s, forgotten)
+    return forgotten
 
 
 async def claim_lease(db: Database, lease: NodeLease, by: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from actors.cluster_protocol import (
 )
 from actors.errors import StoreUnavailable
 from actors.persistence_protocol import RunWrite
+from persistence.couch_leases import LEFT_LEASE_KEEP_S
 from persistence.couch_requests import INDEXES
 from tests.cluster_helpers import Inbox, Nodes, events, record
 from tests.couchdb_server import free_port
@@ -111,6 +113,31 @@ async def test_a_stopped_node_leaves_its_lease_stopped(nodes: Nodes) -> None:
     leases = {lease.node_id: lease for lease in await b.ask(ListNodes())}
     assert leases["a"].state == "stopped"
     assert leases["b"].state == "alive"
+
+
+async def test_leases_of_nodes_gone_for_a_day_are_forgotten_and_the_rest_kept(
+    nodes: Nodes,
+) -> None:
+    await nodes.store()  # the database
+    day_ago = time.time() - LEFT_LEASE_KEEP_S - 60
+    for node_id, state, renewed_at in [
+        ("left-long-ago", "stopped", day_ago),
+        ("taken-long-ago", "taken_over", day_ago),
+        ("left-recently", "stopped", time.time() - 60),
+        ("dead-long-ago", "alive", day_ago),  # never claimed: a claim comes first
+    ]:
+        body = {**_lease_doc(node_id, state), "renewed_at": renewed_at}
+        await _put(nodes.url, f"/{nodes.db}/runyard-node:{node_id}", body)
+    # A node's renewals read the leases: the two gone for over a day disappear.
+    a = await nodes.start("a")
+
+    async def listed() -> set[str] | None:
+        ids = {lease.node_id for lease in await a.ask(ListNodes())}
+        return ids if "taken-long-ago" not in ids and "left-long-ago" not in ids else None
+
+    kept = await wait_until_async(listed, 15, "the day-old leases to be forgotten", interval=0.1)
+    assert kept is not None
+    assert {"left-recently", "dead-long-ago"} <= kept
 
 
 async def test_exactly_one_of_concurrent_claims_wins(nodes: Nodes) -> None:
