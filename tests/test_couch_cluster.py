@@ -229,7 +229,9 @@ async def test_lease_and_request_docs_stay_out_of_every_run_query(nodes: Nodes) 
     await store.save(record("live", "a", n=1))
     await a.ask(RequestStop("live", node="a", by="alice", reason="x"))
     await a.ask(RequestStop("old", node="a", by="alice", reason="x"))
-    await _put(nodes.url, f"/{nodes.db}/runyard-node:gone", _lease_doc("gone", "stopped"))
+    # (left a minute ago: a lease gone for a day would be forgotten by a's renewals)
+    gone = {**_lease_doc("gone", "stopped"), "renewed_at": time.time() - 60}
+    await _put(nodes.url, f"/{nodes.db}/runyard-node:gone", gone)
     for owner in ("alice", "bob", "a"):
         listed = await store.list_for_user(owner, limit=100)
         assert {s.run_id for s in listed} <= {"old", "live"}
