@@ -170,4 +170,3 @@ async def test_the_async_client_has_the_same_verbs(live: LiveServer) -> None:
         events = [event async for event in bob.stream(coded.run_id)]
         assert events[-1].data["status"] == "success", events[-1]
         assert (await bob.get(coded.run_id)).agent == "mine"
-
