@@ -9,60 +9,26 @@ counts stream requests shows that the client really reconnected.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from actors.agents import builtin_catalog
-from actors.context import RunContext
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory
+from tests.phased_agent import drop_twice_mid_run, phased_catalog
 from tests.tcp_proxy import TcpProxy
-from tests.waiting import wait_until_async
 from web.client import AsyncClient, Client, EventModel, RetryPolicy
 
 pytestmark = pytest.mark.server
 
-BEARER = {"Authorization": f"Bearer {TOKENS['alice']}"}
 QUICK_RETRY = RetryPolicy(first_delay_s=0.02, max_delay_s=0.2, give_up_after_s=30)
-
-GATES: dict[str, asyncio.Event] = {}
-"""Phases waiting to be released by a test (on the server's loop)."""
-
-
-def _gate(name: str) -> asyncio.Event:
-    return GATES.setdefault(name, asyncio.Event())
-
-
-async def phased(input_dict: dict[str, Any], ctx: RunContext) -> Any:
-    """Emits ``phases[k]`` events per phase; phase k > 0 waits for gate ``<gate>-k``.
-
-    So a test can drop the connection while the run is provably mid-run.
-    """
-    phases = [int(n) for n in input_dict["phases"]]
-    for k, count in enumerate(phases):
-        if k:
-            await _gate(f"{input_dict['gate']}-{k}").wait()
-        for i in range(count):
-            ctx.emit("step", phase=k, i=i, pad="x" * int(input_dict.get("size", 0)))
-            if i % 100 == 99:
-                await ctx.ready()
-    return {"phases": len(phases)}
-
-
-def open_gate(live: LiveServer, name: str) -> None:
-    live.gateway.runtime.loop.call_soon_threadsafe(lambda: _gate(name).set())
 
 
 @pytest.fixture(scope="module")
 def live(live_server: LiveServerFactory) -> LiveServer:
-    catalog = builtin_catalog()
-    catalog.register("phased", phased)
-    return live_server(app_kwargs={"catalog": catalog}, heartbeat_s=0.2)
+    return live_server(app_kwargs={"catalog": phased_catalog()}, heartbeat_s=0.2)
 
 
 @pytest.fixture
@@ -99,33 +65,6 @@ def assert_exact_trace(events: list[EventModel], n_steps: int) -> None:
     assert [e.seq for e in events] == list(range(1, n_steps + 2))
     assert [e.type for e in events] == ["step"] * n_steps + ["done"]
     assert events[-1].data["status"] == "success"
-
-
-async def stored_count(live: LiveServer, run_id: str) -> int:
-    """How many events of the run the server holds (read directly, not through the proxy)."""
-    async with httpx.AsyncClient(base_url=live.base_url, headers=BEARER) as http:
-        count: int = (await http.get(f"/runs/{run_id}")).json()["event_count"]
-        return count
-
-
-async def drop_twice_mid_run(
-    live: LiveServer, proxy: TcpProxy, run_id: str, gate: str, got: list[EventModel]
-) -> None:
-    """Phase 0 is received, then the path is cut twice while the run waits at its gates."""
-    await wait_until_async(lambda: len(got) >= 5, 20, "phase 0 through the proxy")
-    proxy.cut()  # the open stream is reset while the run is blocked mid-run
-    open_gate(live, f"{gate}-1")  # phase 1 happens while the client cannot connect
-
-    async def phase_1_stored() -> bool:
-        return await stored_count(live, run_id) >= 10
-
-    await wait_until_async(phase_1_stored, 20, "phase 1 stored during the cut")
-    assert len(got) == 5
-    proxy.heal()
-    await wait_until_async(lambda: len(got) >= 10, 20, "phase 1 after the first drop")
-    proxy.cut()
-    proxy.heal()
-    open_gate(live, f"{gate}-2")
 
 
 @pytest.mark.anyio

@@ -54,7 +54,7 @@ class Connection:
         url = url or os.environ.get(URL_ENV) or DEFAULT_URL
         token = token or os.environ.get(TOKEN_ENV)
         if not token:
-            msg = f"no token: pass token= (--token) or set {TOKEN_ENV}"
+            msg = f"no token: set {TOKEN_ENV} (or pass --token, or token= in Python)"
             raise ClientConfigError(msg)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
