@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory
-from tests.phased_agent import drop_twice_mid_run, phased_catalog
+from tests.phased_agent import drop_twice_mid_run, open_gate, phased_catalog
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import wait_until_async
 from web.client import AsyncClient, Client, EventModel, RetryPolicy
 
 pytestmark = pytest.mark.server
@@ -113,3 +114,41 @@ async def test_async_stream_gets_exactly_1_to_n_across_cuts(
                 await drop_twice_mid_run(live, proxy, run_id, gate, got)
     assert_exact_trace(got, 15)
     assert transport.streams >= 3, transport.streams
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(90)
+async def test_a_reader_cut_off_with_lagged_resumes_exactly(
+    live: LiveServer, alice: Client
+) -> None:
+    """The path freezes while a 40 MB burst is emitted: the server's queue for this
+    reader overflows and it sends ``lagged``; the client reconnects from its seq."""
+    n, gate = 20_000, uuid.uuid4().hex
+    run_id = alice.start("phased", {"phases": [1, n], "gate": gate, "size": 2000}).run_id
+    seqs: list[int] = []
+    transport = AsyncCountingTransport()
+    async with TcpProxy(live.port) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}"
+        async with AsyncClient(
+            url, TOKENS["alice"], retry=QUICK_RETRY, transport=transport, stream_read_timeout_s=80
+        ) as client:
+
+            async def follow() -> None:
+                async for event in client.stream(run_id):
+                    seqs.append(event.seq)  # the seqs only: 40 MB of events need not stay
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(follow)
+                await wait_until_async(lambda: len(seqs) >= 1, 20, "the first event")
+                proxy.freeze()  # the reader stalls; the connection stays open
+                open_gate(live, f"{gate}-1")
+
+                def finished() -> bool:
+                    page = alice.page(agent="phased", status="success", limit=1000)
+                    return run_id in [run.run_id for run in page.runs]
+
+                await wait_until_async(lambda: anyio.to_thread.run_sync(finished), 60, "the burst")
+                assert transport.streams == 1
+                proxy.heal()
+    assert seqs == list(range(1, n + 3))
+    assert transport.streams >= 2, transport.streams  # it was cut off and came back
