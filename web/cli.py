@@ -1,4 +1,5 @@
-"""``runyard`` console script: ``runyard serve [--host H] [--port P] [--fd N]``.
+"""``runyard`` console script: ``runyard serve [--host H] [--port P] [--fd N]``,
+``runyard runs ...`` (a client of a server: :mod:`web.cli_runs`) and ``--version``.
 
 Configuration is the ``RUNYARD_*`` environment (:mod:`web.config`); the
 flags only override where it listens.  ``--fd`` serves on a listening socket
@@ -30,6 +31,7 @@ down to the end), 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import math
@@ -37,9 +39,11 @@ import socket
 import sys
 import textwrap
 from collections.abc import Sequence
+from importlib import metadata
 from typing import TextIO
 from urllib.parse import quote
 
+from web.cli_runs import add_runs_parser, run_runs
 from web.config import ConfigError, Settings, describe_settings, load_settings
 from web.log_redaction import redact_credentials_in_logs
 from web.node import DataDirLock
@@ -67,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"runyard {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -83,11 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve on this inherited, already bound socket (a file descriptor) "
         "instead of binding host and port",
     )
+    add_runs_parser(commands)
     return parser
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("runyard")
+    except metadata.PackageNotFoundError:  # a checkout that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "runs":
+        return run_runs(args)
     if args.command != "serve":
         build_parser().print_help(sys.stderr)
         return 2
@@ -110,6 +125,32 @@ def inherited_socket(fd: int) -> socket.socket:
         raise ConfigError(f"--fd {fd} is not an open socket ({exc.strerror})") from None
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` as uvicorn binds one; ConfigError if it cannot be.
+
+    Bound here rather than by uvicorn, which logs the bare ``OSError`` and
+    exits: a port in use must say which port and how to pick another.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            msg = (
+                f"port {port} on {host} is already in use (another runyard, or another "
+                "server?); choose another with --port or RUNYARD_PORT"
+            )
+        else:
+            reason = exc.strerror or exc
+            msg = f"cannot listen on {host}:{port}: {reason} (RUNYARD_HOST, RUNYARD_PORT)"
+        raise ConfigError(msg) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def graceful_timeout_s(settings: Settings) -> int:
     return math.ceil(settings.shutdown_grace_s + settings.stop_grace_s + SHUTDOWN_MARGIN_S)
 
@@ -128,6 +169,8 @@ def serve(
     # building the app, and web.app imports the whole runtime.
     web_app = importlib.import_module("web.app")
     try:
+        # Bound first: a port in use is said before anything else starts.
+        sock = listener if listener is not None else bind_listener(settings.host, settings.port)
         lock = None
         if not settings.couchdb_url:
             lock = DataDirLock(settings.data_dir)
@@ -154,8 +197,13 @@ def serve(
     server = RunyardServer(config, app, grace_s=settings.shutdown_grace_s)
     # After uvicorn.Config, which configures uvicorn's loggers.
     redact_credentials_in_logs([show_runyard_logs()])
-    # bind_socket exits with uvicorn's message if the port is taken.
-    sock = config.bind_socket() if listener is None else listener
+    if listener is None:
+        shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+        logging.getLogger("runyard.server").info(
+            "listening on http://%s:%d (Ctrl+C or SIGTERM drains, then stops)",
+            shown,
+            sock.getsockname()[1],
+        )
     if local_admin_token is not None:
         host = settings.host
         if listener is not None and sock.family in (socket.AF_INET, socket.AF_INET6):

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from sse_starlette.sse import AppStatus
 
+from actors.messages import SYSTEM, Caller, GetRun, Introspect, LiveRunInfo, RegistrySnapshot
 from web.gateway import Gateway
 
 logger = logging.getLogger("runyard.server")
@@ -34,6 +35,7 @@ class RunyardServer(uvicorn.Server):
         self._drain_task: asyncio.Task[None] | None = None
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._signal = 0
         # Our drain closes streams itself; sse-starlette must not cut them first.
         AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
@@ -49,7 +51,7 @@ class RunyardServer(uvicorn.Server):
             self.should_exit = True
             return
         self._draining = True
-        logger.info("signal %s: draining (up to %.0f s for live runs)", sig, self._grace_s)
+        self._signal = sig
         # A signal handler may interrupt the loop mid-step: only hand over, thread-safely.
         self._loop.call_soon_threadsafe(self._start_drain, gateway)
 
@@ -59,6 +61,49 @@ class RunyardServer(uvicorn.Server):
 
     async def _drain(self, gateway: Gateway) -> None:
         try:
+            live = await _live_runs(gateway)
+            logger.info(
+                "signal %s: draining started: %d live run(s), %d open stream(s); "
+                "new starts are refused, live runs get up to %g s to finish",
+                self._signal,
+                len(live),
+                len(gateway.streams),
+                self._grace_s,
+            )
             await gateway.drain(self._grace_s)
+            stopped = await _stopped_by_drain(gateway, live)
+            logger.info(
+                "drained: %d run(s) finished within the grace, %d stopped at its end%s; "
+                "%d open stream(s) told to reconnect later",
+                len(live) - len(stopped),
+                len(stopped),
+                f" ({', '.join(stopped[:20])}{' ...' if len(stopped) > 20 else ''})"
+                if stopped
+                else "",
+                len(gateway.streams),
+            )
         finally:
             self.should_exit = True
+
+
+async def _live_runs(gateway: Gateway) -> tuple[LiveRunInfo, ...]:
+    """The runs live as the drain starts (empty if the registry cannot say)."""
+    try:
+        snapshot: RegistrySnapshot = await gateway.ask(Introspect(caller=SYSTEM))
+    except Exception:  # only the log line is at stake: the drain must go on
+        logger.exception("could not list the live runs before draining")
+        return ()
+    return snapshot.live
+
+
+async def _stopped_by_drain(gateway: Gateway, live: tuple[LiveRunInfo, ...]) -> list[str]:
+    """Which of ``live`` the drain stopped (they end ``stopped``, "server shutdown")."""
+    stopped = []
+    for info in live:
+        try:
+            record = await gateway.ask(GetRun(Caller(info.owner), info.run_id))
+        except Exception:  # a run that cannot be read is not claimed either way
+            continue
+        if record.status == "stopped" and record.error == "server shutdown":
+            stopped.append(info.run_id)
+    return stopped
