@@ -157,7 +157,8 @@ class ReadEvents:
 
 @dataclass(frozen=True, slots=True)
 class RunDocChanged:
-    """A run doc was written by another node (this node's own writes are not told).
+    """A run doc was written by another node (this node's own writes are not told,
+    unless the run's epoch was raised: a fence, which its old owner must see).
 
     ``write`` carries the header (``header.node`` is the owner) and the
     committed ``event_count``; no events."""

@@ -125,6 +125,15 @@ class Resume:
 
 
 @dataclass(frozen=True, slots=True)
+class EpochSeen:
+    """The registry to a run actor: the store holds this run at ``epoch``. If
+    that is higher than the run's own, another node fenced it (took it over)
+    and the run actor drops it, as when a write of it is refused."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class RunFenced:
     """A run actor's last word when its run was taken over by another node (this
     node was judged dead and the run fenced in the store): the registry drops

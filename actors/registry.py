@@ -61,7 +61,15 @@ from actors.errors import (
 from actors.feed import Feed
 from actors.finished_cache import FinishedCache
 from actors.listing import Listing
-from actors.live_run import LiveRun, Resume, RunEnded, RunFenced, RunSettings, StartAck
+from actors.live_run import (
+    EpochSeen,
+    LiveRun,
+    Resume,
+    RunEnded,
+    RunFenced,
+    RunSettings,
+    StartAck,
+)
 from actors.membership import TakeOverNode
 from actors.messages import (
     SYSTEM,
@@ -400,7 +408,12 @@ class RegistryActor(AsyncioActor):
             self._cluster.tell(NodeStatus(live_runs=len(self._live), draining=not self._accepting))
 
     def _run_doc_changed(self, msg: RunDocChanged) -> None:
-        if self._remote is None or msg.write.run_id in self._live:
+        live = self._live.get(msg.write.run_id)
+        if live is not None:
+            if live.ref is not None:
+                live.ref.tell(EpochSeen(msg.write.header.epoch))
+            return
+        if self._remote is None:
             return
         for kind in self._remote.changed(msg.write):
             self._publish(msg.write.header.owner, kind, msg.write)

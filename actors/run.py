@@ -37,7 +37,15 @@ from actors.clock import Clock
 from actors.context import Agent, RunContext, StopRequested
 from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
-from actors.live_run import LiveRun, Resume, RunEnded, RunFenced, RunSettings, StartAck
+from actors.live_run import (
+    EpochSeen,
+    LiveRun,
+    Resume,
+    RunEnded,
+    RunFenced,
+    RunSettings,
+    StartAck,
+)
 from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
 from actors.owed_answers import Owed, OwedAnswers
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
@@ -91,6 +99,8 @@ class RunActor(AsyncioActor):
         self._clock = clock
         self._log = RunLog(live.run_id, self._loop(), durable=store is not None)
         self._resume = resume
+        self._epoch = 0 if resume is None else resume.epoch
+        """The fencing token every write of this run carries (RunRecord.epoch)."""
         if resume is not None:
             self._log.seed(resume.events)
             self._run_bytes = sum(len(e.data_json) for e in resume.events)
@@ -157,6 +167,10 @@ class RunActor(AsyncioActor):
             return self._finish(message)
         if isinstance(message, RunsPersisted):
             return self._stored(message)
+        if isinstance(message, EpochSeen):
+            if message.epoch > self._epoch:
+                self._drop_fenced()
+            return None
         return super().on_receive(message)
 
     # -- events ------------------------------------------------------------
@@ -474,7 +488,7 @@ class RunActor(AsyncioActor):
             updated_at=self._clock.now(),
             options=self._settings.options,
             node=self._config.node_id,
-            epoch=0 if self._resume is None else self._resume.epoch,
+            epoch=self._epoch,
             result=result,
             error=error,
             finished_at=finished_at,

@@ -210,8 +210,13 @@ class ChangesFollower:
             run_id = request_run_id(doc_id)
             assert run_id is not None  # doc_kind said so
             return StopRequested(run_id, str(doc.get("by")), str(doc.get("reason") or ""))
-        if doc.get("type") != RUN_TYPE or doc.get("node") == self._node_id:
-            return None  # not a run doc; or this node's own write: its runtime knows it
+        if doc.get("type") != RUN_TYPE:
+            return None
+        if doc.get("node") == self._node_id and not doc.get("epoch"):
+            # This node's own write: its runtime knows it. A raised epoch is
+            # told even on its own runs: another node fenced them (a takeover
+            # after this node was judged dead), and they must be dropped here.
+            return None
         try:
             write = await read_header(lambda ids: docs_by_id(self._db, ids), doc)
         except (CouchStoreError, KeyError, TypeError, ValueError) as exc:

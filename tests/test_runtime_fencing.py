@@ -11,6 +11,7 @@ from actors.records import Event
 from actors.runtime import Runtime
 from actors.stream_items import Closing, Finished
 from persistence.actor import PersistenceActor
+from persistence.couch_cluster import CouchCluster
 from persistence.couch_store import CouchStore
 from tests.runtime_helpers import Gate, catalog_with, config
 from tests.waiting import wait_until_async
@@ -74,6 +75,46 @@ async def test_a_fenced_run_is_dropped_by_its_old_owner_and_every_delivered_even
         items = [item async for item in again]
         assert isinstance(items[-1], Finished)
         assert items[-1].record.status == "error"
+    finally:
+        await zombie.shutdown(grace_s=0.1)
+        await other.close()
+
+
+async def test_a_silent_fenced_run_is_dropped_when_the_follower_sees_the_fence(
+    couch_url: str, couch_db_name: str
+) -> None:
+    gate = Gate()
+    zombie = Runtime(
+        config(node_id="zombie", lease_s=1.0, store_timeout_s=5.0),
+        catalog=catalog_with(gated=gate.agent),
+        persistence=PersistenceActor.start(CouchStore(couch_url, db=couch_db_name)),
+        cluster=CouchCluster.start(
+            couch_url, couch_db_name, node_id="zombie", lease_s=1.0, timeout_s=5.0
+        ),
+    )
+    await zombie.start()
+    other = CouchStore(couch_url, db=couch_db_name)
+    await other.open()
+    try:
+        started = await zombie.ask(StartRun(ALICE, "gated", {}), timeout=10)
+        sub = await zombie.ask(Subscribe(ALICE, started.run_id), timeout=10)
+        await gate.emit(2)
+        seen = []
+        async for item in sub:
+            assert isinstance(item, Event)
+            seen.append(item.seq)
+            if item.seq == 2:
+                break
+        # The run now writes nothing (its agent waits); another node fences it.
+        [fenced] = await other.fence_unfinished("zombie")
+        assert fenced.event_count == 2
+        await other.save_many([fenced.interrupted("interrupted: node zombie stopped", 1e9)])
+        # The zombie's changes follower sees its run at a higher epoch: dropped,
+        # and the stream told to come back, though the run never wrote again.
+        rest = [item async for item in sub]
+        assert seen == [1, 2]
+        assert len(rest) == 1
+        assert isinstance(rest[0], Closing), rest
     finally:
         await zombie.shutdown(grace_s=0.1)
         await other.close()
