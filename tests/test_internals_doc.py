@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "internals.md"
 INTERNAL_MESSAGES = {
     "RunEnded",
+    "RunFenced",
     "RunsPersisted",
     # the cluster backend, membership and mirrors -> registry
     "RunDocChanged",
