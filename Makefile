@@ -4,20 +4,32 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# Two installs into one venv: SERVE_STAMP is what serving needs (`make run`),
+# STAMP adds the dev tools (pytest, ruff, mypy, playwright, ...) for the rest.
+SERVE_STAMP := $(VENV)/.serve-stamp
 STAMP  := $(VENV)/.installed-stamp
+# The version lives in runyard/__init__.py: a new one re-installs the metadata.
+INSTALL_INPUTS := pyproject.toml runyard/__init__.py
 COUCH_DIR := tests/couchdb
 
 .PHONY: run test test-fast lint fmt install couchdb-deps browser-deps nginx-deps bench clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(SERVE_STAMP): $(INSTALL_INPUTS) | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
+# The dev install holds the serving one too, so it satisfies `make run` as well.
+$(STAMP): $(INSTALL_INPUTS) | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(SERVE_STAMP)
 	$(VENV)/bin/runyard serve
 
 # The CouchDB-compatible server the store tests run against (pouchdb-server,
@@ -47,13 +59,13 @@ nginx-deps:
 	  status=$$?; if [ -n "$$made" ]; then rm -f $$policy; fi; exit $$status; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check actors web persistence tests bench
-	$(VENV)/bin/ruff format --check actors web persistence tests bench
+	$(VENV)/bin/ruff check runyard actors web persistence tests bench
+	$(VENV)/bin/ruff format --check runyard actors web persistence tests bench
 	$(VENV)/bin/mypy
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format actors web persistence tests bench
-	$(VENV)/bin/ruff check --fix actors web persistence tests bench
+	$(VENV)/bin/ruff format runyard actors web persistence tests bench
+	$(VENV)/bin/ruff check --fix runyard actors web persistence tests bench
 
 test: $(STAMP) couchdb-deps browser-deps nginx-deps lint
 	$(PY) -m pytest

@@ -268,8 +268,9 @@ class Shutdown:
 class WatchRuns:
     """Follow the caller's run lifecycle (started, stopping, finished, deleted).
 
-    Reply: a :class:`~actors.feed.Feed` of :class:`~actors.stream_items.RunChange`.  Changes are not
-    numbered: a watcher that reconnects lists the runs again, then watches.
+    Reply: a :class:`~actors.feed.Feed` of :class:`~actors.stream_items.RunChange`.
+    Changes are not numbered: a watcher that reconnects lists the runs again,
+    then watches.
     """
 
     caller: Caller

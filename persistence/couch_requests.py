@@ -1,4 +1,4 @@
-"""The CouchDB requests :class:`~persistence.couch_store.CouchStore` makes, through aiocouch.
+"""The CouchDB requests :class:`~persistence.couch_store.CouchStore` makes, via aiocouch.
 
 Opening (the session, the database created if missing, made admin-only, its
 Mango indexes), reads by id, ``_bulk_docs`` in bounded requests and sorted,

@@ -4,38 +4,56 @@ docs/design.md draws the rooms: ``web -> persistence -> actors`` for imports.
 These tests read every module's imports (top-level, function-level and
 ``TYPE_CHECKING``-only alike) and fail on an import cycle or an arrow that
 points the wrong way, so the shape cannot erode one convenient import at a
-time.  They also check the runtime's public face (``from actors import ...``).
+time.  They also check the runtime's public face (``from runyard.actors import ...``)
+and that the code only ever names its rooms through the one installed package,
+``runyard`` (``runyard.actors``, never a bare ``actors``).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-import actors
+import runyard
+from runyard import actors
+from runyard.actors.code import child
+from runyard.actors.code.agent import PACKAGE_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("actors", "persistence", "web")
+ROOMS = ("actors", "persistence", "web")
+"""The top-level folders, installed as ``runyard.<room>`` (runyard/ links them in)."""
 FORBIDDEN = {
     "actors": {"web", "persistence"},
     "persistence": {"web"},
 }
+PYTHON_FOLDERS = (*ROOMS, "tests", "bench")
+"""Everything that imports the rooms; the scripts of tests/ and bench/ included."""
+BARE_MODULE_STRING = re.compile(r"(?:actors|web|persistence)(?:\.\w+)+(?::\w+)?")
+
+
+def _room(module: str) -> str:
+    """``runyard.web.app`` -> ``web``; ``runyard`` itself belongs to no room."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
 
 
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = ["runyard", *path.relative_to(ROOT).with_suffix("").parts]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
 def _modules() -> dict[str, Path]:
-    return {
-        _module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
-    }
+    modules = {_module_name(path): path for room in ROOMS for path in (ROOT / room).rglob("*.py")}
+    modules["runyard"] = ROOT / "runyard" / "__init__.py"
+    return modules
 
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
@@ -111,15 +129,17 @@ def test_imports_point_one_way() -> None:
         f"{module} imports {target}"
         for module, targets in _graph().items()
         for target in targets
-        if target.split(".")[0] in FORBIDDEN.get(module.split(".")[0], set())
+        if _room(target) in FORBIDDEN.get(_room(module), set())
     ]
     assert wrong == []
 
 
 def test_the_runtime_is_not_imported_through_its_own_facade() -> None:
-    # Inside the package, `from actors import X` would tie every module to all the others.
+    # Inside the package, `from runyard.actors import X` would tie every module to all the others.
     inside = [
-        m for m, targets in _graph().items() if m.startswith("actors.") and "actors" in targets
+        m
+        for m, targets in _graph().items()
+        if m.startswith("runyard.actors.") and "runyard.actors" in targets
     ]
     assert inside == []
 
@@ -128,7 +148,7 @@ def test_pykka_private_names_stay_in_the_asyncio_actor() -> None:
     users = []
     for name, path in _modules().items():
         text = path.read_text(encoding="utf-8")
-        if ("pykka._" in text or "_ActorStop" in text) and name != "actors.asyncio_actor":
+        if ("pykka._" in text or "_ActorStop" in text) and name != "runyard.actors.asyncio_actor":
             users.append(name)
     assert users == []
 
@@ -141,8 +161,81 @@ def test_every_public_name_resolves(name: str) -> None:
 
 
 def test_the_facade_is_lazy_and_refuses_unknown_names() -> None:
-    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+    with pytest.raises(AttributeError, match=r"'runyard\.actors' has no attribute 'Nope'"):
         _ = actors.Nope  # type: ignore[attr-defined]
-    # The run-code child imports actors.code.child and must not pay for the server.
-    child = importlib.import_module("actors.code.child")
-    assert child.__name__ == "actors.code.child"
+    assert child.__name__ == "runyard.actors.code.child"
+
+
+def test_one_package_holds_the_rooms() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", runyard.__version__)
+    for room in ROOMS:
+        module = importlib.import_module(f"runyard.{room}")
+        # Through the runyard/ symlinks: never a second copy under a bare name.
+        assert Path(module.__file__ or "").parent == ROOT / "runyard" / room
+    assert (ROOT / "runyard" / "__init__.py").is_file()
+    assert Path(PACKAGE_ROOT) == ROOT  # the directory holding runyard/
+
+
+def _names_a_room(name: str) -> bool:
+    """``web``, ``web.<module>``, ``web.<module>:<name>``: a bare room name (a real module's)."""
+    room, _, rest = name.split(":")[0].partition(".")
+    if room not in ROOMS:
+        return False
+    first = rest.split(".")[0]
+    return not first or (ROOT / room / f"{first}.py").is_file() or (ROOT / room / first).is_dir()
+
+
+def _bare_names(path: Path) -> list[str]:
+    """Imports of a bare room name (``import web``, ``from actors.<module> import``) and
+    strings naming a module by one (``"web.<module>:main"``), as ``path:line: name``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if BARE_MODULE_STRING.fullmatch(node.value):
+                names = [node.value]
+        else:
+            continue
+        where = f"{path.relative_to(ROOT)}:{node.lineno}"
+        found += [f"{where}: {name}" for name in names if _names_a_room(name)]
+    return found
+
+
+def test_nothing_names_a_room_without_runyard() -> None:
+    # Only runyard is installed: `import web` would break in a wheel, or load a
+    # second copy of a module (two registries, two sets of classes) from the tree.
+    files = [path for folder in PYTHON_FOLDERS for path in (ROOT / folder).rglob("*.py")]
+    assert len(files) > 100
+    bare = [hit for path in files for hit in _bare_names(path)]
+    assert bare == []
+
+
+@pytest.mark.timeout(30)
+def test_the_run_code_bootstrap_imports_the_child_and_nothing_of_the_server() -> None:
+    # The child's real bootstrap, ending with a list of what it loaded instead of main().
+    assert "from runyard.actors.code.child import main" in child.BOOTSTRAP
+    bootstrap = child.BOOTSTRAP.replace(
+        "main(int(sys.argv[2]))\n", "print(' '.join(sorted(sys.modules)))\n"
+    )
+    assert bootstrap != child.BOOTSTRAP
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", bootstrap, PACKAGE_ROOT, "0"],
+        capture_output=True,
+        text=True,
+        timeout=25,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "runyard.actors.code.child" in loaded
+    server = {
+        name
+        for name in loaded
+        if name.split(".")[0] in {*ROOMS, "pykka", "fastapi", "starlette", "aiocouch"}
+        or name.startswith(("runyard.web", "runyard.persistence", "runyard.actors.runtime"))
+    }
+    assert server == set()

@@ -1,4 +1,4 @@
-"""No credential in a log line (web.log_redaction): the rule, the filter, and a real server's log.
+"""No credential in a log line (web.log_redaction): its rule, its filter, a server's log.
 
 The sign-in link now carries its token in the fragment, which browsers never
 send; but old ``/?token=`` links, scripts and stray clients may still put a

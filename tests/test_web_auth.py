@@ -1,7 +1,8 @@
-"""Who is calling (web.auth, web.sessions): tokens, signed session cookies, auth dependencies.
+"""Who is calling: tokens, signed session cookies, auth dependencies.
 
-The HTTP part runs a tiny FastAPI app in-process through httpx's ASGI
-transport; it also checks the error shape from web.errors that auth relies on.
+The modules are web.auth and web.sessions.  The HTTP part runs a tiny
+FastAPI app in-process through httpx's ASGI transport; it also checks the
+error shape from web.errors that auth relies on.
 """
 
 from __future__ import annotations

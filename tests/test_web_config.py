@@ -1,4 +1,4 @@
-"""Settings and users: ``RUNYARD_*`` settings (web.config) and who may call (web.users).
+"""``RUNYARD_*`` settings (web.config) and who may call (web.users).
 
 Users come from ``RUNYARD_TOKENS``, ``RUNYARD_TOKENS_FILE`` or, with
 neither, a local admin made at start.  Errors name the variable or file

@@ -1,4 +1,4 @@
-"""SSE frames, the response settings, the resume cursor and UTC times (web.sse, web.timefmt).
+"""SSE frames, response settings, resume cursor, UTC times (web.sse, web.timefmt).
 
 The wire format is checked byte for byte: browsers and the bench client
 parse it, and no event type or payload may forge a frame boundary.

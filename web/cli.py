@@ -213,8 +213,8 @@ def serve(
     return exit_status(app.state)
 
 
-LOGGED_PACKAGES = ("runyard", "actors", "persistence", "web")
-"""Where runyard's own loggers live (``runyard.*`` and module-named ones)."""
+LOGGED_PACKAGES = ("runyard",)
+"""Where runyard's own loggers live: ``runyard.*``, module-named ones (``__name__``) included."""
 
 
 def show_runyard_logs(level: int = logging.INFO) -> logging.Handler:

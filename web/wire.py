@@ -1,4 +1,4 @@
-"""Runs as JSON on the wire, built from pre-encoded event data (no SSE here: :mod:`web.sse`).
+"""Runs as JSON on the wire, from pre-encoded event data (no SSE here: :mod:`web.sse`).
 
 A trace can hold 100,000 events.  Each event's data was encoded once when it
 was emitted (``Event.data_json``), so a run's JSON (and the ``data`` of its

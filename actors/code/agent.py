@@ -63,8 +63,11 @@ from actors.messages import StartRun
 from actors.records import JSON
 
 MIB = 1024 * 1024
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-"""The directory holding ``actors/``: the child imports :mod:`actors.code.child` from here."""
+# Up one directory per dotted part of this module's name (runyard.actors.code.agent:
+# three).  Not resolve(): in the source tree that would follow the runyard/actors
+# symlink to the top-level actors/ folder and land one directory too high.
+PACKAGE_ROOT = str(Path(__file__).absolute().parents[len(__name__.split(".")) - 1])
+"""The directory holding the ``runyard`` package: the child imports its bootstrap from here."""
 STDERR_TAIL_BYTES = 2048
 REAP_TIMEOUT_S = 5.0
 
@@ -111,7 +114,8 @@ def make_code_agent(settings: CodeSettings | None = None) -> CodeAgentFactory:
 
 
 class CodeAgentFactory:
-    """``StartRun`` -> :class:`CodeAgent`, sharing one :class:`~actors.code.pool.WorkerPool`."""
+    """``StartRun`` -> :class:`CodeAgent`, all of them sharing one
+    :class:`~actors.code.pool.WorkerPool`."""
 
     def __init__(self, settings: CodeSettings) -> None:
         self.settings = settings

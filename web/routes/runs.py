@@ -1,4 +1,4 @@
-"""``/runs``: start, list, read, stop and delete runs (streams: :mod:`web.routes.stream`)."""
+"""``/runs``: start, list, read, stop, delete runs (streams: :mod:`web.routes.stream`)."""
 
 from __future__ import annotations
 
