@@ -1,4 +1,4 @@
-"""web.client's request verbs against a real server: typed answers, typed errors, cursors."""
+"""The client's request verbs against a real server: typed answers, typed errors, cursors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.live_server import TOKENS, LiveServer
-from web.client import (
+from runyard.web.client import (
     AlreadyFinished,
     AsyncClient,
     Client,
@@ -25,6 +24,7 @@ from web.client import (
     UnknownAgent,
     Unprocessable,
 )
+from tests.live_server import TOKENS, LiveServer
 
 pytestmark = pytest.mark.server
 
@@ -170,3 +170,11 @@ async def test_the_async_client_has_the_same_verbs(live: LiveServer) -> None:
         events = [event async for event in bob.stream(coded.run_id)]
         assert events[-1].data["status"] == "success", events[-1]
         assert (await bob.get(coded.run_id)).agent == "mine"
+
+
+def test_the_public_name_is_runyard_client() -> None:
+    import runyard.client
+    import runyard.web.client
+
+    assert runyard.client.Client is runyard.web.client.Client
+    assert set(runyard.client.__all__) == set(runyard.web.client.__all__)
