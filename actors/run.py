@@ -25,9 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import pykka
@@ -39,22 +38,17 @@ from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
 from actors.live_run import LiveRun, Resume, RunEnded, RunFenced, RunSettings, StartAck
 from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
+from actors.ops_log import OP_TYPE, OpsTally
 from actors.owed_answers import Owed, OwedAnswers
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.quotas import QuotaExceeded, encoded_size, truncated
 from actors.records import JSON, Event, RunRecord, RunStatus
 from actors.run_log import RunLog
+from actors.run_outcome import ChildExited, check_result, crash_report, done_data
 from actors.stream_items import Closing, Finished
 from actors.subscription import Subscription
 
 logger = logging.getLogger("runyard.run")
-
-
-@dataclass(frozen=True, slots=True)
-class _ChildExited:
-    status: RunStatus
-    result: JSON
-    error: str | None
 
 
 class RunActor(AsyncioActor):
@@ -91,6 +85,7 @@ class RunActor(AsyncioActor):
         self._clock = clock
         self._log = RunLog(live.run_id, self._loop(), durable=store is not None)
         self._resume = resume
+        self._ops = OpsTally(() if resume is None else resume.events)
         if resume is not None:
             self._log.seed(resume.events)
             self._run_bytes = sum(len(e.data_json) for e in resume.events)
@@ -153,7 +148,7 @@ class RunActor(AsyncioActor):
             return self._on_stop_run(message.reason)
         if isinstance(message, GetRun):
             return self.record()
-        if isinstance(message, _ChildExited):
+        if isinstance(message, ChildExited):
             return self._finish(message)
         if isinstance(message, RunsPersisted):
             return self._stored(message)
@@ -206,7 +201,10 @@ class RunActor(AsyncioActor):
         seq = len(self._log) + 1
         if encoded is None:
             data, encoded = dumps_safe(data)
-        self._log.append(Event(seq, self._clock.now(), str(type), data, encoded))
+        event = Event(seq, self._clock.now(), str(type), data, encoded)
+        self._log.append(event)
+        if type == OP_TYPE:
+            self._ops.add(event)
         self.live.unstored_bytes = self._log.unstored_bytes
         if self._store is None:
             self.live.trace_length = seq
@@ -330,7 +328,7 @@ class RunActor(AsyncioActor):
     def _abandon_child(self) -> None:
         if self._final is None and self._child is not None and not self._child.done():
             logger.warning("run %s: agent ignored cancellation; abandoning it", self.run_id)
-            self._finish(_ChildExited("stopped", None, f"{self._stop_reason} (agent abandoned)"))
+            self._finish(ChildExited("stopped", None, f"{self._stop_reason} (agent abandoned)"))
 
     # -- the child ---------------------------------------------------------
 
@@ -338,11 +336,14 @@ class RunActor(AsyncioActor):
         try:
             outcome = await self._run_agent()
         except asyncio.CancelledError:
-            outcome = _ChildExited("stopped", None, self._stop_reason or "cancelled")
+            outcome = ChildExited("stopped", None, self._stop_reason or "cancelled")
+        schema = self._settings.output_schema
+        if outcome.status == "success" and schema is not None:
+            outcome = replace(outcome, schema_warnings=await check_result(schema, outcome.result))
         if self.actor_ref.is_alive():
             self.actor_ref.tell(outcome)
 
-    async def _run_agent(self) -> _ChildExited:
+    async def _run_agent(self) -> ChildExited:
         settings = self._settings
         loop = self._loop()
         deadline = (
@@ -360,17 +361,17 @@ class RunActor(AsyncioActor):
                 async with limit:
                     result = await self._agent(self._input, self._ctx)
             except StopRequested:
-                return _ChildExited("stopped", None, self._stop_reason)
+                return ChildExited("stopped", None, self._stop_reason)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                return _ChildExited("stopped", None, self._stop_reason or "cancelled")
+                return ChildExited("stopped", None, self._stop_reason or "cancelled")
             except TimeoutError as exc:
                 if isinstance(limit, asyncio.Timeout) and limit.expired():
                     message = f"timed out after {settings.max_duration_s:g} s"
                     self._append("error", {"type": "Timeout", "message": message})
-                    return _ChildExited("error", None, message)
+                    return ChildExited("error", None, message)
                 return self._crashed(exc)
             except Exception as exc:
                 if restart and attempt < restart.max_restarts and not self._ctx.stopping:
@@ -387,7 +388,7 @@ class RunActor(AsyncioActor):
                     try:
                         await self._ctx.sleep(delay)
                     except StopRequested:
-                        return _ChildExited("stopped", None, self._stop_reason)
+                        return ChildExited("stopped", None, self._stop_reason)
                     continue
                 return self._crashed(exc)
             except (SystemExit, KeyboardInterrupt) as exc:
@@ -395,31 +396,24 @@ class RunActor(AsyncioActor):
                 return self._crashed(exc)
             return self._succeeded(result)
 
-    def _crashed(self, exc: BaseException) -> _ChildExited:
-        message = f"{type(exc).__name__}: {exc}"
-        self._append(
-            "error",
-            {
-                "type": type(exc).__name__,
-                "message": str(exc),
-                "traceback": "".join(traceback.format_exception(exc)),
-            },
-        )
-        return _ChildExited("error", None, message)
+    def _crashed(self, exc: BaseException) -> ChildExited:
+        data, message = crash_report(self.run_id, exc)
+        self._append("error", data)
+        return ChildExited("error", None, message)
 
-    def _succeeded(self, result: JSON) -> _ChildExited:
+    def _succeeded(self, result: JSON) -> ChildExited:
         safe, _ = dumps_safe(result)
         if safe is not result:
             message = f"result is not JSON-serialisable: {type(result).__name__}"
             self._append("error", {"type": "TypeError", "message": message})
-            return _ChildExited("error", safe, message)
+            return ChildExited("error", safe, message)
         if self._stop_reason is not None:
-            return _ChildExited("stopped", result, self._stop_reason)
-        return _ChildExited("success", result, None)
+            return ChildExited("stopped", result, self._stop_reason)
+        return ChildExited("success", result, None)
 
     # -- the end -----------------------------------------------------------
 
-    def _finish(self, outcome: _ChildExited) -> None:
+    def _finish(self, outcome: ChildExited) -> None:
         if self._final is not None or self._fenced:
             return  # an abandoned child's late exit, or a run another node owns now
         self._cancel_timers()
@@ -429,8 +423,14 @@ class RunActor(AsyncioActor):
             status, error = "error", self._quota_error
         if status == "stopped" and error is None:
             error = self._stop_reason or "stopped"
-        self._append("done", {"status": status, "result": outcome.result, "error": error})
-        self._final_header = self._header(status, outcome.result, error, self._clock.now())
+        warnings = outcome.schema_warnings if status == "success" else None
+        ops_log = self._ops.summary()
+        self._append("done", done_data(status, outcome.result, error, warnings, ops_log))
+        self._final_header = replace(
+            self._header(status, outcome.result, error, self._clock.now()),
+            schema_warnings=warnings,
+            ops_log=ops_log,
+        )
         self._final = replace(self._final_header, events=tuple(self._log.events))
         if self._store is None:
             self._end()
