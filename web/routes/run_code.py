@@ -25,7 +25,7 @@ from actors.messages import Caller, RunStarted, StartRun, Subscribe
 from web.auth import CallerDep
 from web.errors import error_responses
 from web.gateway import Gateway, GatewayDep
-from web.models import MAX_DURATION_S, RunStartedResponse
+from web.models import MAX_DURATION_S, RunStartedResponse, output_schema_field
 from web.sse import response_kwargs, run_stream
 
 router = APIRouter(prefix="/agents/run-code", tags=["run-code"])
@@ -76,6 +76,7 @@ class RunCodeRequest(BaseModel):
         le=MAX_DURATION_S,
         description="Wall-time limit; past it the child is killed and the run ends `error`.",
     )
+    output_schema: dict[str, Any] | None = output_schema_field()
 
     @field_validator("env")
     @classmethod
@@ -116,6 +117,7 @@ async def _start(body: RunCodeRequest, caller: Caller, gateway: Gateway) -> RunS
             max_duration_s=body.max_duration_s,
             code=body.code,
             env=dict(body.env),
+            output_schema=body.output_schema,
         )
     )
     return started

@@ -51,6 +51,7 @@ async def start_run(body: StartRunRequest, caller: CallerDep, request: Request) 
             input=body.input_dict,
             max_duration_s=body.max_duration_s,
             restart=restart,
+            output_schema=body.output_schema,
         )
     )
     # A plain JSONResponse: this is the hottest route, and the model above
