@@ -91,7 +91,9 @@ def frameless(exc: BaseException) -> BaseException:
     SIGKILL``), unless it already carries a traceback for them: for errors of
     the machinery around their code, whose frames are all the server's."""
     if not isinstance(getattr(exc, _ATTR, None), str):
-        attach(exc, "".join(traceback.format_exception_only(type(exc), exc)))
+        # Not format_exception_only: it names the server's module (actors.code...).
+        text = str(exc)
+        attach(exc, f"{type(exc).__name__}: {text}\n" if text else f"{type(exc).__name__}\n")
     return exc
 
 

@@ -15,6 +15,7 @@ Status = Literal["running", "success", "error", "stopped"]
 
 MAX_DURATION_S = 7 * 24 * 3600.0
 
+
 def output_schema_field() -> Any:
     """The ``output_schema`` field of the start requests (a fresh ``Field`` per model)."""
     return Field(
