@@ -22,7 +22,7 @@ from typing import Any, TypeGuard
 
 from actors.records import JSON, Event
 
-__all__ = ["MAX_KINDS", "OP_TYPE", "TOTALS", "OpsTally", "check_op"]
+__all__ = ["MAX_KINDS", "OP_TYPE", "TOTALS", "OpsTally", "check_op", "shrunk_op"]
 
 OP_TYPE = "op"
 KIND = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
@@ -60,6 +60,14 @@ def check_op(kind: object, name: object, fields: dict[str, Any]) -> dict[str, JS
             msg = f"op field {total!r} must be a finite number >= 0, got {value!r}"
             raise ValueError(msg)
     return {"kind": kind, "name": name, **fields}
+
+
+def shrunk_op(data: dict[str, JSON], size: int) -> dict[str, JSON]:
+    """An op's data that encodes to ``size`` bytes, more than an event may hold:
+    its ``kind``, ``name`` and totals (so ``ops_log`` still counts it) and the
+    usual marker (``truncated``, ``original_bytes``) instead of its other fields."""
+    kept = {key: data[key] for key in ("kind", "name", *TOTALS) if key in data}
+    return {**kept, "truncated": True, "original_bytes": size}
 
 
 def _amount(value: object) -> TypeGuard[int | float]:

@@ -38,7 +38,7 @@ from actors.errors import AlreadyFinished, StoreUnavailable
 from actors.jsonsafe import dumps_safe
 from actors.live_run import LiveRun, Resume, RunEnded, RunFenced, RunSettings, StartAck
 from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
-from actors.ops_log import OP_TYPE, OpsTally
+from actors.ops_log import OP_TYPE, OpsTally, shrunk_op
 from actors.owed_answers import Owed, OwedAnswers
 from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.quotas import QuotaExceeded, encoded_size, truncated
@@ -170,7 +170,8 @@ class RunActor(AsyncioActor):
         size = encoded_size(encoded)
         config = self._config
         if size > config.max_event_bytes:
-            safe, encoded = dumps_safe(truncated(encoded, size))
+            small = shrunk_op(safe, size) if type == OP_TYPE else truncated(encoded, size)
+            safe, encoded = dumps_safe(small)
             size = encoded_size(encoded)
         self._run_bytes += size
         if len(self._log) >= config.max_run_events:

@@ -18,7 +18,7 @@ from actors.messages import RestartPolicy
 from actors.ops_log import MAX_KINDS, OpsTally, check_op
 from actors.records import Event
 from tests.run_code_helpers import code_runtime, of_type, run_code
-from tests.runtime_helpers import ALICE, catalog_with, run_to_end, running_runtime
+from tests.runtime_helpers import ALICE, catalog_with, config, run_to_end, running_runtime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -260,3 +260,39 @@ async def test_run_code_tracebacks_show_the_agents_frames_and_no_server_path() -
         assert ROOT not in tb
         assert "/usr/" not in tb
         assert "site-packages" not in tb
+
+
+BIG_OP = """
+async def run(input_dict, ctx):
+    ctx.op("llm", "chat", tokens=7, cost=0.5, prompt="p" * 400_000)
+    return 1
+"""
+
+
+async def test_an_oversized_op_keeps_what_the_ops_log_needs() -> None:
+    async def verbose(input_dict: dict[str, Any], ctx: RunContext) -> Any:
+        ctx.op("llm", "chat", tokens=7, duration_s=0.5, prompt="p" * 10_000)
+        return None
+
+    cfg = config(max_event_bytes=4096)
+    async with running_runtime(cfg, catalog=catalog_with(verbose=verbose)) as rt:
+        record, events = await run_to_end(rt, ALICE, "verbose")
+    [op] = of_type(events, "op")
+    assert op == {
+        "kind": "llm",
+        "name": "chat",
+        "tokens": 7,
+        "duration_s": 0.5,
+        "truncated": True,
+        "original_bytes": op["original_bytes"],
+    }
+    assert op["original_bytes"] > 10_000
+    assert record.ops_log == {"llm": {"count": 1, "tokens": 7, "duration_s": 0.5}}
+
+    async with code_runtime() as code_rt:
+        big, big_events = await run_code(code_rt, BIG_OP)
+    assert big.status == "success", big.error
+    [child_op] = of_type(big_events, "op")
+    assert child_op["truncated"] is True
+    assert "prompt" not in child_op
+    assert big.ops_log == {"llm": {"count": 1, "tokens": 7, "cost": 0.5}}

@@ -56,7 +56,9 @@ from typing import Any
 
 from actors.code import protocol, sandbox
 from actors.context import StopRequested, check_event_type
-from actors.ops_log import OP_TYPE, check_op
+from actors.jsonsafe import dumps_safe
+from actors.ops_log import OP_TYPE, check_op, shrunk_op
+from actors.quotas import encoded_size
 from actors.tracebacks import for_user
 
 MODULE_NAME = "__agent__"
@@ -126,6 +128,10 @@ class ChildContext:
         """Record one operation the run spent something on (an ``op`` event; see
         :meth:`actors.context.RunContext.op`); ``ValueError`` for a malformed one."""
         data = check_op(kind, name, fields)
+        safe, text = dumps_safe(data)
+        size = encoded_size(text)
+        if size > self._channel.max_event_bytes:  # keep what ops_log needs
+            data = shrunk_op(safe, size)
         _flush_streams()
         self._channel.event(OP_TYPE, data)
 
