@@ -17,6 +17,8 @@ checked.
 
 from __future__ import annotations
 
+import functools
+import json
 from itertools import islice
 from typing import Any, cast
 
@@ -69,6 +71,10 @@ def _validator_class(schema: dict[str, JSON]) -> type[Validator] | None:
 def check_schema(schema: object) -> dict[str, JSON]:
     """``schema`` if it is a JSON Schema object this server can check results against.
 
+    Up to a second or so for a big schema on first sight (then cached): call
+    it in a worker thread before sending ``StartRun`` from a loop that others
+    share, as the web layer does.
+
     Raises :class:`InvalidOutputSchema` (422) naming the problem: not an
     object, over :data:`MAX_SCHEMA_BYTES`, an unknown ``$schema``, or not valid
     under its draft's metaschema (with the JSON Pointer of the bad part).
@@ -85,9 +91,26 @@ def check_schema(schema: object) -> dict[str, JSON]:
         raise InvalidOutputSchema(
             f"output_schema is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are accepted"
         )
+    problem = _problem(encoded)
+    if problem is not None:
+        raise InvalidOutputSchema(problem)
+    return cast(dict[str, JSON], schema)
+
+
+@functools.lru_cache(maxsize=64)
+def _problem(encoded: str) -> str | None:
+    """What is wrong with the schema whose JSON is ``encoded``; None: nothing.
+
+    Cached by its text: checking against the Draft 2020-12 metaschema costs
+    about a millisecond per property (over a second for a schema near the
+    size bound), so the web layer checks in a worker thread first and the
+    registry's check of the same schema, on the loop every run shares, is a
+    cache hit; so is every start of a service that always sends one schema.
+    """
+    schema = json.loads(encoded)
     cls = _validator_class(schema)
     if cls is None:
-        raise InvalidOutputSchema(
+        return (
             f"output_schema names an unknown $schema {schema['$schema']!r}; use a JSON Schema "
             "draft's URI (Draft 4 to 2020-12) or leave $schema out for Draft 2020-12"
         )
@@ -95,11 +118,10 @@ def check_schema(schema: object) -> dict[str, JSON]:
         cls.check_schema(schema)
     except SchemaError as exc:
         where = pointer(exc.absolute_path)
-        raise InvalidOutputSchema(
-            f"output_schema is not a valid JSON Schema: {_cut(exc.message)}"
-            + (f" (at {where})" if where else "")
-        ) from None
-    return cast(dict[str, JSON], schema)
+        return f"output_schema is not a valid JSON Schema: {_cut(exc.message)}" + (
+            f" (at {where})" if where else ""
+        )
+    return None
 
 
 def result_warnings(schema: dict[str, JSON], result: JSON) -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ the server): a syntax error, a missing ``run`` or a ``run`` that is not
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -22,6 +23,7 @@ from sse_starlette import EventSourceResponse
 
 from actors.code.validate import MAX_ENV_VARS, InvalidCode, check_code, env_problem
 from actors.messages import Caller, RunStarted, StartRun, Subscribe
+from actors.output_schema import check_schema
 from web.auth import CallerDep
 from web.errors import error_responses
 from web.gateway import Gateway, GatewayDep
@@ -109,6 +111,8 @@ def invalid_code_response(exc: InvalidCode) -> JSONResponse:
 
 async def _start(body: RunCodeRequest, caller: Caller, gateway: Gateway) -> RunStarted:
     check_code(body.code)
+    if body.output_schema is not None:  # slow for a big schema: not on the loop (then cached)
+        await asyncio.to_thread(check_schema, body.output_schema)
     started: RunStarted = await gateway.ask(
         StartRun(
             caller=caller,

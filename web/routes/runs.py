@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from actors.messages import DeleteRun, ListRuns, ReadRun, RestartPolicy, StartRun, StopRun
+from actors.output_schema import check_schema
 from actors.records import Event, RunRecord
 from actors.stored_replay import StoredReplay
 from web.auth import CallerDep
@@ -41,6 +42,8 @@ LARGE_TRACE = 2_000
 async def start_run(body: StartRunRequest, caller: CallerDep, request: Request) -> JSONResponse:
     """Answers at once with the `run_id`; the run goes on whether or not anyone watches."""
     gateway = gateway_of(request)  # not a dependency here: see gateway_of
+    if body.output_schema is not None:  # slow for a big schema: not on the loop (then cached)
+        await asyncio.to_thread(check_schema, body.output_schema)
     restart = None
     if body.restart is not None:
         restart = RestartPolicy(body.restart.max_restarts, body.restart.backoff_s)
