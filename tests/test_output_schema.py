@@ -17,6 +17,7 @@ from actors.output_schema import (
     MAX_SCHEMA_BYTES,
     MAX_WARNINGS,
     InvalidOutputSchema,
+    _problem,
     check_schema,
     pointer,
     result_warnings,
@@ -118,3 +119,15 @@ def test_the_schema_is_kept_in_the_options_and_a_resumed_run_has_it_again() -> N
     assert RunSettings.of(StartRun(Caller("alice"), "echo"), config).output_schema is None
     with pytest.raises(InvalidOutputSchema):
         RunSettings.of(StartRun(Caller("alice"), "echo", output_schema={"type": 3}), config)
+
+
+@pytest.mark.timeout(10)
+def test_a_schema_seen_before_is_not_checked_against_its_metaschema_again() -> None:
+    # The web layer checks in a worker thread; the registry's check on the shared
+    # loop is then a cache hit (a big 2020-12 schema takes up to a second).
+    schema = {"type": "object", "properties": {"unique-6c1e": {"type": "string"}}}
+    before = _problem.cache_info()
+    check_schema(schema)
+    check_schema(dict(schema))
+    after = _problem.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
