@@ -2,7 +2,7 @@
 
 An agent is ``async def run(input_dict: dict, ctx: RunContext) -> JSON``.  It
 reports progress with ``ctx.emit(type, **data)``, what it spent with
-``ctx.op(kind, name, **fields)`` (:mod:`actors.ops_log`), and is asked to stop through
+``ctx.op(kind, name, **fields)`` (:mod:`runyard.actors.ops_log`), and is asked to stop through
 ``ctx.stopping`` / ``ctx.check_stop()``.  Everything else (numbering events,
 fan-out, persistence, time limits) is the run actor's job.
 """
@@ -14,11 +14,11 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from actors.ops_log import OP_TYPE, check_op
-from actors.records import JSON
+from runyard.actors.ops_log import OP_TYPE, check_op
+from runyard.actors.records import JSON
 
 if TYPE_CHECKING:
-    from actors.messages import StartRun
+    from runyard.actors.messages import StartRun
 
 
 class StopRequested(BaseException):
@@ -37,7 +37,7 @@ class AgentFactory(Protocol):
     """Makes the agent for a ``StartRun`` that carries its own code (run-code).
 
     The registry calls it on the loop for every such start: it must be quick
-    and may raise :class:`~actors.errors.InvalidRequest` (a 4xx) to refuse the
+    and may raise :class:`~runyard.actors.errors.InvalidRequest` (a 4xx) to refuse the
     code before a run exists.  ``start``/``aclose`` bracket the runtime's life
     (pre-started workers, their clean-up).
     """

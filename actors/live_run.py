@@ -13,11 +13,11 @@ from typing import Any, cast
 
 import pykka
 
-from actors.config import RuntimeConfig
-from actors.errors import InvalidRequest
-from actors.messages import LiveRunInfo, RestartPolicy, StartRun
-from actors.output_schema import check_schema
-from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.errors import InvalidRequest
+from runyard.actors.messages import LiveRunInfo, RestartPolicy, StartRun
+from runyard.actors.output_schema import check_schema
+from runyard.actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
 
 __all__ = ["LiveRun", "RunEnded", "RunSettings", "StartAck"]
 
@@ -86,7 +86,7 @@ class RunSettings:
     @classmethod
     def of(cls, msg: StartRun, config: RuntimeConfig) -> RunSettings:
         """The settings ``msg`` asks for; :class:`InvalidRequest` (400) for bad limits,
-        :class:`~actors.output_schema.InvalidOutputSchema` (422) for a bad schema."""
+        :class:`~runyard.actors.output_schema.InvalidOutputSchema` (422) for a bad schema."""
         if msg.max_duration_s is not None and not msg.max_duration_s > 0:
             raise InvalidRequest("max_duration_s must be a positive number of seconds")
         restart = msg.restart
@@ -134,7 +134,7 @@ class Resume:
     reason: str
     epoch: int
     """The epoch the takeover fenced the run at (:attr:`RunRecord.epoch
-    <actors.records.RunRecord.epoch>`): every write of the resumed run carries it."""
+    <runyard.actors.records.RunRecord.epoch>`): every write of the resumed run carries it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +157,10 @@ class RunEnded:
 class StartAck:
     """A start's answer, handed to the new run actor with the asker's reply future.
 
-    The run actor gives ``answer`` (the :class:`~actors.messages.RunStarted`)
+    The run actor gives ``answer`` (the :class:`~runyard.actors.messages.RunStarted`)
     once its header is stored, in the step the store's acknowledgement
     reaches it: no message and no trip around the loop in between.
-    :class:`~actors.errors.StoreUnavailable` after the store timeout, and the
+    :class:`~runyard.actors.errors.StoreUnavailable` after the store timeout, and the
     run is stopped: a start the store cannot keep is refused, and must not go
     on unseen.
     """

@@ -20,7 +20,7 @@ import math
 import re
 from typing import Any, TypeGuard
 
-from actors.records import JSON, Event
+from runyard.actors.records import JSON, Event
 
 __all__ = ["MAX_KINDS", "OP_TYPE", "TOTALS", "OpsTally", "check_op", "shrunk_op"]
 

@@ -26,9 +26,9 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.protocols import Validator
 
-from actors.errors import RunyardError
-from actors.jsonsafe import dumps_safe
-from actors.records import JSON
+from runyard.actors.errors import RunyardError
+from runyard.actors.jsonsafe import dumps_safe
+from runyard.actors.records import JSON
 
 __all__ = [
     "MAX_SCHEMA_BYTES",

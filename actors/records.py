@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from actors.jsonsafe import dumps_safe
+from runyard.actors.jsonsafe import dumps_safe
 
 JSON: TypeAlias = Any
 """A value that ``json.dumps`` accepts (dict, list, str, int, float, bool, None)."""
@@ -125,10 +125,10 @@ class RunRecord:
     owner's (:func:`replaces`).  Always 0 on a single node."""
     schema_warnings: list[dict[str, str]] | None = None
     """Where a ``success`` result does not match the start's ``output_schema``:
-    ``[{"path": JSON Pointer, "message"}]`` (:mod:`actors.output_schema`); ``[]``
+    ``[{"path": JSON Pointer, "message"}]`` (:mod:`runyard.actors.output_schema`); ``[]``
     when it matches; None when nothing was checked (no schema, or no success)."""
     ops_log: dict[str, JSON] = field(default_factory=dict)
-    """The run's operations summed per kind (:mod:`actors.ops_log`), once it ended;
+    """The run's operations summed per kind (:mod:`runyard.actors.ops_log`), once it ended;
     ``{}`` while it runs and for a run without ops."""
 
     @property

@@ -1,6 +1,6 @@
 """How a run's agent ended, and what its end adds to the record.
 
-Kept out of :mod:`actors.run` (the supervisor) because it is about the run's
+Kept out of :mod:`runyard.actors.run` (the supervisor) because it is about the run's
 *content*, not its supervision: the crash report its user sees, the result
 checked against the start's ``output_schema``, and the ``done`` event's data.
 """
@@ -11,9 +11,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from actors.output_schema import result_warnings
-from actors.records import JSON, RunStatus
-from actors.tracebacks import for_user
+from runyard.actors.output_schema import result_warnings
+from runyard.actors.records import JSON, RunStatus
+from runyard.actors.tracebacks import for_user
 
 __all__ = ["ChildExited", "check_result", "crash_report", "done_data"]
 
@@ -34,7 +34,7 @@ class ChildExited:
 def crash_report(run_id: str, exc: BaseException) -> tuple[dict[str, JSON], str]:
     """``(error event data, the record's error)`` for an agent that raised ``exc``.
 
-    The event's ``traceback`` is the agent author's (:func:`actors.tracebacks.for_user`);
+    The event's ``traceback`` is the agent author's (:func:`runyard.actors.tracebacks.for_user`);
     the whole one, with the server's frames and paths, goes to the log for operators.
     """
     message = f"{type(exc).__name__}: {exc}"

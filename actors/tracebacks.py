@@ -14,7 +14,7 @@ to them and none of their business.  So :func:`for_user`:
   name; names like ``<agent>`` stay as they are.
 
 The whole traceback, server frames and paths included, is logged for
-operators where the error is handled (:mod:`actors.run`).  An exception can
+operators where the error is handled (:mod:`runyard.actors.run`).  An exception can
 carry the text its user should see instead (:func:`attach`): run-code
 re-raises the child's exception with the child's own traceback, and an error
 of the run-code machinery itself (the child died) shows no frames at all.
@@ -91,7 +91,7 @@ def frameless(exc: BaseException) -> BaseException:
     SIGKILL``), unless it already carries a traceback for them: for errors of
     the machinery around their code, whose frames are all the server's."""
     if not isinstance(getattr(exc, _ATTR, None), str):
-        # Not format_exception_only: it names the server's module (actors.code...).
+        # Not format_exception_only: it names the server's module (runyard.actors.code...).
         text = str(exc)
         attach(exc, f"{type(exc).__name__}: {text}\n" if text else f"{type(exc).__name__}\n")
     return exc

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.context import RunContext
+from runyard.actors.context import RunContext
 from tests.api_helpers import assert_error, get_run, wait_finished
 from tests.live_server import LiveServer, LiveServerFactory
 from tests.runtime_helpers import catalog_with

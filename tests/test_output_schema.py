@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from actors.config import RuntimeConfig
-from actors.live_run import RunSettings
-from actors.messages import Caller, StartRun
-from actors.output_schema import (
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.live_run import RunSettings
+from runyard.actors.messages import Caller, StartRun
+from runyard.actors.output_schema import (
     MAX_SCHEMA_BYTES,
     MAX_WARNINGS,
     InvalidOutputSchema,
@@ -22,7 +22,7 @@ from actors.output_schema import (
     pointer,
     result_warnings,
 )
-from actors.records import RunRecord
+from runyard.actors.records import RunRecord
 
 PERSON = {
     "type": "object",

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from actors.context import RunContext
-from actors.messages import RestartPolicy
-from actors.ops_log import MAX_KINDS, OpsTally, check_op
-from actors.records import Event
+from runyard.actors.context import RunContext
+from runyard.actors.messages import RestartPolicy
+from runyard.actors.ops_log import MAX_KINDS, OpsTally, check_op
+from runyard.actors.records import Event
 from tests.run_code_helpers import code_runtime, of_type, run_code
 from tests.runtime_helpers import ALICE, catalog_with, config, run_to_end, running_runtime
 

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from actors.config import RuntimeConfig
-from actors.context import RunContext
-from actors.persistence_protocol import RunWrite
-from actors.records import Event, RunRecord
-from actors.runtime import Runtime
-from persistence.actor import PersistenceActor
-from persistence.couch_cluster import CouchCluster
-from persistence.couch_store import CouchStore
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.context import RunContext
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event, RunRecord
+from runyard.actors.runtime import Runtime
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.couch_cluster import CouchCluster
+from runyard.persistence.couch_store import CouchStore
 from tests.cluster_helpers import Nodes
 from tests.runtime_helpers import catalog_with
 from tests.tcp_proxy import TcpProxy

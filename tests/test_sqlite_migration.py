@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.records import Event, RunRecord
-from persistence.sqlite_schema import SCHEMA_VERSION
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors.records import Event, RunRecord
+from runyard.persistence.sqlite_schema import SCHEMA_VERSION
+from runyard.persistence.sqlite_store import SQLiteStore
 
 T0 = 1_700_000_000.0
 

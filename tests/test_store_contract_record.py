@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from actors.persistence_protocol import RunWrite
-from actors.records import Event
-from persistence.store import RunStore
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event
+from runyard.persistence.store import RunStore
 from tests.test_store_contract import Run, ev, loop, rec, run, store
 
 __all__ = ["loop", "run", "store"]  # the fixtures this module uses

@@ -21,14 +21,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse
 
-from actors.code.validate import MAX_ENV_VARS, InvalidCode, check_code, env_problem
-from actors.messages import Caller, RunStarted, StartRun, Subscribe
-from actors.output_schema import check_schema
-from web.auth import CallerDep
-from web.errors import error_responses
-from web.gateway import Gateway, GatewayDep
-from web.models import MAX_DURATION_S, RunStartedResponse, output_schema_field
-from web.sse import response_kwargs, run_stream
+from runyard.actors.code.validate import MAX_ENV_VARS, InvalidCode, check_code, env_problem
+from runyard.actors.messages import Caller, RunStarted, StartRun, Subscribe
+from runyard.actors.output_schema import check_schema
+from runyard.web.auth import CallerDep
+from runyard.web.errors import error_responses
+from runyard.web.gateway import Gateway, GatewayDep
+from runyard.web.models import MAX_DURATION_S, RunStartedResponse, output_schema_field
+from runyard.web.sse import response_kwargs, run_stream
 
 router = APIRouter(prefix="/agents/run-code", tags=["run-code"])
 
