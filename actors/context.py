@@ -1,7 +1,8 @@
 """The agent contract: what an agent sees of its run.
 
 An agent is ``async def run(input_dict: dict, ctx: RunContext) -> JSON``.  It
-reports progress with ``ctx.emit(type, **data)`` and is asked to stop through
+reports progress with ``ctx.emit(type, **data)``, what it spent with
+``ctx.op(kind, name, **fields)`` (:mod:`runyard.actors.ops_log`), and is asked to stop through
 ``ctx.stopping`` / ``ctx.check_stop()``.  Everything else (numbering events,
 fan-out, persistence, time limits) is the run actor's job.
 """
@@ -13,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from runyard.actors.ops_log import OP_TYPE, check_op
 from runyard.actors.records import JSON
 
 if TYPE_CHECKING:
@@ -53,9 +55,10 @@ EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 """Event types become SSE ``event:`` lines: no spaces or newlines that could forge a frame."""
 
 RESERVED_TYPES = frozenset(
-    {"run", "done", "error", "lagged", "closing", "stop_requested", "restart"}
+    {"run", "done", "error", "lagged", "closing", "stop_requested", "restart", OP_TYPE}
 )
-"""Types the run actor itself emits; an agent may not impersonate them."""
+"""Types the run actor itself emits (and ``op``, which only ``ctx.op`` writes, checked);
+an agent may not impersonate them."""
 
 
 def check_event_type(type: object) -> None:
@@ -96,6 +99,19 @@ class RunContext:
         """Record one event of ``type`` with ``data``; returns its ``seq``."""
         check_event_type(type)
         return self._emit(type, data)
+
+    def op(self, kind: str, name: str, /, **fields: Any) -> int:
+        """Record one operation the run spent something on: an ``op`` event
+        ``{"kind", "name", **fields}``; returns its ``seq``.
+
+        E.g. ``ctx.op("llm", "chat", model="m", tokens=120, cost=0.002,
+        duration_s=1.3)`` or ``ctx.op("tool", "search", duration_s=0.2)``.
+        ``duration_s`` (seconds), ``tokens`` and ``cost`` are summed per kind
+        into the record's ``ops_log``; other fields stay in the trace only.
+        ``ValueError`` for a malformed kind or name, or a total that is not a
+        finite number >= 0.
+        """
+        return self._emit(OP_TYPE, check_op(kind, name, fields))
 
     async def ready(self) -> None:
         """Yield to the event loop, and wait while too many of this run's events are

@@ -16,6 +16,7 @@ import pykka
 from runyard.actors.config import RuntimeConfig
 from runyard.actors.errors import InvalidRequest
 from runyard.actors.messages import LiveRunInfo, RestartPolicy, StartRun
+from runyard.actors.output_schema import check_schema
 from runyard.actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
 
 __all__ = ["LiveRun", "RunEnded", "RunSettings", "StartAck"]
@@ -73,11 +74,19 @@ class RunSettings:
     max_duration_s: float | None
     restart: RestartPolicy | None
     options: dict[str, JSON]
-    """What the run's record shows of them (``options`` in the API)."""
+    """What the run's record shows of them (``options`` in the API): the limits,
+    ``output_schema`` and a run-code run's ``code``, so that a resumed run has them."""
+
+    @property
+    def output_schema(self) -> dict[str, JSON] | None:
+        """The JSON Schema the run's result is checked against, if it was given one."""
+        schema = self.options.get("output_schema")
+        return schema if isinstance(schema, dict) else None
 
     @classmethod
     def of(cls, msg: StartRun, config: RuntimeConfig) -> RunSettings:
-        """The settings ``msg`` asks for; :class:`InvalidRequest` (400) for bad limits."""
+        """The settings ``msg`` asks for; :class:`InvalidRequest` (400) for bad limits,
+        :class:`~runyard.actors.output_schema.InvalidOutputSchema` (422) for a bad schema."""
         if msg.max_duration_s is not None and not msg.max_duration_s > 0:
             raise InvalidRequest("max_duration_s must be a positive number of seconds")
         restart = msg.restart
@@ -91,6 +100,10 @@ class RunSettings:
                 "max_restarts": restart.max_restarts,
                 "backoff_s": restart.backoff_s,
             }
+        if msg.output_schema is not None:
+            options["output_schema"] = check_schema(msg.output_schema)
+        if msg.code is not None:
+            options["code"] = msg.code  # shown to its owner only, as the whole record
         return cls(config, msg.max_duration_s, restart, options)
 
     @classmethod

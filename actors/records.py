@@ -123,6 +123,13 @@ class RunRecord:
     over from a node judged dead raises it in the store first, so any write
     the previous owner still sends (it may only have paused) loses to the new
     owner's (:func:`replaces`).  Always 0 on a single node."""
+    schema_warnings: list[dict[str, str]] | None = None
+    """Where a ``success`` result does not match the start's ``output_schema``:
+    ``[{"path": JSON Pointer, "message"}]`` (:mod:`runyard.actors.output_schema`); ``[]``
+    when it matches; None when nothing was checked (no schema, or no success)."""
+    ops_log: dict[str, JSON] = field(default_factory=dict)
+    """The run's operations summed per kind (:mod:`runyard.actors.ops_log`), once it ended;
+    ``{}`` while it runs and for a run without ops."""
 
     @property
     def finished(self) -> bool:

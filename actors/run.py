@@ -25,9 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import pykka
@@ -47,22 +46,17 @@ from runyard.actors.live_run import (
     StartAck,
 )
 from runyard.actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
+from runyard.actors.ops_log import OP_TYPE, OpsTally, shrunk_op
 from runyard.actors.owed_answers import Owed, OwedAnswers
 from runyard.actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from runyard.actors.quotas import QuotaExceeded, encoded_size, truncated
 from runyard.actors.records import JSON, Event, RunRecord, RunStatus
 from runyard.actors.run_log import RunLog
+from runyard.actors.run_outcome import ChildExited, check_result, crash_report, done_data
 from runyard.actors.stream_items import Closing, Finished
 from runyard.actors.subscription import Subscription
 
 logger = logging.getLogger("runyard.run")
-
-
-@dataclass(frozen=True, slots=True)
-class _ChildExited:
-    status: RunStatus
-    result: JSON
-    error: str | None
 
 
 class RunActor(AsyncioActor):
@@ -101,6 +95,7 @@ class RunActor(AsyncioActor):
         self._resume = resume
         self._epoch = 0 if resume is None else resume.epoch
         """The fencing token every write of this run carries (RunRecord.epoch)."""
+        self._ops = OpsTally(() if resume is None else resume.events)
         if resume is not None:
             self._log.seed(resume.events)
             self._run_bytes = sum(len(e.data_json) for e in resume.events)
@@ -163,7 +158,7 @@ class RunActor(AsyncioActor):
             return self._on_stop_run(message.reason)
         if isinstance(message, GetRun):
             return self.record()
-        if isinstance(message, _ChildExited):
+        if isinstance(message, ChildExited):
             return self._finish(message)
         if isinstance(message, RunsPersisted):
             return self._stored(message)
@@ -189,7 +184,8 @@ class RunActor(AsyncioActor):
         size = encoded_size(encoded)
         config = self._config
         if size > config.max_event_bytes:
-            safe, encoded = dumps_safe(truncated(encoded, size))
+            small = shrunk_op(safe, size) if type == OP_TYPE else truncated(encoded, size)
+            safe, encoded = dumps_safe(small)
             size = encoded_size(encoded)
         self._run_bytes += size
         if len(self._log) >= config.max_run_events:
@@ -220,7 +216,10 @@ class RunActor(AsyncioActor):
         seq = len(self._log) + 1
         if encoded is None:
             data, encoded = dumps_safe(data)
-        self._log.append(Event(seq, self._clock.now(), str(type), data, encoded))
+        event = Event(seq, self._clock.now(), str(type), data, encoded)
+        self._log.append(event)
+        if type == OP_TYPE:
+            self._ops.add(event)
         self.live.unstored_bytes = self._log.unstored_bytes
         if self._store is None:
             self.live.trace_length = seq
@@ -344,7 +343,7 @@ class RunActor(AsyncioActor):
     def _abandon_child(self) -> None:
         if self._final is None and self._child is not None and not self._child.done():
             logger.warning("run %s: agent ignored cancellation; abandoning it", self.run_id)
-            self._finish(_ChildExited("stopped", None, f"{self._stop_reason} (agent abandoned)"))
+            self._finish(ChildExited("stopped", None, f"{self._stop_reason} (agent abandoned)"))
 
     # -- the child ---------------------------------------------------------
 
@@ -352,11 +351,14 @@ class RunActor(AsyncioActor):
         try:
             outcome = await self._run_agent()
         except asyncio.CancelledError:
-            outcome = _ChildExited("stopped", None, self._stop_reason or "cancelled")
+            outcome = ChildExited("stopped", None, self._stop_reason or "cancelled")
+        schema = self._settings.output_schema
+        if outcome.status == "success" and schema is not None:
+            outcome = replace(outcome, schema_warnings=await check_result(schema, outcome.result))
         if self.actor_ref.is_alive():
             self.actor_ref.tell(outcome)
 
-    async def _run_agent(self) -> _ChildExited:
+    async def _run_agent(self) -> ChildExited:
         settings = self._settings
         loop = self._loop()
         deadline = (
@@ -374,17 +376,17 @@ class RunActor(AsyncioActor):
                 async with limit:
                     result = await self._agent(self._input, self._ctx)
             except StopRequested:
-                return _ChildExited("stopped", None, self._stop_reason)
+                return ChildExited("stopped", None, self._stop_reason)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                return _ChildExited("stopped", None, self._stop_reason or "cancelled")
+                return ChildExited("stopped", None, self._stop_reason or "cancelled")
             except TimeoutError as exc:
                 if isinstance(limit, asyncio.Timeout) and limit.expired():
                     message = f"timed out after {settings.max_duration_s:g} s"
                     self._append("error", {"type": "Timeout", "message": message})
-                    return _ChildExited("error", None, message)
+                    return ChildExited("error", None, message)
                 return self._crashed(exc)
             except Exception as exc:
                 if restart and attempt < restart.max_restarts and not self._ctx.stopping:
@@ -401,7 +403,7 @@ class RunActor(AsyncioActor):
                     try:
                         await self._ctx.sleep(delay)
                     except StopRequested:
-                        return _ChildExited("stopped", None, self._stop_reason)
+                        return ChildExited("stopped", None, self._stop_reason)
                     continue
                 return self._crashed(exc)
             except (SystemExit, KeyboardInterrupt) as exc:
@@ -409,31 +411,24 @@ class RunActor(AsyncioActor):
                 return self._crashed(exc)
             return self._succeeded(result)
 
-    def _crashed(self, exc: BaseException) -> _ChildExited:
-        message = f"{type(exc).__name__}: {exc}"
-        self._append(
-            "error",
-            {
-                "type": type(exc).__name__,
-                "message": str(exc),
-                "traceback": "".join(traceback.format_exception(exc)),
-            },
-        )
-        return _ChildExited("error", None, message)
+    def _crashed(self, exc: BaseException) -> ChildExited:
+        data, message = crash_report(self.run_id, exc)
+        self._append("error", data)
+        return ChildExited("error", None, message)
 
-    def _succeeded(self, result: JSON) -> _ChildExited:
+    def _succeeded(self, result: JSON) -> ChildExited:
         safe, _ = dumps_safe(result)
         if safe is not result:
             message = f"result is not JSON-serialisable: {type(result).__name__}"
             self._append("error", {"type": "TypeError", "message": message})
-            return _ChildExited("error", safe, message)
+            return ChildExited("error", safe, message)
         if self._stop_reason is not None:
-            return _ChildExited("stopped", result, self._stop_reason)
-        return _ChildExited("success", result, None)
+            return ChildExited("stopped", result, self._stop_reason)
+        return ChildExited("success", result, None)
 
     # -- the end -----------------------------------------------------------
 
-    def _finish(self, outcome: _ChildExited) -> None:
+    def _finish(self, outcome: ChildExited) -> None:
         if self._final is not None or self._fenced:
             return  # an abandoned child's late exit, or a run another node owns now
         self._cancel_timers()
@@ -443,8 +438,14 @@ class RunActor(AsyncioActor):
             status, error = "error", self._quota_error
         if status == "stopped" and error is None:
             error = self._stop_reason or "stopped"
-        self._append("done", {"status": status, "result": outcome.result, "error": error})
-        self._final_header = self._header(status, outcome.result, error, self._clock.now())
+        warnings = outcome.schema_warnings if status == "success" else None
+        ops_log = self._ops.summary()
+        self._append("done", done_data(status, outcome.result, error, warnings, ops_log))
+        self._final_header = replace(
+            self._header(status, outcome.result, error, self._clock.now()),
+            schema_warnings=warnings,
+            ops_log=ops_log,
+        )
         self._final = replace(self._final_header, events=tuple(self._log.events))
         if self._store is None:
             self._end()

@@ -108,7 +108,9 @@ def _rows(records: list[RunRecord]) -> tuple[list[tuple[Any, ...]], list[tuple[A
             json.dumps(r.result),
             json.dumps(r.options),
             len(r.events),
-            None,
+            None,  # node
+            None,  # schema_warnings
+            None,  # ops_log
         )
         for r in records
     ]
@@ -127,7 +129,8 @@ def plain_sqlite(path: Path, records: list[RunRecord]) -> float:
     t0 = time.perf_counter()
     runs, events = _rows(records)
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", runs)
+    marks = ",".join("?" * len(runs[0])) if runs else ""
+    conn.executemany(f"INSERT INTO runs VALUES ({marks})", runs)
     conn.executemany("INSERT INTO events (run_id, seq, ts, type, data) VALUES (?,?,?,?,?)", events)
     conn.execute("COMMIT")
     rate = len(records) / (time.perf_counter() - t0)

@@ -3,7 +3,8 @@
 Documents (one database, ``_id`` = run id for the run):
 
 - the **run doc** ``<run_id>``: the header (summary fields, ``input``,
-  ``result``, ``error``, ``options``), ``event_count`` (the committed trace
+  ``result``, ``error``, ``options``, and once the run ended
+  ``schema_warnings`` and ``ops_log`` when it has them), ``event_count`` (the committed trace
   length: readers never return events past it) and ``writers`` (which
   writer's event chunks hold which seqs, see :mod:`runyard.persistence.couch_chunks`).
   A finished run written whole in one commit keeps its events inline as
@@ -16,7 +17,8 @@ Documents (one database, ``_id`` = run id for the run):
 - **event chunks** ``<run_id>:e:...``: every other event, appended once by the
   commit that brought it; see :mod:`runyard.persistence.couch_chunks`.
 - **field parts** ``<run_id>:field:<name>:<hash>:<i>of<k>``: an ``input`` /
-  ``result`` / ``error`` / ``options`` too big to stay in the run doc (spilled).
+  ``result`` / ``error`` / ``options`` / ``schema_warnings`` / ``ops_log`` too
+  big to stay in the run doc (spilled).
 
 Each chunk and part stays under ``chunk_bytes`` of encoded JSON, measured
 here: CouchDB refuses documents over its ``max_document_size`` (8 MB by
@@ -79,7 +81,7 @@ RUN_TYPE: Final = "runyard.run"
 FIELD_TYPE: Final = "runyard.field"
 SCHEMA: Final = 2
 
-SPILLABLE_FIELDS: Final = ("result", "input", "error", "options")
+SPILLABLE_FIELDS: Final = ("result", "input", "error", "options", "schema_warnings", "ops_log")
 SUMMARY_FIELDS: Final = [
     "run_id",
     "owner",
@@ -132,6 +134,9 @@ class WritePlan:
     """Their encoded sizes (upper bounds)."""
 
 
+_OPTIONAL: Final = ("schema_warnings", "ops_log")
+
+
 def _run_doc(header: RunRecord, event_count: int) -> dict[str, Any]:
     """The run doc's fields, without events or writers (encodable: see ``_clean``)."""
     run_id = header.run_id
@@ -159,8 +164,14 @@ def _run_doc(header: RunRecord, event_count: int) -> dict[str, Any]:
     if header.finished_at is not None:
         run_doc["finished_at"] = header.finished_at
         run_doc["finished_at_iso"] = _iso(header.finished_at)
-    for name in ("owner", "agent", "error", "input", "result", "options"):
-        run_doc[name] = _clean(run_doc[name])
+    # Absent unless the run has them: a running run's doc stays as it was.
+    if header.schema_warnings is not None:
+        run_doc["schema_warnings"] = header.schema_warnings
+    if header.ops_log:
+        run_doc["ops_log"] = header.ops_log
+    for name in ("owner", "agent", "error", "input", "result", "options", *_OPTIONAL):
+        if name in run_doc:
+            run_doc[name] = _clean(run_doc[name])
     return run_doc
 
 
@@ -358,6 +369,10 @@ def _as_object(value: JSON) -> dict[str, JSON]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def _as_list_or_none(value: JSON) -> list[Any] | None:
+    return value if value is None or isinstance(value, list) else [value]
+
+
 def header_from_doc(
     run_doc: Mapping[str, Any], found: Mapping[str, Mapping[str, Any]]
 ) -> RunRecord | None:
@@ -385,6 +400,8 @@ def header_from_doc(
         options=_as_object(fields.get("options") or {}),
         node=run_doc.get("node"),
         epoch=int(run_doc.get("epoch") or 0),
+        schema_warnings=_as_list_or_none(fields.get("schema_warnings")),
+        ops_log=_as_object(fields.get("ops_log") or {}),
     )
 
 

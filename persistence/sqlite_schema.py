@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS runs (
     result      TEXT NOT NULL,
     options     TEXT NOT NULL,
     event_count INTEGER NOT NULL,
-    node        TEXT
+    node        TEXT,
+    -- JSON, NULL when there is none: schema_warnings (a list), ops_log (an object)
+    schema_warnings TEXT,
+    ops_log     TEXT
 );
 -- The list query: one owner, newest first, keyset pagination on the sort key.
 CREATE INDEX IF NOT EXISTS runs_owner_started
@@ -49,9 +52,13 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_run_seq ON events (run_id, seq);
 """
 
-SCHEMA_VERSION = 3
-"""``PRAGMA user_version`` of this layout: 3 added ``runs.node``; 2 the rowid events
-table; 0 or 1 is the first layout (events ``WITHOUT ROWID``)."""
+SCHEMA_VERSION = 4
+"""``PRAGMA user_version`` of this layout: 4 added ``runs.schema_warnings`` and
+``runs.ops_log``; 3 ``runs.node``; 2 the rowid events table; 0 or 1 is the
+first layout (events ``WITHOUT ROWID``)."""
+
+_ADDED_RUN_COLUMNS = (("node", "TEXT"), ("schema_warnings", "TEXT"), ("ops_log", "TEXT"))
+"""Columns later layouts added to ``runs``, all nullable: an older row reads as "none"."""
 
 _MIGRATE_EVENTS = """
 ALTER TABLE events RENAME TO events_v1;
@@ -82,8 +89,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
         return
     statements = []
     runs = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
-    if runs and "node" not in runs:
-        statements.append("ALTER TABLE runs ADD COLUMN node TEXT")
+    if runs:
+        statements += [
+            f"ALTER TABLE runs ADD COLUMN {name} {kind}"
+            for name, kind in _ADDED_RUN_COLUMNS
+            if name not in runs
+        ]
     events = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
     if events and "id" not in events:
         statements += [st for st in _MIGRATE_EVENTS.split(";") if st.strip()]

@@ -50,7 +50,7 @@ __all__ = ["SQLiteStore", "decode_json", "encode_json"]
 # RunRecord.replaces, inside the write transaction (see _write).
 _UPSERT = """
 INSERT INTO runs (run_id, owner, agent, status, started_at, finished_at, updated_at,
-                  error, input, result, options, event_count, node)
+                  error, input, result, options, event_count, node, schema_warnings, ops_log)
 VALUES {values}
 ON CONFLICT (run_id) DO UPDATE SET
     owner = excluded.owner,
@@ -64,11 +64,13 @@ ON CONFLICT (run_id) DO UPDATE SET
     result = excluded.result,
     options = excluded.options,
     event_count = excluded.event_count,
-    node = excluded.node
+    node = excluded.node,
+    schema_warnings = excluded.schema_warnings,
+    ops_log = excluded.ops_log
 """
 
 _INSERT_EVENTS = "INSERT OR IGNORE INTO events (run_id, seq, ts, type, data) VALUES {values}"
-_RUN_VALUES = 13  # per row of _UPSERT
+_RUN_VALUES = 15  # per row of _UPSERT
 _EVENT_VALUES = 5  # per row of _INSERT_EVENTS
 
 _BATCH_KEYS = 500
@@ -77,7 +79,7 @@ _BATCH_KEYS = 500
 _SUMMARY_COLUMNS = "run_id, owner, agent, status, started_at, finished_at, event_count, error"
 _RECORD_COLUMNS = (
     "run_id, owner, agent, status, started_at, finished_at, updated_at, error, "
-    "input, result, options, node, event_count"
+    "input, result, options, node, schema_warnings, ops_log, event_count"
 )
 
 
@@ -98,6 +100,14 @@ def _decode_object(text: str) -> dict[str, JSON]:
     return {"value": value}
 
 
+def _decode_list(text: str | None) -> list[Any] | None:
+    """A nullable column that holds a list (a replaced whole value is kept, boxed)."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    return value if isinstance(value, list) else [value]
+
+
 def _header_row(write: RunWrite) -> tuple[Any, ...]:
     """The ``runs`` row of a write, in :data:`_UPSERT`'s order."""
     header = write.header
@@ -115,6 +125,8 @@ def _header_row(write: RunWrite) -> tuple[Any, ...]:
         encode_json(header.options),
         write.event_count,
         header.node,
+        None if header.schema_warnings is None else encode_json(header.schema_warnings),
+        encode_json(header.ops_log) if header.ops_log else None,
     )
 
 
@@ -318,7 +330,7 @@ class SQLiteStore:
     @staticmethod
     def _record(row: tuple[Any, ...], events: Iterable[tuple[Any, ...]]) -> RunRecord:
         (run_id, owner, agent, status, started_at, finished_at, updated_at, error) = row[:8]
-        input_, result, options, node = row[8:12]
+        input_, result, options, node, warnings, ops_log = row[8:14]
         return RunRecord(
             run_id=run_id,
             owner=owner,
@@ -333,6 +345,8 @@ class SQLiteStore:
             updated_at=updated_at,
             options=_decode_object(options),
             node=node,
+            schema_warnings=_decode_list(warnings),
+            ops_log={} if ops_log is None else _decode_object(ops_log),
         )
 
     async def list_for_user(

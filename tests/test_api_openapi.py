@@ -100,12 +100,20 @@ def test_every_documented_route_needs_a_token_except_health(schema: dict[str, An
 def test_request_and_record_models_are_complete(schema: dict[str, Any]) -> None:
     models = schema["components"]["schemas"]
     start = models["StartRunRequest"]
-    assert set(start["properties"]) == {"agent", "input_dict", "max_duration_s", "restart"}
+    assert set(start["properties"]) == {
+        "agent",
+        "input_dict",
+        "max_duration_s",
+        "restart",
+        "output_schema",
+    }
     assert start["required"] == ["agent"]
     assert start.get("additionalProperties") is False
     detail = models["RunDetail"]["properties"]
     for field in ("run_id", "owner", "agent", "status", "started_at", "finished_at", "events"):
         assert field in detail
+    for field in ("options", "schema_warnings", "ops_log"):
+        assert field in models["RunDetail"]["required"], field
     assert set(models["RunListResponse"]["properties"]) == {"runs", "next_cursor"}
     params = {
         p["name"]: p["in"] for p in schema["paths"]["/runs/{run_id}/stream"]["get"]["parameters"]

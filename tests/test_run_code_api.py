@@ -74,7 +74,7 @@ def test_start_answers_202_at_once_and_the_run_finishes_in_the_background(
     )
     run = wait_finished(alice, named)
     assert run["agent"] == "my-agent"
-    assert run["options"] == {"max_duration_s": 30}
+    assert run["options"] == {"max_duration_s": 30, "code": TICKER}  # kept; env never is
 
 
 @pytest.mark.timeout(20)
@@ -232,6 +232,7 @@ def test_both_endpoints_are_in_the_openapi_schema(live: LiveServer) -> None:
         "agent_name",
         "env",
         "max_duration_s",
+        "output_schema",
     }
     assert request["required"] == ["code"]
 

@@ -16,6 +16,17 @@ Status = Literal["running", "success", "error", "stopped"]
 MAX_DURATION_S = 7 * 24 * 3600.0
 
 
+def output_schema_field() -> Any:
+    """The ``output_schema`` field of the start requests (a fresh ``Field`` per model)."""
+    return Field(
+        default=None,
+        description="A JSON Schema (an object; Draft 2020-12 unless `$schema` names another) "
+        "the result is checked against when the run succeeds. Mismatches become the record's "
+        "`schema_warnings`; the status stays `success`. An invalid schema, or one over 64 KiB "
+        "of JSON, is refused with 422 `invalid_output_schema` before a run exists.",
+    )
+
+
 class RestartModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_restarts: int = Field(ge=0, le=100, description="Restarts after a crash (0 = never).")
@@ -40,6 +51,7 @@ class StartRunRequest(BaseModel):
     restart: RestartModel | None = Field(
         default=None, description="Restart policy for crashes; default: never restart."
     )
+    output_schema: dict[str, Any] | None = output_schema_field()
 
 
 class RunStartedResponse(BaseModel):
@@ -72,11 +84,35 @@ class EventModel(BaseModel):
     data: dict[str, Any]
 
 
+class SchemaWarningModel(BaseModel):
+    path: str = Field(description="JSON Pointer into the result (`/items/0/name`; `` for all).")
+    message: str
+
+
+class OpsTotalsModel(BaseModel):
+    count: int = Field(description="Ops of this kind.")
+    duration_s: float | None = Field(default=None, description="Their `duration_s`, summed.")
+    tokens: float | None = Field(default=None, description="Their `tokens`, summed.")
+    cost: float | None = Field(default=None, description="Their `cost`, summed.")
+
+
 class RunDetail(RunSummaryModel):
     owner: str
     input_dict: dict[str, Any]
     result: Any = None
-    options: dict[str, Any]
+    options: dict[str, Any] = Field(
+        description="What the run was started with: `max_duration_s`, `restart`, "
+        "`output_schema`, and for run-code the submitted `code` (never its `env`)."
+    )
+    schema_warnings: list[SchemaWarningModel] | None = Field(
+        description="Where a `success` result does not match `output_schema` (at most 50, "
+        "then one entry with path `` saying more were left out); `[]`: it matches; "
+        "null: not checked (no schema, or the run did not succeed)."
+    )
+    ops_log: dict[str, OpsTotalsModel] = Field(
+        description="The run's `ctx.op` operations summed per kind, once it ended; "
+        "a total is absent when no op of that kind gave it."
+    )
     events: list[EventModel]
 
 

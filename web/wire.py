@@ -57,5 +57,7 @@ def record_head(header: RunRecord, event_count: int) -> str:
     head["input_dict"] = header.input
     head["result"] = header.result
     head["options"] = header.options
+    head["schema_warnings"] = header.schema_warnings
+    head["ops_log"] = header.ops_log
     _, encoded = dumps_safe(head)  # a stored record may predate today's checks
     return f'{encoded[:-1]},"events":['

@@ -26,9 +26,14 @@ coroutine:
    raw fd 1/2 output as ``stdout`` events;
 4. forwards a cooperative stop (``ctx.stopping``) to the child;
 5. returns the child's result, or raises its exception (same type name and
-   message, the child's traceback as a note), ``StopRequested`` when the
-   code stopped, or :class:`ChildCrashed` with the reason when the child
-   died without a word (exit code, signal, out of memory).
+   message, the child's traceback as a note for the server's log and as
+   the traceback its user is shown, :mod:`runyard.actors.tracebacks`),
+   ``StopRequested`` when the code stopped, or :class:`ChildCrashed` with
+   the reason when the child died without a word (exit code, signal, out of
+   memory); errors of this machinery show its user no server frames.
+
+The child's ``ctx.op`` arrives as an ``op`` event frame and is recorded with
+``ctx.op`` here, checked again (the child is not trusted).
 
 When the coroutine is cancelled (the run actor does that ``stop_grace``
 after a stop, and at ``max_duration_s``), its ``finally`` kills the whole
@@ -60,7 +65,9 @@ from runyard.actors.code.settings import CodeSettings
 from runyard.actors.code.validate import check_code, check_env
 from runyard.actors.context import Agent, RunContext, StopRequested
 from runyard.actors.messages import StartRun
+from runyard.actors.ops_log import OP_TYPE
 from runyard.actors.records import JSON
+from runyard.actors.tracebacks import attach, frameless
 
 MIB = 1024 * 1024
 # Up one directory per dotted part of this module's name (runyard.actors.code.agent:
@@ -99,6 +106,9 @@ def child_exception(name: str, message: str, child_traceback: str) -> ChildExcep
     exc = _exception_class(name)(message)
     if child_traceback:
         exc.add_note("Traceback in the child process:\n" + child_traceback.rstrip("\n"))
+        attach(exc, child_traceback)  # the child already left out the server's frames
+    else:
+        frameless(exc)
     return exc
 
 
@@ -249,6 +259,9 @@ class CodeAgent:
             # Output still in the pipes belongs to this run: take it before returning.
             await asyncio.wait(pumps, timeout=1.0)
             return self._outcome(outcome, proc, bytes(stderr_tail))
+        except Exception as exc:
+            frameless(exc)  # the child's own exception keeps the child's traceback
+            raise
         finally:
             for task in side:
                 task.cancel()
@@ -283,7 +296,10 @@ class CodeAgent:
                     raise ChildProtocolError("the child sent a malformed event frame")
                 await ctx.room()  # backpressure: the child waits while the store catches up
                 try:
-                    ctx.emit(type_, **data)
+                    if type_ == OP_TYPE:
+                        ctx.op(data.pop("kind", None), data.pop("name", None), **data)
+                    else:
+                        ctx.emit(type_, **data)
                 except ValueError as exc:  # a type the ctx in the child would have refused
                     raise ChildProtocolError(f"the child sent an invalid event: {exc}") from None
             elif kind == "sandbox":

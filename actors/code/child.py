@@ -50,13 +50,16 @@ import resource
 import socket
 import sys
 import threading
-import traceback
 import types
 from collections.abc import Coroutine
 from typing import Any
 
 from runyard.actors.code import protocol, sandbox
 from runyard.actors.context import StopRequested, check_event_type
+from runyard.actors.jsonsafe import dumps_safe
+from runyard.actors.ops_log import OP_TYPE, check_op, shrunk_op
+from runyard.actors.quotas import encoded_size
+from runyard.actors.tracebacks import for_user
 
 MODULE_NAME = "__agent__"
 FILENAME = "<agent>"
@@ -120,6 +123,17 @@ class ChildContext:
         check_event_type(type)
         _flush_streams()
         self._channel.event(type, data)
+
+    def op(self, kind: str, name: str, /, **fields: Any) -> None:
+        """Record one operation the run spent something on (an ``op`` event; see
+        :meth:`runyard.actors.context.RunContext.op`); ``ValueError`` for a malformed one."""
+        data = check_op(kind, name, fields)
+        safe, text = dumps_safe(data)
+        size = encoded_size(text)
+        if size > self._channel.max_event_bytes:  # keep what ops_log needs
+            data = shrunk_op(safe, size)
+        _flush_streams()
+        self._channel.event(OP_TYPE, data)
 
     @property
     def stopping(self) -> bool:
@@ -353,11 +367,12 @@ def _control(sock: socket.socket, ctx: ChildContext) -> None:
 
 def _describe(exc: BaseException) -> dict[str, Any]:
     # Start the traceback at the submitted code: this module's and asyncio's
-    # frames above it are noise to the author.
+    # frames above it are noise to the author, and so are the runtime's
+    # frames below it and the server's paths (runyard.actors.tracebacks).
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != FILENAME:
         tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+    text = for_user(exc, tb or exc.__traceback__)
     if len(text) > MAX_TRACEBACK_CHARS:
         text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
     try:

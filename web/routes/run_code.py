@@ -13,6 +13,7 @@ the server): a syntax error, a missing ``run`` or a ``run`` that is not
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -22,10 +23,11 @@ from sse_starlette import EventSourceResponse
 
 from runyard.actors.code.validate import MAX_ENV_VARS, InvalidCode, check_code, env_problem
 from runyard.actors.messages import Caller, RunStarted, StartRun, Subscribe
+from runyard.actors.output_schema import check_schema
 from runyard.web.auth import CallerDep
 from runyard.web.errors import error_responses
 from runyard.web.gateway import Gateway, GatewayDep
-from runyard.web.models import MAX_DURATION_S, RunStartedResponse
+from runyard.web.models import MAX_DURATION_S, RunStartedResponse, output_schema_field
 from runyard.web.sse import response_kwargs, run_stream
 
 router = APIRouter(prefix="/agents/run-code", tags=["run-code"])
@@ -76,6 +78,7 @@ class RunCodeRequest(BaseModel):
         le=MAX_DURATION_S,
         description="Wall-time limit; past it the child is killed and the run ends `error`.",
     )
+    output_schema: dict[str, Any] | None = output_schema_field()
 
     @field_validator("env")
     @classmethod
@@ -108,6 +111,8 @@ def invalid_code_response(exc: InvalidCode) -> JSONResponse:
 
 async def _start(body: RunCodeRequest, caller: Caller, gateway: Gateway) -> RunStarted:
     check_code(body.code)
+    if body.output_schema is not None:  # slow for a big schema: not on the loop (then cached)
+        await asyncio.to_thread(check_schema, body.output_schema)
     started: RunStarted = await gateway.ask(
         StartRun(
             caller=caller,
@@ -116,6 +121,7 @@ async def _start(body: RunCodeRequest, caller: Caller, gateway: Gateway) -> RunS
             max_duration_s=body.max_duration_s,
             code=body.code,
             env=dict(body.env),
+            output_schema=body.output_schema,
         )
     )
     return started

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from runyard.actors.messages import DeleteRun, ListRuns, ReadRun, RestartPolicy, StartRun, StopRun
+from runyard.actors.output_schema import check_schema
 from runyard.actors.records import Event, RunRecord
 from runyard.actors.stored_replay import StoredReplay
 from runyard.web.auth import CallerDep
@@ -41,6 +42,8 @@ LARGE_TRACE = 2_000
 async def start_run(body: StartRunRequest, caller: CallerDep, request: Request) -> JSONResponse:
     """Answers at once with the `run_id`; the run goes on whether or not anyone watches."""
     gateway = gateway_of(request)  # not a dependency here: see gateway_of
+    if body.output_schema is not None:  # slow for a big schema: not on the loop (then cached)
+        await asyncio.to_thread(check_schema, body.output_schema)
     restart = None
     if body.restart is not None:
         restart = RestartPolicy(body.restart.max_restarts, body.restart.backoff_s)
@@ -51,6 +54,7 @@ async def start_run(body: StartRunRequest, caller: CallerDep, request: Request) 
             input=body.input_dict,
             max_duration_s=body.max_duration_s,
             restart=restart,
+            output_schema=body.output_schema,
         )
     )
     # A plain JSONResponse: this is the hottest route, and the model above

@@ -1,10 +1,12 @@
 // One run's page (/ui/runs/{run_id}): status, live trace, result, stop, delete.
 //
-// The page is three parts wired together here: the header and its actions
-// (run_header.js), the trace (run_trace.js) and the loader that fetches the
+// The page is four parts wired together here: the header and its actions
+// (run_header.js), the trace (run_trace.js), the rest of the record (schema
+// warnings, operations, code: run_extras.js) and the loader that fetches the
 // record and follows the live stream into the trace (run_loader.js).
 
 import { el, shortId } from "./dom.js";
+import { RunExtras } from "./run_extras.js";
 import { RunHeader } from "./run_header.js";
 import { RunLoader } from "./run_loader.js";
 import { Trace } from "./run_trace.js";
@@ -21,7 +23,7 @@ export function runView(app, { runId }) {
     eventCount: () => trace.lastSeq,
     onDeleted: () => loader.runDeleted(),
   });
-  const loader = new RunLoader(runId, header, trace, body);
+  const loader = new RunLoader(runId, header, trace, body, new RunExtras(app));
   root.append(el("a", { href: "/", class: "back" }, "← All runs"), header.head, body);
   document.title = `Run ${shortId(runId)} · runyard`;
   loader.load();

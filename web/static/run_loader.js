@@ -21,12 +21,14 @@ export class RunLoader {
    * @param {RunHeader} header
    * @param {Trace} trace
    * @param {HTMLElement} body — where the cards go once the record is here
+   * @param {RunExtras} extras — schema warnings, operations and code
    */
-  constructor(runId, header, trace, body) {
+  constructor(runId, header, trace, body, extras) {
     this.runId = runId;
     this.header = header;
     this.trace = trace;
     this.body = body;
+    this.extras = extras;
     this._stream = null;
     this._gaps = 0;
     this._closed = false;
@@ -43,7 +45,8 @@ export class RunLoader {
     if (this._closed) return;
     const { header, trace } = this;
     header.show(record);
-    this.body.replaceChildren(header.summaryCard, header.resultCard, trace.card);
+    this.extras.show(record);
+    this.body.replaceChildren(header.summaryCard, header.resultCard, ...this.extras.cards, trace.card);
     const events = [...record.events].sort((a, b) => a.seq - b.seq);
     for (const ev of events) {
       if (!trace.add(ev)) {
@@ -65,6 +68,7 @@ export class RunLoader {
   /** The run ended (its `done` event): show the result, stop following. */
   finish(done, ts) {
     this.header.finish(done, ts);
+    this.extras.finish(done);
     this._stream?.close();
     this.trace.setConnection("finished", "done");
   }

@@ -7,6 +7,7 @@
 import { api } from "./api.js";
 import { el } from "./dom.js";
 import { field, fieldOf, parseInput, showFormError } from "./form.js";
+import { takeStartDraft } from "./run_extras.js";
 
 // Starting points for the built-in agents, used while the input is untouched.
 const EXAMPLES = {
@@ -22,12 +23,17 @@ const CODE_PLACEHOLDER = `async def run(input_dict, ctx):
         ctx.emit("step", i=i)
     return {"ok": True}`;
 
-/** Both ways to start, as two tabs. */
+/** Both ways to start, as two tabs; "Run again" on a run-code run's page opens the
+ * code tab filled in with its code and input. */
 export function startForm(app, agents) {
-  return tabs([
-    { id: "agent", label: "Catalog agent", panel: agentForm(app, agents) },
-    { id: "code", label: "Run code", panel: codeForm(app) },
-  ]);
+  const draft = takeStartDraft(app);
+  return tabs(
+    [
+      { id: "agent", label: "Catalog agent", panel: agentForm(app, agents) },
+      { id: "code", label: "Run code", panel: codeForm(app, draft) },
+    ],
+    draft ? 1 : 0,
+  );
 }
 
 /** A catalog agent: pick one, edit its example input, optionally a time limit. */
@@ -127,8 +133,9 @@ function agentForm(app, agents) {
   return form;
 }
 
-/** Your own `async def run(input_dict, ctx)`, run in a separate process. */
-function codeForm(app) {
+/** Your own `async def run(input_dict, ctx)`, run in a separate process;
+ * `draft` ({code, input_dict, agent_name}) fills it in. */
+function codeForm(app, draft) {
   const codeField = field({
     label: "Agent code (Python)",
     hint: "Define async def run(input_dict, ctx). It runs in a separate process.",
@@ -145,12 +152,16 @@ function codeForm(app) {
     label: "Input (JSON object)",
     control: el("textarea", { id: "code-input", name: "input", rows: 3, spellcheck: "false", class: "mono" }),
   });
-  codeInputField.control.value = "{}";
+  codeInputField.control.value = draft ? JSON.stringify(draft.input_dict, null, 2) : "{}";
   const nameField = field({
     label: "Name",
     optional: true,
     control: el("input", { id: "code-name", name: "agent_name", type: "text", autocomplete: "off" }),
   });
+  if (draft) {
+    codeField.control.value = draft.code;
+    nameField.control.value = draft.agent_name || "";
+  }
   codeField.control.addEventListener("input", () => codeField.setError(""));
   codeInputField.control.addEventListener("input", () => codeInputField.setError(""));
   codeField.control.addEventListener("keydown", (event) => {
@@ -226,8 +237,8 @@ async function submitStart(app, button, path, body, onError) {
   }
 }
 
-/** WAI-ARIA tabs: arrow keys move between tabs, one tab stop. */
-function tabs(items) {
+/** WAI-ARIA tabs: arrow keys move between tabs, one tab stop; `selected` shown first. */
+function tabs(items, selected = 0) {
   const list = el("div", { class: "tabs", role: "tablist", "aria-label": "How to start" });
   const panels = [];
   const buttons = items.map((item, i) => {
@@ -238,14 +249,14 @@ function tabs(items) {
         role: "tab",
         id: `tab-${item.id}`,
         "aria-controls": `panel-${item.id}`,
-        "aria-selected": i === 0 ? "true" : "false",
-        tabindex: i === 0 ? "0" : "-1",
+        "aria-selected": i === selected ? "true" : "false",
+        tabindex: i === selected ? "0" : "-1",
       },
       item.label,
     );
     const panel = el(
       "div",
-      { role: "tabpanel", id: `panel-${item.id}`, "aria-labelledby": `tab-${item.id}`, hidden: i !== 0 },
+      { role: "tabpanel", id: `panel-${item.id}`, "aria-labelledby": `tab-${item.id}`, hidden: i !== selected },
       item.panel,
     );
     panels.push(panel);
