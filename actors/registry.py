@@ -96,6 +96,7 @@ from actors.persistence_protocol import (
 from actors.records import JSON, RunRecord, RunSummary
 from actors.remote_runs import RemoteRuns
 from actors.run import RunActor
+from actors.stats import RuntimeStats
 from actors.stored_runs import StoredRuns, check_owner
 from actors.subscription import Subscription
 from actors.watchers import Watchers
@@ -113,9 +114,11 @@ class RegistryActor(AsyncioActor):
         clock: Clock | None = None,
         code_agent: AgentFactory | None = None,
         cluster: pykka.ActorRef[Any] | None = None,
+        stats: RuntimeStats | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """``store``: the :class:`~actors.store_link.StoreLink`; None keeps runs in
+        """``stats``: the runtime's counters (:mod:`actors.stats`).
+        ``store``: the :class:`~actors.store_link.StoreLink`; None keeps runs in
         memory only.  ``code_agent`` makes the agent for ``StartRun(code=...)``
         (the run-code feature); None refuses such starts.  ``cluster``: the
         shared store's cluster backend (:mod:`actors.cluster_protocol`) when
@@ -135,6 +138,7 @@ class RegistryActor(AsyncioActor):
         self._cluster = cluster
         self._remote: RemoteRuns | None = None
         self._stored = StoredRuns(store, self._config)
+        self._stats = stats if stats is not None else RuntimeStats()
 
     def on_start(self) -> None:
         if self._cluster is not None:
@@ -194,10 +198,13 @@ class RegistryActor(AsyncioActor):
             clock=self._clock,
             resume=resume,
             start_ack=start_ack,
+            stats=self._stats,
             loop=self.actor_loop,
         )
         self._live[live.run_id] = live
         self._live_per_user[live.owner] += 1
+        self._stats.starts += 1
+        self._stats.live_by_agent[live.agent] += 1
         if self._idle is not None:
             self._idle.clear()
         self._report_status()
@@ -344,6 +351,7 @@ class RegistryActor(AsyncioActor):
     def _run_ended(self, msg: RunEnded) -> None:
         record = msg.record
         if self._drop_live(record.run_id):
+            self._stats.finished[record.status] += 1
             self._cache.add(record)  # on record already: the run actor ended once it was stored
             self._publish(record.owner, "finished", record)
 
@@ -360,6 +368,9 @@ class RegistryActor(AsyncioActor):
         self._live_per_user[live.owner] -= 1
         if self._live_per_user[live.owner] <= 0:
             del self._live_per_user[live.owner]
+        self._stats.live_by_agent[live.agent] -= 1
+        if self._stats.live_by_agent[live.agent] <= 0:
+            del self._stats.live_by_agent[live.agent]
         if live.ref is not None:
             tell_stop(live.ref)
         self._report_status()

@@ -44,6 +44,7 @@ from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
 from actors.quotas import QuotaExceeded, encoded_size, truncated
 from actors.records import JSON, Event, RunRecord, RunStatus
 from actors.run_log import RunLog
+from actors.stats import RuntimeStats
 from actors.stream_items import Closing, Finished
 from actors.subscription import Subscription
 
@@ -72,11 +73,14 @@ class RunActor(AsyncioActor):
         clock: Clock,
         resume: Resume | None = None,
         start_ack: StartAck | None = None,
+        stats: RuntimeStats | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         """``resume``: go on from a stored trace (a run taken over from a dead node);
-        ``start_ack``: the start's answer, owed once the run's header is stored."""
+        ``start_ack``: the start's answer, owed once the run's header is stored;
+        ``stats``: the runtime's counters (:mod:`actors.stats`)."""
         super().__init__(loop=loop)
+        self._stats = stats if stats is not None else RuntimeStats()
         self._start_ack = start_ack
         self.live = live
         self.run_id = live.run_id
@@ -89,7 +93,7 @@ class RunActor(AsyncioActor):
         self._run_bytes = 0
         self._quota_error: str | None = None
         self._clock = clock
-        self._log = RunLog(live.run_id, self._loop(), durable=store is not None)
+        self._log = RunLog(live.run_id, self._loop(), durable=store is not None, stats=self._stats)
         self._resume = resume
         if resume is not None:
             self._log.seed(resume.events)
@@ -305,6 +309,7 @@ class RunActor(AsyncioActor):
     def _request_stop(self, reason: str) -> None:
         """The first request puts ``stop_requested`` on record and starts the grace period."""
         if self._stop_reason is None:
+            self._stats.stops += 1
             self._stop_reason = reason
             self.live.stopping = True
             self._stop_seq = self._append("stop_requested", {"reason": reason})
