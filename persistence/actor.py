@@ -355,9 +355,9 @@ class PersistenceActor(LoopThreadActor):
             self._failing_since = None
 
     def _save(self, batch: list[_Pending]) -> None:
-        self._ensure_open()
-        started = time.perf_counter()
         try:
+            self._ensure_open()
+            started = time.perf_counter()
             fenced = self._run(self._store.save_many([p.write for p in batch]))
         except Exception:
             self._stats.write_errors += 1
