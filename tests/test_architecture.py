@@ -146,3 +146,21 @@ def test_the_facade_is_lazy_and_refuses_unknown_names() -> None:
     # The run-code child imports actors.code.child and must not pay for the server.
     child = importlib.import_module("actors.code.child")
     assert child.__name__ == "actors.code.child"
+
+
+def test_only_the_web_layer_imports_the_metrics_library() -> None:
+    # The runtime and the stores keep plain numbers; web/metrics.py turns them into metrics.
+    wrong = []
+    for name, path in _modules().items():
+        if name.split(".")[0] == "web":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            wrong += [f"{name} imports {t}" for t in targets if t.startswith("prometheus_client")]
+    assert wrong == []
