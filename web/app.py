@@ -232,7 +232,7 @@ def create_app(
         version=package_version(),
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        # Served by web.routes.schema, behind a token; no open HTML viewers.
+        # Served by web.routes.schema and web.routes.api_docs, behind a token.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
