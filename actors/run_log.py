@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.records import Event, RunStatus
-from actors.stats import RuntimeStats
-from actors.stream_items import Closing, Finished, Lagged
-from actors.subscription import Subscription
+from runyard.actors.records import Event, RunStatus
+from runyard.actors.stats import RuntimeStats
+from runyard.actors.stream_items import Closing, Finished, Lagged
+from runyard.actors.subscription import Subscription
 
 __all__ = ["RunLog"]
 

@@ -4,11 +4,11 @@ Operators scrape ``GET /metrics``; the runtime must not pay for that on its
 hot path nor import a metrics library (imports point web -> persistence ->
 actors; docs/design.md).  So the registry, the run actors and their logs
 bump plain ints on one shared object (everything that writes it runs on the
-event loop thread, so there is nothing to lock), and ``web.metrics`` reads
+event loop thread, so there is nothing to lock), and ``runyard.web.metrics`` reads
 the object when Prometheus scrapes.  An ``emit`` costs one attribute
 increment more; a commit fanned out to S subscribers, one multiplication.
 
-The :class:`~actors.runtime.Runtime` owns one (``runtime.stats``) and hands
+The :class:`~runyard.actors.runtime.Runtime` owns one (``runtime.stats``) and hands
 it down; a registry or run actor built without one gets a private throwaway
 object, so tests that build actors by hand need not care.
 """

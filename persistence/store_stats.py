@@ -1,7 +1,7 @@
 """``StoreStats``: what the persistence actor measures about the store, as plain numbers.
 
-Written only by the persistence thread, read by ``web.metrics`` when
-Prometheus scrapes (see :mod:`actors.histogram` for why no lock is needed),
+Written only by the persistence thread, read by ``runyard.web.metrics`` when
+Prometheus scrapes (see :mod:`runyard.actors.histogram` for why no lock is needed),
 so the store's metrics cost the commit path a ``perf_counter`` pair and a
 bisect, and ``persistence`` stays free of a metrics library.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from actors.histogram import Histogram
+from runyard.actors.histogram import Histogram
 
 __all__ = ["StoreStats"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from actors.agents import AgentCatalog, builtin_catalog
-from actors.context import RunContext
+from runyard.actors.agents import AgentCatalog, builtin_catalog
+from runyard.actors.context import RunContext
 from tests.live_server import TOKENS, LiveServer
 from tests.tcp_proxy import TcpProxy
 from tests.waiting import wait_until_async

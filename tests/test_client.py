@@ -1,4 +1,4 @@
-"""web.client's request verbs against a real server: typed answers, typed errors, cursors."""
+"""runyard.web.client's request verbs against a real server: typed answers, typed errors, cursors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.live_server import TOKENS, LiveServer
-from web.client import (
+from runyard.web.client import (
     AlreadyFinished,
     AsyncClient,
     Client,
@@ -25,6 +24,7 @@ from web.client import (
     UnknownAgent,
     Unprocessable,
 )
+from tests.live_server import TOKENS, LiveServer
 
 pytestmark = pytest.mark.server
 

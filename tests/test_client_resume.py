@@ -1,4 +1,4 @@
-"""web.client's stream decisions frame by frame, and its error mapping (no server needed).
+"""runyard.web.client's stream decisions frame by frame, and its error mapping (no server needed).
 
 The live suites (tests/test_client_stream.py) drop real connections; here
 the frames a connection cannot be made to send on cue are fed in directly:
@@ -13,7 +13,7 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent
 
-from web.client import (
+from runyard.web.client import (
     ApiError,
     ConnectionFailed,
     RetryPolicy,
@@ -21,9 +21,9 @@ from web.client import (
     ServerError,
     ShuttingDown,
 )
-from web.client.errors import error_from_response
-from web.client.resume import Backoff, Reconnect, StreamCursor
-from web.models import EventModel
+from runyard.web.client.errors import error_from_response
+from runyard.web.client.resume import Backoff, Reconnect, StreamCursor
+from runyard.web.models import EventModel
 
 
 def event(seq: int, type_: str = "tick") -> ServerSentEvent:

@@ -16,11 +16,11 @@ import anyio
 import httpx
 import pytest
 
+from runyard.web.client import AsyncClient, Client, EventModel, RetryPolicy
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory
 from tests.phased_agent import drop_twice_mid_run, open_gate, phased_catalog
 from tests.tcp_proxy import TcpProxy
 from tests.waiting import wait_until_async
-from web.client import AsyncClient, Client, EventModel, RetryPolicy
 
 pytestmark = pytest.mark.server
 

@@ -2,7 +2,7 @@
 
 The codes come from the code itself, so a new refusal cannot ship undocumented:
 
-* every :class:`~actors.errors.RunyardError` subclass in ``actors`` and
+* every :class:`~runyard.actors.errors.RunyardError` subclass in ``actors`` and
   ``web`` (each carries its ``code`` and ``http_status``);
 * the codes the web layer writes literally (``error_response(403,
   REFUSED_CODE, ...)``, ``"malformed_json"``, ``"internal_error"``...), read
@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-import actors
-import web
-from actors.errors import RunyardError
-from web.errors import code_for_status
-from web.same_origin import REFUSED_CODE
+from runyard import actors, web
+from runyard.actors.errors import RunyardError
+from runyard.web.errors import code_for_status
+from runyard.web.same_origin import REFUSED_CODE
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "api.md"

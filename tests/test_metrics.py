@@ -12,10 +12,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from runyard.web.version import package_version
 from tests.api_helpers import assert_error, start, wait_finished
 from tests.live_server import LiveServer, LiveServerFactory
 from tests.waiting import wait_until
-from web.version import package_version
 
 pytestmark = pytest.mark.server
 

@@ -1,6 +1,6 @@
 """The plain numbers behind ``/metrics``: histograms, a run log's counters, the store's.
 
-Real parts: a real :class:`~actors.run_log.RunLog` on a real loop with real
+Real parts: a real :class:`~runyard.actors.run_log.RunLog` on a real loop with real
 subscriptions, a real persistence actor on a real SQLite path that is first
 unusable (a directory in its place), then usable.  The settings test checks
 that ``RUNYARD_METRICS_TOKEN`` is validated without being echoed.
@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from actors.errors import StoreUnavailable
-from actors.histogram import Histogram
-from actors.persistence_protocol import PurgeStored
-from actors.records import Event
-from actors.run_log import RunLog
-from actors.stats import RuntimeStats
-from actors.stream_items import Closing
-from persistence.actor import PersistenceActor
-from persistence.sqlite_store import SQLiteStore
-from persistence.store_stats import StoreStats
+from runyard.actors.errors import StoreUnavailable
+from runyard.actors.histogram import Histogram
+from runyard.actors.persistence_protocol import PurgeStored
+from runyard.actors.records import Event
+from runyard.actors.run_log import RunLog
+from runyard.actors.stats import RuntimeStats
+from runyard.actors.stream_items import Closing
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.sqlite_store import SQLiteStore
+from runyard.persistence.store_stats import StoreStats
+from runyard.web.config import ConfigError, load_settings
 from tests.store_helpers import rec, saves
 from tests.waiting import wait_until
-from web.config import ConfigError, load_settings
 
 
 @pytest.mark.timeout(10)

@@ -24,27 +24,37 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pykka
 from fastapi import FastAPI
 
-from actors.agents import AgentCatalog
-from actors.clock import Clock
-from actors.code.agent import make_code_agent
-from actors.config import RuntimeConfig
-from actors.context import AgentFactory
-from actors.runtime import Runtime
-from persistence.actor import PersistenceActor
-from persistence.stop_report import StopReport
-from persistence.store import RunStore
-from persistence.store_errors import CredentialsRefused
-from persistence.store_stats import StoreStats
-from web.auth import Authenticator, install_auth
-from web.config import ConfigError, Settings
-from web.errors import install_error_handlers
-from web.gateway import Gateway
-from web.gc_tuning import tune_gc
-from web.loop_monitor import LoopMonitor
-from web.metrics import MetricsSources, OpenStreams, code_pool_of, metrics_registry
-from web.node import DataDirLock, node_id
-from web.routes import api_docs, dashboard, feed, metrics, ops, run_code, runs, schema, stream
-from web.version import package_version
+from runyard.actors.agents import AgentCatalog
+from runyard.actors.clock import Clock
+from runyard.actors.code.agent import make_code_agent
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.context import AgentFactory
+from runyard.actors.runtime import Runtime
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.stop_report import StopReport
+from runyard.persistence.store import RunStore
+from runyard.persistence.store_errors import CredentialsRefused
+from runyard.persistence.store_stats import StoreStats
+from runyard.web.auth import Authenticator, install_auth
+from runyard.web.config import ConfigError, Settings
+from runyard.web.errors import install_error_handlers
+from runyard.web.gateway import Gateway
+from runyard.web.gc_tuning import tune_gc
+from runyard.web.loop_monitor import LoopMonitor
+from runyard.web.metrics import MetricsSources, OpenStreams, code_pool_of, metrics_registry
+from runyard.web.node import DataDirLock, node_id
+from runyard.web.routes import (
+    api_docs,
+    dashboard,
+    feed,
+    metrics,
+    ops,
+    run_code,
+    runs,
+    schema,
+    stream,
+)
+from runyard.web.version import package_version
 
 API_DESCRIPTION = """Durable, reconnectable agent runs.  Start a run and get its `run_id` at
 once; follow it over SSE, leave, come back and resume exactly where you were;
@@ -63,14 +73,14 @@ this long) fails and is retried: a frozen server cannot hold the store thread.""
 
 def build_store(settings: Settings) -> RunStore:
     if settings.couchdb_url:
-        from persistence.couch_store import CouchStore
+        from runyard.persistence.couch_store import CouchStore
 
         return CouchStore(
             couchdb_url(settings),
             db=settings.couchdb_db,
             idle_timeout_s=max(settings.store_timeout_s, MIN_COUCH_IDLE_TIMEOUT_S),
         )
-    from persistence.sqlite_store import SQLiteStore
+    from runyard.persistence.sqlite_store import SQLiteStore
 
     return SQLiteStore(settings.data_dir / "runs.sqlite3")
 
@@ -81,7 +91,7 @@ def build_cluster(settings: Settings, config: RuntimeConfig) -> pykka.ActorRef[A
     single-node."""
     if not settings.couchdb_url:
         return None
-    from persistence.couch_cluster import CouchCluster
+    from runyard.persistence.couch_cluster import CouchCluster
 
     return CouchCluster.start(
         couchdb_url(settings),
@@ -232,7 +242,7 @@ def create_app(
         version=package_version(),
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        # Served by web.routes.schema and web.routes.api_docs, behind a token.
+        # Served by runyard.web.routes.schema and runyard.web.routes.api_docs, behind a token.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,

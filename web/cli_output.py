@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from web.models import EventModel, RunDetail, RunSummaryModel
+from runyard.web.models import EventModel, RunDetail, RunSummaryModel
 
 RUN_COLUMNS = ("RUN ID", "AGENT", "STATUS", "STARTED", "DURATION", "EVENTS", "ERROR")
 EVENT_COLUMNS = ("SEQ", "TIME", "TYPE", "DATA")

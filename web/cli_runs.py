@@ -1,6 +1,6 @@
 """``runyard runs ls|start|get|watch|stop|rm``: a runyard server from the shell.
 
-Every verb goes through :mod:`web.client` (the one code path to a server),
+Every verb goes through :mod:`runyard.web.client` (the one code path to a server),
 so the CLI finds the server and token the same way (``--url``/``--token``,
 else ``RUNYARD_URL``/``RUNYARD_TOKEN``) and reconnects the same way.
 
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from web.cli_output import done_line, run_detail, runs_table, watch_line
-from web.client import (
+from runyard.web.cli_output import done_line, run_detail, runs_table, watch_line
+from runyard.web.client import (
     ApiError,
     Client,
     ClientConfigError,

@@ -13,7 +13,7 @@ import os
 import resource
 import time
 
-from actors.histogram import Histogram
+from runyard.actors.histogram import Histogram
 
 
 class LoopMonitor:

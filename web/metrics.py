@@ -1,7 +1,7 @@
 """The Prometheus view of a server: a registry of its own, read at scrape time.
 
-The runtime keeps plain numbers (:class:`~actors.stats.RuntimeStats`,
-:class:`~persistence.store_stats.StoreStats`, the run-code pool's counters,
+The runtime keeps plain numbers (:class:`~runyard.actors.stats.RuntimeStats`,
+:class:`~runyard.persistence.store_stats.StoreStats`, the run-code pool's counters,
 the loop monitor's histogram); :class:`RunyardCollector` turns them into
 metric families only when ``GET /metrics`` is asked, so serving runs never
 calls into ``prometheus_client``.  The registry is the app's own, not the
@@ -30,11 +30,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from actors.code.pool import WorkerPool
-from actors.histogram import HistogramSnapshot
-from actors.stats import RuntimeStats
-from persistence.store_stats import StoreStats
-from web.loop_monitor import LoopMonitor
+from runyard.actors.code.pool import WorkerPool
+from runyard.actors.histogram import HistogramSnapshot
+from runyard.actors.stats import RuntimeStats
+from runyard.persistence.store_stats import StoreStats
+from runyard.web.loop_monitor import LoopMonitor
 
 __all__ = ["MetricsSources", "OpenStreams", "RunyardCollector", "metrics_registry"]
 

@@ -21,8 +21,15 @@ import uvicorn
 from fastapi import FastAPI
 from sse_starlette.sse import AppStatus
 
-from actors.messages import SYSTEM, Caller, GetRun, Introspect, LiveRunInfo, RegistrySnapshot
-from web.gateway import Gateway
+from runyard.actors.messages import (
+    SYSTEM,
+    Caller,
+    GetRun,
+    Introspect,
+    LiveRunInfo,
+    RegistrySnapshot,
+)
+from runyard.web.gateway import Gateway
 
 logger = logging.getLogger("runyard.server")
 

@@ -9,9 +9,9 @@ docs/internals.md.
 
 from __future__ import annotations
 
-from web.client.async_client import AsyncClient
-from web.client.connection import DEFAULT_URL, TOKEN_ENV, URL_ENV, RetryPolicy
-from web.client.errors import (
+from runyard.web.client.async_client import AsyncClient
+from runyard.web.client.connection import DEFAULT_URL, TOKEN_ENV, URL_ENV, RetryPolicy
+from runyard.web.client.errors import (
     AlreadyFinished,
     ApiError,
     BadRequest,
@@ -33,8 +33,8 @@ from web.client.errors import (
     UnknownAgent,
     Unprocessable,
 )
-from web.client.sync_client import Client
-from web.models import (
+from runyard.web.client.sync_client import Client
+from runyard.web.models import (
     AgentModel,
     EventModel,
     RunDetail,

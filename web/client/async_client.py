@@ -1,8 +1,8 @@
 """``AsyncClient``: runyard's HTTP API from asyncio code, method for method as :class:`Client`.
 
 The decisions (what a frame means, when to reconnect, which error to raise)
-live in :mod:`web.client.resume`, :mod:`web.client.connection` and
-:mod:`web.client.errors`, shared with the blocking client; this module only
+live in :mod:`runyard.web.client.resume`, :mod:`runyard.web.client.connection` and
+:mod:`runyard.web.client.errors`, shared with the blocking client; this module only
 awaits the I/O.
 """
 
@@ -17,7 +17,7 @@ import anyio
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from web.client.connection import (
+from runyard.web.client.connection import (
     Connection,
     RetryPolicy,
     check,
@@ -25,10 +25,10 @@ from web.client.connection import (
     stream_timeout,
     unreachable,
 )
-from web.client.errors import ApiError, ClientError, error_from_response
-from web.client.requests import code_body, list_params, start_body
-from web.client.resume import Backoff, Reconnect, StreamCursor
-from web.models import (
+from runyard.web.client.errors import ApiError, ClientError, error_from_response
+from runyard.web.client.requests import code_body, list_params, start_body
+from runyard.web.client.resume import Backoff, Reconnect, StreamCursor
+from runyard.web.models import (
     AgentModel,
     EventModel,
     RunDetail,

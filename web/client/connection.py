@@ -1,7 +1,7 @@
 """Where the client connects and how: the server URL, the token, timeouts, answers.
 
-Shared by :class:`~web.client.sync_client.Client` and
-:class:`~web.client.async_client.AsyncClient`, so both find the server the
+Shared by :class:`~runyard.web.client.sync_client.Client` and
+:class:`~runyard.web.client.async_client.AsyncClient`, so both find the server the
 same way and turn answers into models and errors the same way.
 """
 
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel
 
-from web.client.errors import ClientConfigError, ConnectionFailed, error_from_response
+from runyard.web.client.errors import ClientConfigError, ConnectionFailed, error_from_response
 
 URL_ENV = "RUNYARD_URL"
 TOKEN_ENV = "RUNYARD_TOKEN"

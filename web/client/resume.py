@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from httpx_sse import ServerSentEvent
 
-from web.client.connection import RetryPolicy
-from web.client.errors import ConnectionFailed
-from web.models import EventModel
+from runyard.web.client.connection import RetryPolicy
+from runyard.web.client.errors import ConnectionFailed
+from runyard.web.models import EventModel
 
 NOTICES = frozenset({"lagged", "closing"})
 """Frames that end a connection early; the events after them come on the next one."""

@@ -3,7 +3,7 @@
 Every method is one request except :meth:`Client.list`, which follows the
 server's cursors, and :meth:`Client.stream`, which follows a run's SSE
 stream across dropped connections.  Answers are the server's own pydantic
-models (:mod:`web.models`); errors are :mod:`web.client.errors`.
+models (:mod:`runyard.web.models`); errors are :mod:`runyard.web.client.errors`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Self
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from web.client.connection import (
+from runyard.web.client.connection import (
     Connection,
     RetryPolicy,
     check,
@@ -25,10 +25,10 @@ from web.client.connection import (
     stream_timeout,
     unreachable,
 )
-from web.client.errors import ApiError, ClientError, error_from_response
-from web.client.requests import code_body, list_params, start_body
-from web.client.resume import Backoff, Reconnect, StreamCursor
-from web.models import (
+from runyard.web.client.errors import ApiError, ClientError, error_from_response
+from runyard.web.client.requests import code_body, list_params, start_body
+from runyard.web.client.resume import Backoff, Reconnect, StreamCursor
+from runyard.web.models import (
     AgentModel,
     EventModel,
     RunDetail,

@@ -27,8 +27,8 @@ from fastapi import APIRouter
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, Response
 
-from web.auth import CallerDep
-from web.errors import error_responses
+from runyard.web.auth import CallerDep
+from runyard.web.errors import error_responses
 
 ASSETS: Final = "/static/swagger-ui"
 

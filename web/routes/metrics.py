@@ -6,7 +6,7 @@ is a bearer token that opens this endpoint and nothing else: it names no
 user, and every other route refuses it like any unknown token.  Admins may
 read it too (token or session cookie), which is handy from a browser.
 
-The numbers come from the app's own registry (:mod:`web.metrics`), built
+The numbers come from the app's own registry (:mod:`runyard.web.metrics`), built
 when the app starts.
 """
 
@@ -19,9 +19,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from actors.errors import NotAdmin
-from web.auth import require_caller
-from web.errors import error_responses
+from runyard.actors.errors import NotAdmin
+from runyard.web.auth import require_caller
+from runyard.web.errors import error_responses
 
 router = APIRouter(tags=["ops"])
 

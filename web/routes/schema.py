@@ -5,7 +5,7 @@ rule is that only the endpoints docs/api.md lists as open (the probes,
 signing out, the dashboard's static shell) answer without a token, so the
 app turns those off and serves the schema here.  FastAPI's viewers load
 their scripts from a CDN, which a locked-down deployment cannot reach: the
-browsable view is :mod:`web.routes.api_docs`, from vendored files.
+browsable view is :mod:`runyard.web.routes.api_docs`, from vendored files.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from web.auth import CallerDep
-from web.errors import error_responses
+from runyard.web.auth import CallerDep
+from runyard.web.errors import error_responses
 
 router = APIRouter()
 
