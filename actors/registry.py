@@ -104,6 +104,7 @@ from runyard.actors.persistence_protocol import (
 from runyard.actors.records import JSON, RunRecord, RunSummary
 from runyard.actors.remote_runs import RemoteRuns
 from runyard.actors.run import RunActor
+from runyard.actors.stats import RuntimeStats
 from runyard.actors.stored_runs import StoredRuns, check_owner
 from runyard.actors.subscription import Subscription
 from runyard.actors.watchers import Watchers
@@ -121,9 +122,11 @@ class RegistryActor(AsyncioActor):
         clock: Clock | None = None,
         code_agent: AgentFactory | None = None,
         cluster: pykka.ActorRef[Any] | None = None,
+        stats: RuntimeStats | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """``store``: the :class:`~runyard.actors.store_link.StoreLink`; None keeps runs in
+        """``stats``: the runtime's counters (:mod:`runyard.actors.stats`).
+        ``store``: the :class:`~runyard.actors.store_link.StoreLink`; None keeps runs in
         memory only.  ``code_agent`` makes the agent for ``StartRun(code=...)``
         (the run-code feature); None refuses such starts.  ``cluster``: the
         shared store's cluster backend (:mod:`runyard.actors.cluster_protocol`) when
@@ -143,6 +146,7 @@ class RegistryActor(AsyncioActor):
         self._cluster = cluster
         self._remote: RemoteRuns | None = None
         self._stored = StoredRuns(store, self._config)
+        self._stats = stats if stats is not None else RuntimeStats()
 
     def on_start(self) -> None:
         if self._cluster is not None:
@@ -202,10 +206,13 @@ class RegistryActor(AsyncioActor):
             clock=self._clock,
             resume=resume,
             start_ack=start_ack,
+            stats=self._stats,
             loop=self.actor_loop,
         )
         self._live[live.run_id] = live
         self._live_per_user[live.owner] += 1
+        self._stats.starts += 1
+        self._stats.live_by_agent[live.agent] += 1
         if self._idle is not None:
             self._idle.clear()
         self._report_status()
@@ -352,6 +359,7 @@ class RegistryActor(AsyncioActor):
     def _run_ended(self, msg: RunEnded) -> None:
         record = msg.record
         if self._drop_live(record.run_id):
+            self._stats.finished[record.status] += 1
             self._cache.add(record)  # on record already: the run actor ended once it was stored
             self._publish(record.owner, "finished", record)
 
@@ -368,6 +376,9 @@ class RegistryActor(AsyncioActor):
         self._live_per_user[live.owner] -= 1
         if self._live_per_user[live.owner] <= 0:
             del self._live_per_user[live.owner]
+        self._stats.live_by_agent[live.agent] -= 1
+        if self._stats.live_by_agent[live.agent] <= 0:
+            del self._stats.live_by_agent[live.agent]
         if live.ref is not None:
             tell_stop(live.ref)
         self._report_status()

@@ -53,6 +53,7 @@ from runyard.actors.quotas import QuotaExceeded, encoded_size, truncated
 from runyard.actors.records import JSON, Event, RunRecord, RunStatus
 from runyard.actors.run_log import RunLog
 from runyard.actors.run_outcome import ChildExited, check_result, crash_report, done_data
+from runyard.actors.stats import RuntimeStats
 from runyard.actors.stream_items import Closing, Finished
 from runyard.actors.subscription import Subscription
 
@@ -74,11 +75,14 @@ class RunActor(AsyncioActor):
         clock: Clock,
         resume: Resume | None = None,
         start_ack: StartAck | None = None,
+        stats: RuntimeStats | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         """``resume``: go on from a stored trace (a run taken over from a dead node);
-        ``start_ack``: the start's answer, owed once the run's header is stored."""
+        ``start_ack``: the start's answer, owed once the run's header is stored;
+        ``stats``: the runtime's counters (:mod:`runyard.actors.stats`)."""
         super().__init__(loop=loop)
+        self._stats = stats if stats is not None else RuntimeStats()
         self._start_ack = start_ack
         self.live = live
         self.run_id = live.run_id
@@ -91,7 +95,7 @@ class RunActor(AsyncioActor):
         self._run_bytes = 0
         self._quota_error: str | None = None
         self._clock = clock
-        self._log = RunLog(live.run_id, self._loop(), durable=store is not None)
+        self._log = RunLog(live.run_id, self._loop(), durable=store is not None, stats=self._stats)
         self._resume = resume
         self._epoch = 0 if resume is None else resume.epoch
         """The fencing token every write of this run carries (RunRecord.epoch)."""
@@ -318,6 +322,7 @@ class RunActor(AsyncioActor):
     def _request_stop(self, reason: str) -> None:
         """The first request puts ``stop_requested`` on record and starts the grace period."""
         if self._stop_reason is None:
+            self._stats.stops += 1
             self._stop_reason = reason
             self.live.stopping = True
             self._stop_seq = self._append("stop_requested", {"reason": reason})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 
 from runyard.actors.records import Event, RunStatus
+from runyard.actors.stats import RuntimeStats
 from runyard.actors.stream_items import Closing, Finished, Lagged
 from runyard.actors.subscription import Subscription
 
@@ -25,9 +26,18 @@ __all__ = ["RunLog"]
 
 
 class RunLog:
-    def __init__(self, run_id: str, loop: asyncio.AbstractEventLoop, *, durable: bool) -> None:
-        """``durable``: a store acknowledges appends; otherwise they count as committed."""
+    def __init__(
+        self,
+        run_id: str,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        durable: bool,
+        stats: RuntimeStats | None = None,
+    ) -> None:
+        """``durable``: a store acknowledges appends; otherwise they count as committed.
+        ``stats``: where emits, deliveries, cut-offs and subscribers are counted."""
         self.run_id = run_id
+        self._stats = stats if stats is not None else RuntimeStats()
         self._loop = loop
         self._durable = durable
         self.events: list[Event] = []
@@ -67,6 +77,8 @@ class RunLog:
 
     def append(self, event: Event) -> None:
         self.events.append(event)
+        stats = self._stats
+        stats.events_emitted += 1
         size = len(event.data_json)
         self._bytes += size
         if not self._durable:
@@ -76,6 +88,9 @@ class RunLog:
             lagged = [sub for sub in self._subs if not sub.push(event)]
             for sub in lagged:
                 del self._subs[sub]
+            stats.events_delivered += len(self._subs)
+            if lagged:
+                self._count_lagged(len(lagged))
 
     def take_unsent(self) -> tuple[Event, ...]:
         """The events not yet handed to the store; they count as sent from now on."""
@@ -94,6 +109,10 @@ class RunLog:
         lagged = [sub for sub in self._subs if not sub.push_committed(fresh)]
         for sub in lagged:
             self._subs.pop(sub, None)
+        # (a subscriber whose cursor lies past some of these counts them too: rare)
+        self._stats.events_delivered += len(fresh) * len(self._subs)
+        if lagged:
+            self._count_lagged(len(lagged))
         if self._room:
             unstored = self.unstored_bytes
             free = [(n, w) for n, w in self._room if unstored <= n]
@@ -128,12 +147,19 @@ class RunLog:
             end_seq=self.committed,
         )
         self._subs[sub] = None
+        self._stats.subscribers += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.pop(sub, None)
+        if self._subs.pop(sub, False) is None:
+            self._stats.subscribers -= 1
 
     def close_all(self, final: Finished | Lagged | Closing) -> None:
         for sub in self._subs:
             sub.close(final)
+        self._stats.subscribers -= len(self._subs)
         self._subs.clear()
+
+    def _count_lagged(self, n: int) -> None:
+        self._stats.lagged += n
+        self._stats.subscribers -= n

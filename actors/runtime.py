@@ -38,6 +38,7 @@ from runyard.actors.membership import MembershipActor
 from runyard.actors.messages import Evict, Shutdown
 from runyard.actors.persistence_protocol import PurgeStored, RecoverInterrupted
 from runyard.actors.registry import RegistryActor
+from runyard.actors.stats import RuntimeStats
 from runyard.actors.store_link import StoreLink
 
 logger = logging.getLogger("runyard.runtime")
@@ -70,6 +71,8 @@ class Runtime:
         self._timers: list[asyncio.TimerHandle] = []
         self.recovered: tuple[str, ...] = ()
         """Run ids that a dead process had left ``running``, marked interrupted at start."""
+        self.stats = RuntimeStats()
+        """Counters and gauges the runtime keeps as plain numbers (read by ``/metrics``)."""
 
     @property
     def registry(self) -> pykka.ActorRef[RegistryActor]:
@@ -117,6 +120,7 @@ class Runtime:
             clock=self.clock,
             code_agent=self._code_agent,
             cluster=self.cluster,
+            stats=self.stats,
             loop=loop,
         )
         if self.cluster is not None:

@@ -61,6 +61,7 @@ from runyard.persistence.pending_page import merge_page, store_limit
 from runyard.persistence.stop_report import StopReport
 from runyard.persistence.store import RunStore
 from runyard.persistence.store_errors import CredentialsRefused
+from runyard.persistence.store_stats import StoreStats
 
 __all__ = ["PersistenceActor"]
 
@@ -100,9 +101,12 @@ class PersistenceActor(LoopThreadActor):
         stop_timeout_s: float = 5.0,
         credentials_hold_s: float = 120.0,
         stop_report: StopReport | None = None,
+        stats: StoreStats | None = None,
     ) -> None:
-        """``stop_report``: filled in on stop with what could not be stored."""
+        """``stop_report``: filled in on stop with what could not be stored;
+        ``stats``: where commit latency, errors and the backlog are kept."""
         super().__init__()
+        self._stats = stats if stats is not None else StoreStats()
         if batch_max < 1:
             raise ValueError("batch_max must be >= 1")
         self._store = store
@@ -223,6 +227,7 @@ class PersistenceActor(LoopThreadActor):
             return self._run(coro)
         except Exception as exc:
             coro.close()  # harmless if it already ran; avoids "never awaited" if not
+            self._stats.read_errors += 1
             self._last_error = describe(exc)
             raise StoreUnavailable(f"store unavailable: {self._last_error}") from exc
 
@@ -265,6 +270,7 @@ class PersistenceActor(LoopThreadActor):
         entry = self._pending.get(write.run_id)
         if entry is None:
             self._pending[write.run_id] = _Pending(write, [ack_to] if ack_to else [])
+            self._stats.backlog = len(self._pending)
             return
         entry.write = entry.write.then(write)
         if ack_to is not None and all(a.actor_urn != ack_to.actor_urn for a in entry.ack_to):
@@ -349,8 +355,14 @@ class PersistenceActor(LoopThreadActor):
             self._failing_since = None
 
     def _save(self, batch: list[_Pending]) -> None:
-        self._ensure_open()
-        fenced = self._run(self._store.save_many([p.write for p in batch]))
+        try:
+            self._ensure_open()
+            started = time.perf_counter()
+            fenced = self._run(self._store.save_many([p.write for p in batch]))
+        except Exception:
+            self._stats.write_errors += 1
+            raise
+        self._stats.commit_seconds.observe(time.perf_counter() - started)
         self._wrote_any = True
         self._saved_at = time.monotonic()
         self._acknowledge(batch, fenced)
@@ -369,6 +381,7 @@ class PersistenceActor(LoopThreadActor):
             )
             for ref in entry.ack_to:
                 by_ref.setdefault(ref.actor_urn, (ref, []))[1].append(saved)
+        self._stats.backlog = len(self._pending)
         for ref, versions in by_ref.values():
             try:
                 ref.tell(RunsPersisted(saved=tuple(versions)))
@@ -440,6 +453,8 @@ class PersistenceActor(LoopThreadActor):
             if entry is not None:
                 self._pending[run_id] = entry  # nothing changed: keep the write
             raise
+        finally:
+            self._stats.backlog = len(self._pending)
         return deleted or entry is not None
 
     def _recover(self, node: str, error: str, skip: frozenset[str]) -> tuple[str, ...]:

@@ -239,3 +239,21 @@ def test_the_run_code_bootstrap_imports_the_child_and_nothing_of_the_server() ->
         or name.startswith(("runyard.web", "runyard.persistence", "runyard.actors.runtime"))
     }
     assert server == set()
+
+
+def test_only_the_web_layer_imports_the_metrics_library() -> None:
+    # The runtime and the stores keep plain numbers; web/metrics.py turns them into metrics.
+    wrong = []
+    for name, path in _modules().items():
+        if name.startswith("runyard.web."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            wrong += [f"{name} imports {t}" for t in targets if t.startswith("prometheus_client")]
+    assert wrong == []

@@ -32,6 +32,7 @@ DOCUMENTED = [
     ("RUNYARD_SESSION_SECRET", "unset"),
     ("RUNYARD_PUBLIC_ORIGIN", "unset"),
     ("RUNYARD_TOKENS_FILE", "unset"),
+    ("RUNYARD_METRICS_TOKEN", "unset"),
     ("RUNYARD_RETENTION_S", "3600"),
     ("RUNYARD_STORE_RETENTION_S", "604800"),
     ("RUNYARD_STOP_GRACE_S", "5"),

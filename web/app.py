@@ -34,20 +34,35 @@ from runyard.persistence.actor import PersistenceActor
 from runyard.persistence.stop_report import StopReport
 from runyard.persistence.store import RunStore
 from runyard.persistence.store_errors import CredentialsRefused
+from runyard.persistence.store_stats import StoreStats
 from runyard.web.auth import Authenticator, install_auth
 from runyard.web.config import ConfigError, Settings
 from runyard.web.errors import install_error_handlers
 from runyard.web.gateway import Gateway
 from runyard.web.gc_tuning import tune_gc
 from runyard.web.loop_monitor import LoopMonitor
+from runyard.web.metrics import MetricsSources, OpenStreams, code_pool_of, metrics_registry
 from runyard.web.node import DataDirLock, node_id
-from runyard.web.routes import dashboard, feed, ops, run_code, runs, schema, stream
+from runyard.web.routes import (
+    api_docs,
+    dashboard,
+    feed,
+    metrics,
+    ops,
+    run_code,
+    runs,
+    schema,
+    stream,
+)
+from runyard.web.version import package_version
 
 API_DESCRIPTION = """Durable, reconnectable agent runs.  Start a run and get its `run_id` at
 once; follow it over SSE, leave, come back and resume exactly where you were;
-stop it; find it after it finished.  Every endpoint but `/healthz` needs a
-token (`Authorization: Bearer <token>` or the session cookie from
-`POST /auth/session`); you only ever see your own runs."""
+stop it; find it after it finished.  Every endpoint needs a token
+(`Authorization: Bearer <token>` or the session cookie from
+`POST /auth/session`) except the few listed as open in docs/api.md
+("Authentication": the probes, signing out, the dashboard's static files);
+you only ever see your own runs."""
 
 logger = logging.getLogger("runyard.app")
 
@@ -169,7 +184,10 @@ def create_app(
         the_store = store or build_store(settings)
         report = StopReport()
         app.state.stop_report = report
-        persistence: pykka.ActorRef[Any] = PersistenceActor.start(the_store, stop_report=report)
+        store_stats = StoreStats()
+        persistence: pykka.ActorRef[Any] = PersistenceActor.start(
+            the_store, stop_report=report, stats=store_stats
+        )
         runs_code = code_agent or make_code_agent(settings.code_settings())
         config = settings.runtime_config(
             node_id=node_id(settings), write_window_s=the_store.commit_window_s
@@ -191,6 +209,17 @@ def create_app(
         gateway = Gateway(runtime)
         app.state.gateway = gateway
         app.state.loop_monitor = monitor
+        app.state.metrics = metrics_registry(
+            MetricsSources(
+                version=package_version(),
+                node_id=config.node_id,
+                runtime=runtime.stats,
+                store=store_stats,
+                loop=monitor,
+                streams=app.state.open_streams,
+                pool=code_pool_of(runs_code),
+            )
+        )
         try:
             yield
         finally:
@@ -210,15 +239,16 @@ def create_app(
 
     app = FastAPI(
         title="runyard",
-        version="0.1.0",
+        version=package_version(),
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        # Served by runyard.web.routes.schema, behind a token; no open HTML viewers.
+        # Served by runyard.web.routes.schema and runyard.web.routes.api_docs, behind a token.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.open_streams = OpenStreams()
     install_error_handlers(app, settings)
     # The run routes first: a request is matched against the routes in order,
     # and POST /runs is the hottest (behind eight other routers it spent
@@ -231,4 +261,6 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(run_code.router)
     app.include_router(schema.router)
+    app.include_router(api_docs.router)
+    app.include_router(metrics.router)
     return app

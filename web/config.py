@@ -36,6 +36,10 @@ COUCHDB_DB_NAME: Final = re.compile(r"[a-z][a-z0-9_$()+/-]*")
 when the database is created: refused here, before anything starts."""
 COUCHDB_DB_NAME_MAX: Final = 238
 
+METRICS_TOKEN_MIN: Final = 16
+HEADER_TOKEN: Final = re.compile(r"[\x21-\x7e]+")
+"""What a bearer token can be sent as (``fullmatch``): visible ASCII, no spaces."""
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says what to fix.
@@ -124,6 +128,14 @@ class Settings(BaseSettings):
             "Without this and RUNYARD_TOKENS, `runyard serve` creates a local admin."
         ),
     )
+    metrics_token: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=METRICS_TOKEN_MIN,
+        description="A bearer token that opens GET /metrics and nothing else, for a "
+        f"Prometheus scraper (at least {METRICS_TOKEN_MIN} visible ASCII characters, "
+        "no spaces). Unset: only admins read /metrics.",
+    )
     retention_s: float = Field(
         default=DEFAULTS.retention_s, ge=0, description="Seconds a finished run stays in memory."
     )
@@ -198,6 +210,16 @@ class Settings(BaseSettings):
             )
         return name
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: str | None) -> str | None:
+        if value is not None and HEADER_TOKEN.fullmatch(value) is None:
+            raise ValueError(
+                "the metrics token goes in an Authorization header: use visible ASCII "
+                "characters only, no spaces (e.g. the output of `openssl rand -hex 32`)"
+            )
+        return value
+
     @field_validator("public_origin")
     @classmethod
     def _public_origin(cls, value: str | None) -> str | None:
@@ -263,7 +285,9 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-_SECRET_FIELDS = frozenset({"tokens", "couchdb_url", "couchdb_password", "session_secret"})
+_SECRET_FIELDS = frozenset(
+    {"tokens", "couchdb_url", "couchdb_password", "session_secret", "metrics_token"}
+)
 
 
 def _short(value: object, limit: int = 60) -> str:

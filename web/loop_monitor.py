@@ -1,7 +1,8 @@
 """Event-loop lag: how late a timer fires tells whether something blocks the loop.
 
 Everything in runyard shares one loop, so a blocking call anywhere shows up
-here first; operators read it from ``/ops/registry``.
+here first; operators read the last sample from ``/ops/registry`` and every
+sample's distribution from ``/metrics`` (``runyard_event_loop_lag_seconds``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import os
 import resource
 import time
 
+from runyard.actors.histogram import Histogram
+
 
 class LoopMonitor:
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
         self.lag_s = 0.0
+        self.lag_histogram = Histogram()
+        """Every sample's lag, in seconds (one observation per ``interval_s``)."""
         self.started = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
@@ -35,6 +40,7 @@ class LoopMonitor:
             planned = loop.time() + self.interval_s
             await asyncio.sleep(self.interval_s)
             self.lag_s = max(0.0, loop.time() - planned)
+            self.lag_histogram.observe(self.lag_s)
 
     @property
     def uptime_s(self) -> float:

@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -160,6 +161,10 @@ class WorkerPool:
         self._filler: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.spawned = 0
+        """Workers pre-started so far; with ``spawn_seconds`` (their total start time,
+        in seconds) what ``/metrics`` shows of the pool."""
+        self.spawn_seconds = 0.0
 
     @property
     def idle_pids(self) -> list[int]:
@@ -245,10 +250,13 @@ class WorkerPool:
 
     async def _fill(self) -> None:
         while not self._closed and len(self._idle) < self.size:
+            started = time.perf_counter()
             try:
                 worker = await spawn_worker(
                     self.settings, self.package_root, cwd=IDLE_CWD, env=dict(IDLE_ENV)
                 )
+                self.spawned += 1
+                self.spawn_seconds += time.perf_counter() - started
             except Exception as exc:
                 log.warning("could not pre-start a run-code worker: %s", exc)
                 return  # the next acquire tries again

@@ -33,4 +33,5 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 async def run_feed(request: Request, caller: CallerDep, gateway: GatewayDep) -> EventSourceResponse:
     feed: Feed = await gateway.ask(WatchRuns(caller=caller))
     heartbeat_s = request.app.state.settings.heartbeat_s
-    return EventSourceResponse(feed_stream(gateway, feed), **response_kwargs(heartbeat_s))
+    frames = request.app.state.open_streams.track("feed", feed_stream(gateway, feed))
+    return EventSourceResponse(frames, **response_kwargs(heartbeat_s))

@@ -15,14 +15,25 @@ from runyard.web.errors import error_responses
 from runyard.web.gateway import GatewayDep
 from runyard.web.loop_monitor import LoopMonitor, rss_bytes
 from runyard.web.models import AgentModel, HealthResponse, LiveRunModel, NodeModel, RegistryView
+from runyard.web.version import package_version
 
 router = APIRouter()
 
 
-@router.get("/healthz", response_model=HealthResponse, tags=["ops"], summary="Process is up")
+# The probes answer HEAD too (same status and headers, no body: the HTTP server
+# drops it), for balancers that probe with HEAD; kept out of the schema, whose
+# operation ids must be unique per route.
+@router.get(
+    "/healthz",
+    response_model=HealthResponse,
+    tags=["ops"],
+    summary="Process is up, and its version",
+)
+@router.head("/healthz", include_in_schema=False)
 async def healthz() -> HealthResponse:
-    """Open without a token: it says nothing but "this process answers"."""
-    return HealthResponse(status="ok")
+    """Open without a token: it says nothing but "this process answers" and which
+    release it is (``detail.version``, the installed package's version)."""
+    return HealthResponse(status="ok", detail={"version": package_version()})
 
 
 @router.get(
@@ -32,6 +43,7 @@ async def healthz() -> HealthResponse:
     tags=["ops"],
     summary="Registry and store answering",
 )
+@router.head("/readyz", include_in_schema=False)
 async def readyz(gateway: GatewayDep) -> JSONResponse:
     """503 while shutting down or while the store does not answer (writes are then queued)."""
     try:

@@ -171,7 +171,8 @@ async def stream_code_run(
     # Subscribed from seq 0 before the response starts: nothing the run emits is missed.
     sub = await gateway.ask(Subscribe(caller=caller, run_id=started.run_id))
     heartbeat_s = request.app.state.settings.heartbeat_s
+    frames = run_stream(gateway, sub, agent=body.agent_name or DEFAULT_AGENT_NAME)
     return EventSourceResponse(
-        run_stream(gateway, sub, agent=body.agent_name or DEFAULT_AGENT_NAME),
+        request.app.state.open_streams.track("run-code", frames),
         **response_kwargs(heartbeat_s),
     )

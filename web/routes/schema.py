@@ -1,10 +1,11 @@
 """``GET /openapi.json``: the API's schema, behind a token like everything else.
 
 FastAPI serves the schema and its HTML viewers openly by default; runyard's
-rule is that nothing but ``/healthz`` (and the dashboard's static sign-in
-shell) answers without a token, so the app turns those off and serves the
-schema here.  The HTML viewers load their scripts from a CDN, which a
-locked-down deployment cannot reach anyway.
+rule is that only the endpoints docs/api.md lists as open (the probes,
+signing out, the dashboard's static shell) answer without a token, so the
+app turns those off and serves the schema here.  FastAPI's viewers load
+their scripts from a CDN, which a locked-down deployment cannot reach: the
+browsable view is :mod:`runyard.web.routes.api_docs`, from vendored files.
 """
 
 from __future__ import annotations

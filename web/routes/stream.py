@@ -44,4 +44,5 @@ async def stream_run(
     # Subscribe before the response starts, so 403/404 are real status codes.
     sub = await gateway.ask(Subscribe(caller=caller, run_id=run_id, after_seq=after_seq))
     heartbeat_s = request.app.state.settings.heartbeat_s
-    return EventSourceResponse(run_stream(gateway, sub), **response_kwargs(heartbeat_s))
+    frames = request.app.state.open_streams.track("run", run_stream(gateway, sub))
+    return EventSourceResponse(frames, **response_kwargs(heartbeat_s))
