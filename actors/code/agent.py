@@ -55,7 +55,7 @@ from typing import Any
 
 from actors.code import protocol
 from actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
-from actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, spawn_worker
+from actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, end, spawn_worker
 from actors.code.settings import CodeSettings
 from actors.code.validate import check_code, check_env
 from actors.context import Agent, RunContext, StopRequested
@@ -192,7 +192,11 @@ class CodeAgent:
             },
             "max_event_bytes": s.max_event_bytes,
             "max_result_bytes": s.max_result_bytes,
-            "sandbox": {"landlock": s.landlock, "hide": [PACKAGE_ROOT, *s.private_paths]},
+            "sandbox": {
+                "landlock": s.landlock,
+                "namespaces": s.namespaces,
+                "hide": [PACKAGE_ROOT, *s.private_paths],
+            },
             "workdir": workdir,
             "env": self.child_env(workdir),
         }
@@ -218,12 +222,10 @@ class CodeAgent:
                 worker = await spawn_worker(s, PACKAGE_ROOT, cwd=IDLE_CWD, env=dict(IDLE_ENV))
             proc = worker.proc
             reader, writer = await asyncio.open_connection(sock=worker.sock, limit=1 << 20)
-            assert proc.stdout is not None
-            assert proc.stderr is not None
             chunk = max(1024, min(64 * 1024, s.max_event_bytes // 4))
             pumps = [
-                loop.create_task(_pump(proc.stdout, "stdout", ctx, chunk, None)),
-                loop.create_task(_pump(proc.stderr, "stderr", ctx, chunk, stderr_tail)),
+                loop.create_task(_pump(worker.stdout, "stdout", ctx, chunk, None)),
+                loop.create_task(_pump(worker.stderr, "stderr", ctx, chunk, stderr_tail)),
             ]
             side = [*pumps, loop.create_task(_forward_stop(ctx, writer))]
 
@@ -241,7 +243,7 @@ class CodeAgent:
                         await proc.wait()
             else:
                 await proc.wait()
-            _kill_group(proc.pid)
+            await end(worker, close_pipes=False)
             # Output still in the pipes belongs to this run: take it before returning.
             await asyncio.wait(pumps, timeout=1.0)
             return self._outcome(outcome, proc, bytes(stderr_tail))
@@ -249,12 +251,8 @@ class CodeAgent:
             for task in side:
                 task.cancel()
             if worker is not None:
-                proc = worker.proc
-                _kill_group(proc.pid)
-                if proc.returncode is None:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(REAP_TIMEOUT_S):
-                            await proc.wait()
+                # Every process of the run, escaped ones included, and the server's pipe ends.
+                await end(worker)
                 if writer is not None:
                     writer.close()
                 else:
@@ -284,9 +282,15 @@ class CodeAgent:
                     raise ChildProtocolError(f"the child sent an invalid event: {exc}") from None
             elif kind == "sandbox":
                 status = str(message.get("landlock"))
+                report = {"landlock": status}
+                for key in ("namespaces", "network"):
+                    if isinstance(message.get(key), str):
+                        report[key] = message[key]
                 _note_sandbox(status)
-                if s.announce_sandbox or not status.startswith("abi "):
-                    ctx.emit("sandbox", landlock=status)
+                _note_namespaces(report.get("namespaces"))
+                contained = not report.get("namespaces", "").startswith("unavailable")
+                if s.announce_sandbox or not status.startswith("abi ") or not contained:
+                    ctx.emit("sandbox", **report)
             elif kind in ("result", "error", "stopped"):
                 return message
             else:
@@ -381,6 +385,27 @@ def _note_sandbox(status: str) -> None:
         log.warning(
             "run-code children run WITHOUT Landlock (%s): submitted code can read what the "
             "server's user can read (docs/run-code.md, isolation)",
+            status,
+        )
+
+
+_namespaces_noted: set[bool] = set()
+
+
+def _note_namespaces(status: str | None) -> None:
+    """Log the first child's namespaces; a warning (once) when children run without them."""
+    if status is None:
+        return
+    ok = not status.startswith("unavailable")
+    if ok in _namespaces_noted:
+        return
+    _namespaces_noted.add(ok)
+    if ok:
+        log.info("run-code children run in their own namespaces (%s)", status)
+    else:
+        log.warning(
+            "run-code children run WITHOUT a PID namespace (%s): a process the code "
+            "detaches may outlive its run (docs/run-code.md, isolation)",
             status,
         )
 

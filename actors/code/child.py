@@ -55,7 +55,7 @@ import types
 from collections.abc import Coroutine
 from typing import Any
 
-from actors.code import protocol, sandbox
+from actors.code import isolation, protocol, sandbox
 from actors.context import StopRequested, check_event_type
 
 MODULE_NAME = "__agent__"
@@ -304,13 +304,18 @@ def apply_limits(limits: dict[str, Any]) -> None:
             resource.setrlimit(which, (soft, want))
 
 
-def lock_in(channel: Channel, settings: dict[str, Any]) -> None:
+def lock_in(
+    channel: Channel, settings: dict[str, Any], contained: isolation.Contained | None = None
+) -> None:
     """Apply Landlock as ``settings`` say and report the outcome in a ``sandbox`` frame.
 
     ``settings``: ``landlock`` (``"auto"``: apply when the kernel can,
-    ``"require"``: refuse to run the code without it, ``"off"``) and
-    ``hide`` (paths no grant may contain).  Runs before any other thread
-    exists: Landlock restricts the calling thread and what it starts.
+    ``"require"``: refuse to run the code without it, ``"off"``),
+    ``namespaces`` (``"require"``: refuse to run without a PID namespace) and
+    ``hide`` (paths no grant may contain).  ``contained``: what
+    :func:`actors.code.isolation.contain` made, reported in the same frame.
+    Runs before any other thread exists: Landlock restricts the calling
+    thread and what it starts.
     """
     mode = settings.get("landlock", "auto")
     if mode == "off":
@@ -324,15 +329,22 @@ def lock_in(channel: Channel, settings: dict[str, Any]) -> None:
         if root and root not in sys.path and root not in hide:
             hide.append(root)
         status = sandbox.apply(os.getcwd(), hide)
-    channel.send({"t": "sandbox", "landlock": status})
+    frame: dict[str, Any] = {"t": "sandbox", "landlock": status}
+    if contained is not None:
+        frame["namespaces"] = contained.namespaces
+        frame["network"] = contained.network
+    channel.send(frame)
+    missing = None
     if mode == "require" and not status.startswith("abi "):
+        missing = f"Landlock is required but {status}"
+    elif settings.get("namespaces") == "require" and (
+        contained is None or not contained.pid_namespace
+    ):
+        shown = contained.namespaces if contained is not None else "unavailable"
+        missing = f"a PID namespace is required but {shown}"
+    if missing is not None:
         channel.send(
-            {
-                "t": "error",
-                "type": "SandboxUnavailable",
-                "message": f"Landlock is required but {status}",
-                "traceback": "",
-            }
+            {"t": "error", "type": "SandboxUnavailable", "message": missing, "traceback": ""}
         )
         os._exit(EXIT_NO_SANDBOX)
 
@@ -415,6 +427,10 @@ async def _call(run: Any, input_dict: dict[str, Any], ctx: ChildContext) -> Any:
 
 
 def main(fd: int) -> None:
+    # Before anything else, while this is the only thread: from here on this is
+    # the runner, in its own PID namespace when the kernel allows (isolation).
+    mode, network = isolation.parse_options(sys.argv[3] if len(sys.argv) > 3 else None)
+    contained = isolation.contain(mode, network, close_in_helpers=(fd,))
     sock = socket.socket(fileno=fd)
     job = protocol.recv_message(sock, JOB_LIMIT)
     while job is not None and job.get("t") == "ping":  # a pool checking this child is alive
@@ -425,7 +441,7 @@ def main(fd: int) -> None:
     enter_run(job)
     apply_limits(job.get("limits") or {})
     channel = Channel(sock, int(job["max_event_bytes"]))
-    lock_in(channel, job.get("sandbox") or {})
+    lock_in(channel, job.get("sandbox") or {}, contained)
     ctx = ChildContext(channel, job["run_id"], job["user_id"], int(job.get("attempt", 0)))
 
     threading.stack_size(256 * 1024)
