@@ -11,18 +11,21 @@ nothing out here).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actors.code import isolation
-from actors.code.agent import CodeSettings
+from actors.code.agent import PACKAGE_ROOT, CodeSettings
 from actors.messages import StartRun, StopRun, Subscribe
 from tests.run_code_helpers import code_runtime, marked_processes, next_event, of_type, run_code
 from tests.runtime_helpers import ALICE, collect
-from tests.waiting import wait_until_async
+from tests.waiting import wait_until, wait_until_async
 
 ESCAPE = """
 import os
@@ -178,3 +181,60 @@ def test_options_travel_as_one_argv_word() -> None:
     assert isolation.parse_options(isolation.argv_options(False, "require")) == ("require", False)
     assert isolation.parse_options(isolation.argv_options(True, "off")) == ("off", True)
     assert isolation.parse_options(None) == ("auto", True)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_the_code_holds_no_capability_even_when_the_server_is_root() -> None:
+    code = """
+async def run(input_dict, ctx):
+    status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines())
+    return {"eff": status["CapEff"], "bnd": status["CapBnd"], "prm": status["CapPrm"]}
+"""
+    async with code_runtime() as runtime:
+        record, _ = await run_code(runtime, code)
+    assert record.status == "success", record.error
+    seen = record.result
+    assert isinstance(seen, dict)
+    assert int(seen["eff"], 16) == int(seen["prm"], 16) == 0
+    # An empty bounding set: a program the code starts as root gains nothing either.
+    assert int(seen["bnd"], 16) == 0
+
+
+USERNS_PROBE = """
+import os, socket, sys
+sys.path.insert(0, sys.argv[1])  # (-c: argv[0] is "-c")
+from actors.code import isolation
+a, b = socket.socketpair()
+contained = isolation.contain("auto", network=False, close_in_helpers=(b.fileno(),))
+print(contained.namespaces, contained.network, contained.capabilities, sep="|", flush=True)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv("/bin/sleep", [sys.argv[2], "300"])
+    os._exit(0)
+os.wait()
+os._exit(3)
+"""
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv") or not Path("/usr/bin/python3").exists(),
+    reason="needs root (to become nobody), setpriv and a system python3",
+)
+def test_an_unprivileged_server_gets_a_user_namespace() -> None:
+    """As ``nobody``: a user namespace carries the others; the exit code and the kill still hold."""
+    marker = f"sleep-runyard-userns-{uuid.uuid4().hex}"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    done = subprocess.run(
+        [*nobody, "/usr/bin/python3", "-c", USERNS_PROBE, PACKAGE_ROOT, marker],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    if "Operation not permitted; in a new user namespace" in done.stdout:
+        pytest.skip(f"this kernel refuses unprivileged user namespaces: {done.stdout}")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip() == "user pid mount net|off|none", done.stdout
+    wait_until(lambda: not marked_processes(marker), 5, "the detached grandchild to die")

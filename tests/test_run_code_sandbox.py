@@ -163,6 +163,7 @@ async def run(input_dict, ctx):
             "landlock": f"abi {ABI}",
             "namespaces": "pid mount",
             "network": "on",
+            "capabilities": "none",
         }
         assert events[1].data == {"stream": "stdout", "text": "hello from the sandbox\n"}
         assert events[2].data["message"] == "still logging"
@@ -189,6 +190,7 @@ async def test_without_landlock_the_run_works_and_says_so(
                 "landlock": "unavailable: turned off (CodeSettings.landlock)",
                 "namespaces": "pid mount",
                 "network": "on",
+                "capabilities": "none",
             }
 
     warnings = [r for r in caplog.records if "WITHOUT Landlock" in r.getMessage()]

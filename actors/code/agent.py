@@ -283,7 +283,7 @@ class CodeAgent:
             elif kind == "sandbox":
                 status = str(message.get("landlock"))
                 report = {"landlock": status}
-                for key in ("namespaces", "network"):
+                for key in ("namespaces", "network", "capabilities"):
                     if isinstance(message.get(key), str):
                         report[key] = message[key]
                 _note_sandbox(status)

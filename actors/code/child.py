@@ -333,6 +333,7 @@ def lock_in(
     if contained is not None:
         frame["namespaces"] = contained.namespaces
         frame["network"] = contained.network
+        frame["capabilities"] = contained.capabilities
     channel.send(frame)
     missing = None
     if mode == "require" and not status.startswith("abi "):

@@ -25,6 +25,11 @@ library only)::
   ``fd``), on top of what Landlock hides (:mod:`actors.code.sandbox`).
   Mount events stay private (``MS_REC | MS_PRIVATE`` first), so nothing
   reaches the host's mount table.
+- **No capabilities** in the runner: a server run as root would otherwise
+  hand submitted code ``CAP_SYS_BOOT``, ``CAP_NET_ADMIN`` on the host's
+  network, ``CAP_SYS_MODULE``...  (Landlock does not cover those), and in a
+  user namespace the runner could unmount the fresh ``/proc``.  The
+  bounding set is emptied too, so a program it starts as root gains none.
 - **Network namespace** only when ``network`` is False: the code then has
   a loopback device that is down and no route anywhere, and
   ``/proc/net`` shows no socket of the server or its clients.
@@ -68,6 +73,10 @@ MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 STATUS = struct.Struct("=i")
 
 
@@ -80,6 +89,8 @@ class Contained:
     ``"unavailable: why"`` (then the keeper is a subreaper instead)."""
     network: str
     """``"on"``, ``"off"`` (own network namespace), or ``"on (could not turn off: why)"``."""
+    capabilities: str = "none"
+    """``"none"`` once every capability is dropped, else ``"kept: why"``."""
 
     @property
     def pid_namespace(self) -> bool:
@@ -162,6 +173,38 @@ def _mount_proc(libc: ctypes.CDLL) -> str | None:
 
 
 HELPER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def drop_capabilities(libc: ctypes.CDLL) -> str:
+    """Empty this process's bounding, ambient, effective, permitted, inheritable sets.
+
+    Returns ``"none"``, or ``"kept: why"`` when the kernel refused.
+    """
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = 63
+    for cap in range(last + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EPERM without CAP_SETPCAP: none to drop
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        return f"kept: {_fail('capset')}"
+    return "none"
 
 
 def _reset_signals() -> dict[int, object]:
@@ -284,7 +327,8 @@ def contain(mode: str, network: bool, close_in_helpers: Iterable[int] = ()) -> C
             why = exc.strerror or str(exc)
     if not names:
         net = "on" if network else f"on (could not turn off: {why})"
-        return _subreaper_split(libc, keep, why, net)
+        contained = _subreaper_split(libc, keep, why, net)
+        return Contained(contained.namespaces, net, drop_capabilities(libc))
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     init = os.fork()
     if init != 0:
@@ -298,7 +342,7 @@ def contain(mode: str, network: bool, close_in_helpers: Iterable[int] = ()) -> C
     os.close(status_r)
     os.close(status_w)
     shown = " ".join(names) + (f" (/proc not remounted: {proc_problem})" if proc_problem else "")
-    return Contained(shown, "on" if network else "off")
+    return Contained(shown, "on" if network else "off", drop_capabilities(libc))
 
 
 def _subreaper_split(libc: ctypes.CDLL, keep: list[int], why: str, net: str) -> Contained:
