@@ -10,7 +10,8 @@ coroutine:
    ``CodeSettings.pool_size``), or when there is none, spawns
    ``python -I -X utf8 -c BOOTSTRAP`` (:mod:`actors.code.child`) with
    ``asyncio.create_subprocess_exec`` (nothing blocks the loop), in a new
-   session (its own process group), in a fresh temporary directory, with a
+   session (its own process group), with ``/dev/null`` as stdin and pipes the
+   server owns as stdout/stderr, in a fresh temporary directory, with a
    minimal environment: ``HOME``/``TMPDIR`` (the temporary directory),
    ``LANG``, and the request's ``env``; nothing from the server's
    environment (``RUNYARD_TOKENS`` and friends never reach submitted code);
@@ -20,8 +21,11 @@ coroutine:
    lowers its own rlimits (address space, CPU seconds, file size, open
    files, no core dumps) and locks itself in with Landlock
    (:mod:`actors.code.sandbox`) before it executes the code, then reports
-   ``{"landlock": "abi N" | "unavailable: why"}``: a run without Landlock
-   gets a ``sandbox`` event saying so, and the server logs a warning once;
+   ``{"landlock": "abi N" | "unavailable: why", "namespaces": ..., "network": ...,
+   "capabilities": ...}`` (the namespaces were made when the child started:
+   :mod:`actors.code.isolation`): a run without Landlock or without a PID
+   namespace gets a ``sandbox`` event saying so, and the server logs a
+   warning once;
 3. relays every event frame to ``ctx.emit`` as it arrives, and the child's
    raw fd 1/2 output as ``stdout`` events;
 4. forwards a cooperative stop (``ctx.stopping``) to the child;
@@ -31,10 +35,13 @@ coroutine:
    died without a word (exit code, signal, out of memory).
 
 When the coroutine is cancelled (the run actor does that ``stop_grace``
-after a stop, and at ``max_duration_s``), its ``finally`` kills the whole
-process group with SIGKILL and reaps it; a ``while True: pass`` agent ends
-within the grace.  The group is killed after a normal end too, so processes
-the code started cannot outlive its run.
+after a stop, and at ``max_duration_s``), its ``finally`` ends the child
+with :func:`actors.code.pool.end`: SIGTERM to the keeper, which kills the
+child's PID namespace (every process the code started, ``setsid`` or not),
+then SIGKILL to the process group, a reap, and the server's pipe ends
+closed; a ``while True: pass`` agent ends within the grace.  The same
+happens after a normal end, so processes the code started cannot outlive
+its run, nor hold the server's descriptors.
 """
 
 from __future__ import annotations
@@ -45,7 +52,6 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import shutil
 import signal
 import tempfile
@@ -66,7 +72,6 @@ MIB = 1024 * 1024
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 """The directory holding ``actors/``: the child imports :mod:`actors.code.child` from here."""
 STDERR_TAIL_BYTES = 2048
-REAP_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -416,11 +421,6 @@ def _remove_later(loop: asyncio.AbstractEventLoop, workdir: str) -> None:
         loop.run_in_executor(None, shutil.rmtree, workdir, True)
     except RuntimeError:  # the executor is shut down: the loop is closing anyway
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _signal_name(number: int) -> str:
