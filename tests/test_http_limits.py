@@ -205,4 +205,4 @@ def test_shutdown_keeps_its_bound_with_a_stuck_reader(
         finally:
             reader.close()
     assert code == 0, proc.output()
-    assert took < 2 + 2 + 5 + 0.5, took
+    assert took < 2 + 2 + 5 + 1, took  # (+1: a loaded machine's process exit)

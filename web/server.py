@@ -42,6 +42,10 @@ logger = logging.getLogger("runyard.server")
 MIN_CONNECTION_WAIT_S = 1.0
 """After the drain, open connections get at least this long to finish their responses."""
 
+EXIT_RESERVE_S = 2.0
+"""Of the shutdown bound, what is kept for after the connections: the app's own
+shutdown (the runtime, the store's last writes) and the process's exit."""
+
 
 def http_options() -> dict[str, Any]:
     """``uvicorn.Config`` keyword arguments for the HTTP/1.1 protocol.
@@ -115,6 +119,6 @@ class RunyardServer(uvicorn.Server):
             if self._exit_by is not None:
                 # What is left of the bound, not the whole bound again: uvicorn now
                 # waits for open connections, and a stuck reader never closes its own.
-                left = self._exit_by - time.monotonic()
+                left = self._exit_by - EXIT_RESERVE_S - time.monotonic()
                 self.config.timeout_graceful_shutdown = max(MIN_CONNECTION_WAIT_S, left)  # type: ignore[assignment]
             self.should_exit = True
