@@ -1,10 +1,11 @@
 """The run-code child: runs one submitted agent, in its own process, then exits.
 
 Started by :class:`actors.code.agent.CodeAgent` as
-``python -I -X utf8 -c BOOTSTRAP <package root> <fd>``: isolated mode (no
-``PYTHON*`` variables, no user site, no current directory on ``sys.path``),
-``<fd>`` the child's end of the socket described in
-:mod:`actors.code.protocol`.  The bootstrap imports this module from
+``python -I -X utf8 -c BOOTSTRAP <package root> <fd> [<isolation>]``:
+isolated mode (no ``PYTHON*`` variables, no user site, no current directory
+on ``sys.path``), ``<fd>`` the child's end of the socket described in
+:mod:`actors.code.protocol`, ``<isolation>`` the options of
+:func:`actors.code.isolation.contain`, which ``main`` calls first.  The bootstrap imports this module from
 ``<package root>`` and takes that entry off ``sys.path`` again before the
 submitted code runs.
 
