@@ -5,8 +5,8 @@ Started by :class:`actors.code.agent.CodeAgent` as
 isolated mode (no ``PYTHON*`` variables, no user site, no current directory
 on ``sys.path``), ``<fd>`` the child's end of the socket described in
 :mod:`actors.code.protocol`, ``<isolation>`` the options of
-:func:`actors.code.isolation.contain`, which ``main`` calls first.  The bootstrap imports this module from
-``<package root>`` and takes that entry off ``sys.path`` again before the
+:func:`actors.code.isolation.contain`, which ``main`` calls first.  The
+bootstrap imports this module from ``<package root>`` and takes that entry off ``sys.path`` again before the
 submitted code runs.
 
 A child may be started ahead of its run (:mod:`actors.code.pool`): until
