@@ -6,8 +6,8 @@ isolated mode (no ``PYTHON*`` variables, no user site, no current directory
 on ``sys.path``), ``<fd>`` the child's end of the socket described in
 :mod:`actors.code.protocol`, ``<isolation>`` the options of
 :func:`actors.code.isolation.contain`, which ``main`` calls first.  The
-bootstrap imports this module from ``<package root>`` and takes that entry off ``sys.path`` again before the
-submitted code runs.
+bootstrap imports this module from ``<package root>`` and takes that entry
+off ``sys.path`` again before the submitted code runs.
 
 A child may be started ahead of its run (:mod:`actors.code.pool`): until
 the job arrives it only answers ``ping`` frames.  ``main`` reads the job,
