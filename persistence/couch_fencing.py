@@ -3,10 +3,10 @@
 A node judged dead (its lease expired) may only have paused: a long GC or
 VM pause, a partition.  When it wakes it still holds its runs and goes on
 writing them.  The node that claimed its lease therefore raises each run's
-``epoch`` (the fencing token, :attr:`actors.records.RunRecord.epoch`) in the
+``epoch`` (the fencing token, :attr:`runyard.actors.records.RunRecord.epoch`) in the
 run doc itself *before* it reads the run to end or resume it: from then on
 every write the old owner sends carries a lower epoch and loses
-(:func:`actors.records.replaces`), so what the new owner reads is final and
+(:func:`runyard.actors.records.replaces`), so what the new owner reads is final and
 the ``done`` it appends is numbered after every event that was ever stored.
 
 The raise is a compare-and-set on the run doc's ``_rev``: a write of the old
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-from persistence.couch_layout import CouchStoreError
+from runyard.persistence.couch_layout import CouchStoreError
 
 __all__ = ["fence_running"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from actors.persistence_protocol import RunWrite
-from actors.records import replaces
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import replaces
 from tests.couch_store_fixtures import T0, Run, Stores, log_events, record
 
 pytestmark = [pytest.mark.couchdb, pytest.mark.timeout(60)]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.persistence_protocol import RunWrite
-from actors.records import RunRecord
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import RunRecord
+from runyard.persistence.sqlite_store import SQLiteStore
 from tests.live_server import ServerProcessFactory
 
 pytestmark = pytest.mark.timeout(30)

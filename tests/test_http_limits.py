@@ -1,7 +1,7 @@
-"""Slow and oversized clients against a real server (web.http_limits, web.server).
+"""Slow and oversized clients against a real server (runyard.web.http_limits, runyard.web.server).
 
 The in-thread servers use the same protocol options as ``runyard serve``
-(:func:`web.server.http_options`), so the module's timeouts can be shortened
+(:func:`runyard.web.server.http_options`), so the module's timeouts can be shortened
 with ``monkeypatch`` for a test; the shutdown test runs ``runyard serve`` as
 a child process with its defaults.  Raw sockets play the attackers: a head
 that never ends, a head or a body that trickles, a client that stops
@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runyard.web import http_limits
 from tests.api_helpers import start, wait_finished
 from tests.live_server import TOKENS, LiveServer, ServerProcessFactory, make_settings
 from tests.waiting import wait_until
-from web import http_limits
 
 pytestmark = pytest.mark.server
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from actors.code import isolation
-from actors.code.agent import PACKAGE_ROOT, CodeSettings
-from actors.messages import StartRun, StopRun, Subscribe
+from runyard.actors.code import isolation
+from runyard.actors.code.agent import PACKAGE_ROOT, CodeSettings
+from runyard.actors.messages import StartRun, StopRun, Subscribe
 from tests.run_code_helpers import code_runtime, marked_processes, next_event, of_type, run_code
 from tests.runtime_helpers import ALICE, collect
 from tests.waiting import wait_until, wait_until_async
@@ -204,7 +204,7 @@ async def run(input_dict, ctx):
 USERNS_PROBE = """
 import os, socket, sys
 sys.path.insert(0, sys.argv[1])  # (-c: argv[0] is "-c")
-from actors.code import isolation
+from runyard.actors.code import isolation
 a, b = socket.socketpair()
 contained = isolation.contain("auto", network=False, close_in_helpers=(b.fileno(),))
 print(contained.namespaces, contained.network, contained.capabilities, sep="|", flush=True)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from actors.messages import Caller, GetRun, StartRun, Subscribe
-from actors.records import Event
-from actors.runtime import Runtime
-from actors.stream_items import Closing, Finished
-from persistence.actor import PersistenceActor
-from persistence.couch_store import CouchStore
+from runyard.actors.messages import Caller, GetRun, StartRun, Subscribe
+from runyard.actors.records import Event
+from runyard.actors.runtime import Runtime
+from runyard.actors.stream_items import Closing, Finished
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.couch_store import CouchStore
 from tests.runtime_helpers import Gate, catalog_with, config
 from tests.waiting import wait_until_async
 

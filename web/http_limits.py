@@ -27,7 +27,7 @@ additions, each a few lines on uvicorn's own hooks:
   ``close()`` would wait for the buffer to drain, which never happens.
   The app sees a disconnect (an SSE stream ends quietly), the buffers are
   freed, and one line is logged.  :data:`SEND_STALL_S` is below the SSE
-  ``send_timeout`` (:data:`web.sse.SEND_TIMEOUT_S`), whose expiry would
+  ``send_timeout`` (:data:`runyard.web.sse.SEND_TIMEOUT_S`), whose expiry would
   instead end in a traceback and a ``close()`` that never completes.
 
 A reverse proxy in front (``docs/operations.md``) adds the rest: TLS,

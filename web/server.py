@@ -14,7 +14,7 @@ counted from the first signal, not after the drain: uvicorn then waits for
 open connections (a client that stopped reading never finishes its
 response), and would otherwise wait that long again after the drain.
 
-:func:`http_options` picks the HTTP protocol (:mod:`web.http_limits`), and
+:func:`http_options` picks the HTTP protocol (:mod:`runyard.web.http_limits`), and
 :meth:`RunyardServer.serve` sets ``TCP_USER_TIMEOUT`` on the listening
 sockets, which the accepted connections inherit.
 """
@@ -34,8 +34,8 @@ import uvicorn
 from fastapi import FastAPI
 from sse_starlette.sse import AppStatus
 
-from web.gateway import Gateway
-from web.http_limits import MAX_HEAD_BYTES, TCP_USER_TIMEOUT_MS
+from runyard.web.gateway import Gateway
+from runyard.web.http_limits import MAX_HEAD_BYTES, TCP_USER_TIMEOUT_MS
 
 logger = logging.getLogger("runyard.server")
 
@@ -50,12 +50,12 @@ shutdown (the runtime, the store's last writes) and the process's exit."""
 def http_options() -> dict[str, Any]:
     """``uvicorn.Config`` keyword arguments for the HTTP/1.1 protocol.
 
-    httptools (``uvicorn[standard]``) with :class:`web.http_limits.LimitedHttpToolsProtocol`
-    (431 past :data:`~web.http_limits.MAX_HEAD_BYTES`, timeouts); without httptools,
+    httptools (``uvicorn[standard]``) with :class:`runyard.web.http_limits.LimitedHttpToolsProtocol`
+    (431 past :data:`~runyard.web.http_limits.MAX_HEAD_BYTES`, timeouts); without httptools,
     h11 with its own limit on an unfinished head (it answers 400, and has no timeouts).
     """
     if importlib.util.find_spec("httptools") is not None:
-        from web.http_limits import LimitedHttpToolsProtocol
+        from runyard.web.http_limits import LimitedHttpToolsProtocol
 
         return {"http": LimitedHttpToolsProtocol}
     return {"http": "h11", "h11_max_incomplete_event_size": MAX_HEAD_BYTES}

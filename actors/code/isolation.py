@@ -22,7 +22,7 @@ library only)::
   process group.
 - **Mount namespace** with a fresh ``/proc`` for the PID namespace: the
   code sees only its own processes there (not the server's ``environ`` or
-  ``fd``), on top of what Landlock hides (:mod:`actors.code.sandbox`).
+  ``fd``), on top of what Landlock hides (:mod:`runyard.actors.code.sandbox`).
   Mount events stay private (``MS_REC | MS_PRIVATE`` first), so nothing
   reaches the host's mount table.
 - **No capabilities** in the runner: a server run as root would otherwise

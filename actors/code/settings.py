@@ -1,7 +1,7 @@
 """``CodeSettings``: the limits and knobs of run-code children, one set per runtime.
 
-A module of its own because both the agent (:mod:`actors.code.agent`) and the
-pool of pre-started children (:mod:`actors.code.pool`) read it; neither has
+A module of its own because both the agent (:mod:`runyard.actors.code.agent`) and the
+pool of pre-started children (:mod:`runyard.actors.code.pool`) read it; neither has
 to import the other for it.
 """
 
@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
-from actors.code import protocol
+from runyard.actors.code import protocol
 
 __all__ = ["CodeSettings"]
 
@@ -39,11 +39,11 @@ class CodeSettings:
     exit_grace_s: float = 2.0
     """How long a child that reported its outcome may take to exit before it is killed."""
     landlock: Literal["auto", "require", "off"] = "auto"
-    """Landlock in the child (:mod:`actors.code.sandbox`): ``"auto"`` applies it when the
+    """Landlock in the child (:mod:`runyard.actors.code.sandbox`): ``"auto"`` applies it when the
     kernel can and runs without it otherwise (the run gets a ``sandbox`` event saying
     why); ``"require"`` ends such runs as ``error`` instead; ``"off"`` never applies it."""
     namespaces: Literal["auto", "require", "off"] = "auto"
-    """PID and mount namespaces for each child (:mod:`actors.code.isolation`), so a stop
+    """PID and mount namespaces for each child (:mod:`runyard.actors.code.isolation`), so a stop
     kills every process its code started: ``"auto"`` makes them when the kernel lets
     this user (directly as root, else in a user namespace) and falls back to a child
     subreaper otherwise; ``"require"`` ends runs without them as ``error``; ``"off"``
@@ -58,5 +58,5 @@ class CodeSettings:
     announce_sandbox: bool = False
     """Give every run a ``sandbox`` event, not only the runs without Landlock."""
     pool_size: int = 2
-    """Idle, pre-started single-use children kept ready (:mod:`actors.code.pool`);
+    """Idle, pre-started single-use children kept ready (:mod:`runyard.actors.code.pool`);
     0 spawns a fresh child for each run instead."""
