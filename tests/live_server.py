@@ -57,6 +57,7 @@ import uvicorn
 
 from runyard.web.app import create_app
 from runyard.web.config import Settings
+from runyard.web.server import http_options
 from tests.waiting import wait_until
 
 TOKENS = {"alice": "alice-token", "bob": "bob-token", "root": "root-token"}
@@ -102,7 +103,9 @@ class LiveServer:
         self.sock = bind_loopback()
         self.port: int = self.sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            self.app, log_level="warning", timeout_graceful_shutdown=5, **http_options()
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, name="live-server"

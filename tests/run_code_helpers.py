@@ -65,3 +65,25 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Host pids of live (not zombie) processes whose command line holds ``marker``.
+
+    Pids the code sees may be those of its own PID namespace; a marker in the
+    command line finds its processes from outside, whatever namespace they are in.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found

@@ -97,7 +97,7 @@ async def test_a_raw_frame_from_a_run_code_child_is_capped_in_the_server() -> No
 import json, os, struct, sys
 async def run(input_dict, ctx):
     body = json.dumps({"t": "event", "type": "raw", "data": {"blob": "z" * 400000}}).encode()
-    os.write(int(sys.argv[-1]), struct.pack("!I", len(body)) + body)
+    os.write(int(sys.argv[2]), struct.pack("!I", len(body)) + body)
     ctx.emit("after", n=1)
     return "ok"
 """

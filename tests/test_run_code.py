@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import time
-from pathlib import Path
+import uuid
 
 import pytest
 
@@ -20,7 +20,14 @@ from runyard.actors.code.agent import CodeAgent, CodeSettings
 from runyard.actors.messages import StartRun, StopRun, Subscribe
 from runyard.actors.quotas import PREVIEW_CHARS
 from runyard.actors.stream_items import Finished
-from tests.run_code_helpers import STOP_GRACE_S, code_runtime, next_event, of_type, run_code
+from tests.run_code_helpers import (
+    STOP_GRACE_S,
+    code_runtime,
+    marked_processes,
+    next_event,
+    of_type,
+    run_code,
+)
 from tests.runtime_helpers import ALICE, collect
 from tests.waiting import wait_until_async
 
@@ -145,32 +152,28 @@ async def test_max_duration_kills_a_spinning_child() -> None:
 @pytest.mark.anyio
 @pytest.mark.timeout(20)
 async def test_processes_the_code_started_die_with_its_run() -> None:
-    code = """
+    marker = f"runyard-test-{uuid.uuid4().hex}"
+    code = f"""
 import asyncio, subprocess, sys
 
 async def run(input_dict, ctx):
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "{marker}"])
     ctx.emit("spawned", pid=p.pid)
     while True:
         await asyncio.sleep(1)
 """
 
-    def gone(pid: int) -> bool:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        return state in ("Z", "X")  # dead, waiting for init to reap it
-
     async with code_runtime() as runtime:
         started = await runtime.ask(StartRun(ALICE, "run-code", code=code))
         sub = await runtime.ask(Subscribe(ALICE, started.run_id))
-        pid = (await next_event(sub, "spawned")).data["pid"]
-        assert not gone(pid)
+        await next_event(sub, "spawned")
+        assert len(marked_processes(marker)) == 1
         await runtime.ask(StopRun(ALICE, started.run_id))
         _, terminal = await collect(sub)
         assert terminal.record.status == "stopped"
-        await wait_until_async(lambda: gone(pid), timeout=5, what=f"grandchild {pid} to die")
+        await wait_until_async(
+            lambda: not marked_processes(marker), timeout=5, what="the grandchild to die"
+        )
 
 
 @pytest.mark.anyio

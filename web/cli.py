@@ -163,7 +163,7 @@ def serve(
     """Build the app, bind (unless given ``listener``), print the sign-in URL if needed, serve."""
     import uvicorn
 
-    from runyard.web.server import RunyardServer
+    from runyard.web.server import RunyardServer, http_options
 
     # Imported here, by name: the CLI (and ``--help``) must work without
     # building the app, and runyard.web.app imports the whole runtime.
@@ -193,6 +193,7 @@ def serve(
         port=settings.port,
         lifespan="on",
         timeout_graceful_shutdown=graceful_timeout_s(settings),
+        **http_options(),  # header size limit, slow-client timeouts (runyard.web.http_limits)
     )
     server = RunyardServer(config, app, grace_s=settings.shutdown_grace_s)
     # After uvicorn.Config, which configures uvicorn's loggers.

@@ -8,12 +8,25 @@ the server still answers: new starts get 503, live runs get
 receive ``done`` (or ``closing``), and only then does uvicorn exit.  A
 second signal exits at once.  Unlike plain uvicorn, a drained shutdown does
 not re-raise the signal: the process exits 0, because it ended as asked.
+
+The whole shutdown is bounded by ``config.timeout_graceful_shutdown``
+counted from the first signal, not after the drain: uvicorn then waits for
+open connections (a client that stopped reading never finishes its
+response), and would otherwise wait that long again after the drain.
+
+:func:`http_options` picks the HTTP protocol (:mod:`runyard.web.http_limits`), and
+:meth:`RunyardServer.serve` sets ``TCP_USER_TIMEOUT`` on the listening
+sockets, which the accepted connections inherit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import socket
+import sys
+import time
 from types import FrameType
 from typing import Any
 
@@ -30,8 +43,44 @@ from runyard.actors.messages import (
     RegistrySnapshot,
 )
 from runyard.web.gateway import Gateway
+from runyard.web.http_limits import MAX_HEAD_BYTES, TCP_USER_TIMEOUT_MS
 
 logger = logging.getLogger("runyard.server")
+
+MIN_CONNECTION_WAIT_S = 1.0
+"""After the drain, open connections get at least this long to finish their responses."""
+
+EXIT_RESERVE_S = 2.0
+"""Of the shutdown bound, what is kept for after the connections: the app's own
+shutdown (the runtime, the store's last writes) and the process's exit."""
+
+
+def http_options() -> dict[str, Any]:
+    """``uvicorn.Config`` keyword arguments for the HTTP/1.1 protocol.
+
+    httptools (``uvicorn[standard]``) with :class:`runyard.web.http_limits.LimitedHttpToolsProtocol`
+    (431 past :data:`~runyard.web.http_limits.MAX_HEAD_BYTES`, timeouts); without httptools,
+    h11 with its own limit on an unfinished head (it answers 400, and has no timeouts).
+    """
+    if importlib.util.find_spec("httptools") is not None:
+        from runyard.web.http_limits import LimitedHttpToolsProtocol
+
+        return {"http": LimitedHttpToolsProtocol}
+    return {"http": "h11", "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+
+
+def set_user_timeout(sock: socket.socket, milliseconds: int = TCP_USER_TIMEOUT_MS) -> bool:
+    """``TCP_USER_TIMEOUT`` on a TCP socket (Linux); False where it does not apply."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None or sys.platform != "linux":
+        return False
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, milliseconds)
+    except OSError:
+        return False
+    return True
 
 
 class RunyardServer(uvicorn.Server):
@@ -43,11 +92,14 @@ class RunyardServer(uvicorn.Server):
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signal = 0
+        self._exit_by: float | None = None  # time.monotonic() when shutdown must be over
         # Our drain closes streams itself; sse-starlette must not cut them first.
         AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
+        for sock in sockets or ():
+            set_user_timeout(sock)
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -59,6 +111,9 @@ class RunyardServer(uvicorn.Server):
             return
         self._draining = True
         self._signal = sig
+        bound = self.config.timeout_graceful_shutdown
+        if bound is not None:
+            self._exit_by = time.monotonic() + bound
         # A signal handler may interrupt the loop mid-step: only hand over, thread-safely.
         self._loop.call_soon_threadsafe(self._start_drain, gateway)
 
@@ -90,6 +145,11 @@ class RunyardServer(uvicorn.Server):
                 len(gateway.streams),
             )
         finally:
+            if self._exit_by is not None:
+                # What is left of the bound, not the whole bound again: uvicorn now
+                # waits for open connections, and a stuck reader never closes its own.
+                left = self._exit_by - EXIT_RESERVE_S - time.monotonic()
+                self.config.timeout_graceful_shutdown = max(MIN_CONNECTION_WAIT_S, left)  # type: ignore[assignment]
             self.should_exit = True
 
 

@@ -35,8 +35,13 @@ Facts about sse-starlette 3.7 the code relies on (read from its source):
   nginx from buffering the stream.
 * A client disconnect cancels the generator and whatever it awaits: it
   awaits only its own subscription, never the run.
-* ``send_timeout`` ends a stream whose client stopped reading; bounded
-  queues and ``lagged`` normally cut such a reader off first.
+* ``send_timeout`` ends a stream whose client stopped reading, but with a
+  logged traceback and uvicorn's ``transport.close()``, which waits for a
+  buffer the client never drains.  So it is only a backstop: the HTTP
+  protocol aborts such a connection first, after
+  :data:`runyard.web.http_limits.SEND_STALL_S` (below :data:`SEND_TIMEOUT_S`), and
+  the stream then ends as a disconnect.  Bounded queues and ``lagged`` cut
+  a slow reader off before either.
 * There is no ``Last-Event-ID`` handling: :func:`parse_resume_cursor` does
   it.  Declare ``after`` as ``str | None`` so a bad value is our 400, not a 422.
 """
@@ -65,7 +70,8 @@ SSE_HEADERS: Final[Mapping[str, str]] = {
 """Headers every SSE response sends so proxies neither cache nor buffer it."""
 
 SEND_TIMEOUT_S: Final = 30.0
-"""Seconds one send may block before the stream is dropped as dead."""
+"""Seconds one send may block before the stream is dropped as dead (a backstop: the
+protocol aborts a connection that stopped reading after ``SEND_STALL_S``, 20 s)."""
 
 MAX_CURSOR: Final = 2**53 - 1
 """Largest accepted resume cursor: a JavaScript-safe integer, far beyond any real trace."""

@@ -10,7 +10,8 @@ coroutine:
    ``CodeSettings.pool_size``), or when there is none, spawns
    ``python -I -X utf8 -c BOOTSTRAP`` (:mod:`runyard.actors.code.child`) with
    ``asyncio.create_subprocess_exec`` (nothing blocks the loop), in a new
-   session (its own process group), in a fresh temporary directory, with a
+   session (its own process group), with ``/dev/null`` as stdin and pipes the
+   server owns as stdout/stderr, in a fresh temporary directory, with a
    minimal environment: ``HOME``/``TMPDIR`` (the temporary directory),
    ``LANG``, and the request's ``env``; nothing from the server's
    environment (``RUNYARD_TOKENS`` and friends never reach submitted code);
@@ -20,8 +21,11 @@ coroutine:
    lowers its own rlimits (address space, CPU seconds, file size, open
    files, no core dumps) and locks itself in with Landlock
    (:mod:`runyard.actors.code.sandbox`) before it executes the code, then reports
-   ``{"landlock": "abi N" | "unavailable: why"}``: a run without Landlock
-   gets a ``sandbox`` event saying so, and the server logs a warning once;
+   ``{"landlock": "abi N" | "unavailable: why", "namespaces": ..., "network": ...,
+   "capabilities": ...}`` (the namespaces were made when the child started:
+   :mod:`runyard.actors.code.isolation`): a run without Landlock or without a PID
+   namespace gets a ``sandbox`` event saying so, and the server logs a
+   warning once;
 3. relays every event frame to ``ctx.emit`` as it arrives, and the child's
    raw fd 1/2 output as ``stdout`` events;
 4. forwards a cooperative stop (``ctx.stopping``) to the child;
@@ -36,10 +40,13 @@ The child's ``ctx.op`` arrives as an ``op`` event frame and is recorded with
 ``ctx.op`` here, checked again (the child is not trusted).
 
 When the coroutine is cancelled (the run actor does that ``stop_grace``
-after a stop, and at ``max_duration_s``), its ``finally`` kills the whole
-process group with SIGKILL and reaps it; a ``while True: pass`` agent ends
-within the grace.  The group is killed after a normal end too, so processes
-the code started cannot outlive its run.
+after a stop, and at ``max_duration_s``), its ``finally`` ends the child
+with :func:`runyard.actors.code.pool.end`: SIGTERM to the keeper, which kills the
+child's PID namespace (every process the code started, ``setsid`` or not),
+then SIGKILL to the process group, a reap, and the server's pipe ends
+closed; a ``while True: pass`` agent ends within the grace.  The same
+happens after a normal end, so processes the code started cannot outlive
+its run, nor hold the server's descriptors.
 """
 
 from __future__ import annotations
@@ -50,7 +57,6 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import shutil
 import signal
 import tempfile
@@ -60,7 +66,7 @@ from typing import Any
 
 from runyard.actors.code import protocol
 from runyard.actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
-from runyard.actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, spawn_worker
+from runyard.actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, end, spawn_worker
 from runyard.actors.code.settings import CodeSettings
 from runyard.actors.code.validate import check_code, check_env
 from runyard.actors.context import Agent, RunContext, StopRequested
@@ -76,7 +82,6 @@ MIB = 1024 * 1024
 PACKAGE_ROOT = str(Path(__file__).absolute().parents[len(__name__.split(".")) - 1])
 """The directory holding the ``runyard`` package: the child imports its bootstrap from here."""
 STDERR_TAIL_BYTES = 2048
-REAP_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +211,11 @@ class CodeAgent:
             },
             "max_event_bytes": s.max_event_bytes,
             "max_result_bytes": s.max_result_bytes,
-            "sandbox": {"landlock": s.landlock, "hide": [PACKAGE_ROOT, *s.private_paths]},
+            "sandbox": {
+                "landlock": s.landlock,
+                "namespaces": s.namespaces,
+                "hide": [PACKAGE_ROOT, *s.private_paths],
+            },
             "workdir": workdir,
             "env": self.child_env(workdir),
         }
@@ -232,12 +241,10 @@ class CodeAgent:
                 worker = await spawn_worker(s, PACKAGE_ROOT, cwd=IDLE_CWD, env=dict(IDLE_ENV))
             proc = worker.proc
             reader, writer = await asyncio.open_connection(sock=worker.sock, limit=1 << 20)
-            assert proc.stdout is not None
-            assert proc.stderr is not None
             chunk = max(1024, min(64 * 1024, s.max_event_bytes // 4))
             pumps = [
-                loop.create_task(_pump(proc.stdout, "stdout", ctx, chunk, None)),
-                loop.create_task(_pump(proc.stderr, "stderr", ctx, chunk, stderr_tail)),
+                loop.create_task(_pump(worker.stdout, "stdout", ctx, chunk, None)),
+                loop.create_task(_pump(worker.stderr, "stderr", ctx, chunk, stderr_tail)),
             ]
             side = [*pumps, loop.create_task(_forward_stop(ctx, writer))]
 
@@ -255,7 +262,7 @@ class CodeAgent:
                         await proc.wait()
             else:
                 await proc.wait()
-            _kill_group(proc.pid)
+            await end(worker, close_pipes=False)
             # Output still in the pipes belongs to this run: take it before returning.
             await asyncio.wait(pumps, timeout=1.0)
             return self._outcome(outcome, proc, bytes(stderr_tail))
@@ -266,12 +273,8 @@ class CodeAgent:
             for task in side:
                 task.cancel()
             if worker is not None:
-                proc = worker.proc
-                _kill_group(proc.pid)
-                if proc.returncode is None:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(REAP_TIMEOUT_S):
-                            await proc.wait()
+                # Every process of the run, escaped ones included, and the server's pipe ends.
+                await end(worker)
                 if writer is not None:
                     writer.close()
                 else:
@@ -304,9 +307,15 @@ class CodeAgent:
                     raise ChildProtocolError(f"the child sent an invalid event: {exc}") from None
             elif kind == "sandbox":
                 status = str(message.get("landlock"))
+                report = {"landlock": status}
+                for key in ("namespaces", "network", "capabilities"):
+                    if isinstance(message.get(key), str):
+                        report[key] = message[key]
                 _note_sandbox(status)
-                if s.announce_sandbox or not status.startswith("abi "):
-                    ctx.emit("sandbox", landlock=status)
+                _note_namespaces(report.get("namespaces"))
+                contained = not report.get("namespaces", "").startswith("unavailable")
+                if s.announce_sandbox or not status.startswith("abi ") or not contained:
+                    ctx.emit("sandbox", **report)
             elif kind in ("result", "error", "stopped"):
                 return message
             else:
@@ -405,17 +414,33 @@ def _note_sandbox(status: str) -> None:
         )
 
 
+_namespaces_noted: set[bool] = set()
+
+
+def _note_namespaces(status: str | None) -> None:
+    """Log the first child's namespaces; a warning (once) when children run without them."""
+    if status is None:
+        return
+    ok = not status.startswith("unavailable")
+    if ok in _namespaces_noted:
+        return
+    _namespaces_noted.add(ok)
+    if ok:
+        log.info("run-code children run in their own namespaces (%s)", status)
+    else:
+        log.warning(
+            "run-code children run WITHOUT a PID namespace (%s): a process the code "
+            "detaches may outlive its run (docs/run-code.md, isolation)",
+            status,
+        )
+
+
 def _remove_later(loop: asyncio.AbstractEventLoop, workdir: str) -> None:
     """Delete the run's directory off the loop (it may hold many files)."""
     try:
         loop.run_in_executor(None, shutil.rmtree, workdir, True)
     except RuntimeError:  # the executor is shut down: the loop is closing anyway
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _signal_name(number: int) -> str:

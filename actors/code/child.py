@@ -1,12 +1,13 @@
 """The run-code child: runs one submitted agent, in its own process, then exits.
 
 Started by :class:`runyard.actors.code.agent.CodeAgent` as
-``python -I -X utf8 -c BOOTSTRAP <package root> <fd>``: isolated mode (no
-``PYTHON*`` variables, no user site, no current directory on ``sys.path``),
-``<fd>`` the child's end of the socket described in
-:mod:`runyard.actors.code.protocol`.  The bootstrap imports this module from
-``<package root>`` and takes that entry off ``sys.path`` again before the
-submitted code runs.
+``python -I -X utf8 -c BOOTSTRAP <package root> <fd> [<isolation>]``:
+isolated mode (no ``PYTHON*`` variables, no user site, no current directory
+on ``sys.path``), ``<fd>`` the child's end of the socket described in
+:mod:`runyard.actors.code.protocol`, ``<isolation>`` the options of
+:func:`runyard.actors.code.isolation.contain`, which ``main`` calls first.  The
+bootstrap imports this module from ``<package root>`` and takes that entry
+off ``sys.path`` again before the submitted code runs.
 
 A child may be started ahead of its run (:mod:`runyard.actors.code.pool`): until
 the job arrives it only answers ``ping`` frames.  ``main`` reads the job,
@@ -54,7 +55,7 @@ import types
 from collections.abc import Coroutine
 from typing import Any
 
-from runyard.actors.code import protocol, sandbox
+from runyard.actors.code import isolation, protocol, sandbox
 from runyard.actors.context import StopRequested, check_event_type
 from runyard.actors.jsonsafe import dumps_safe
 from runyard.actors.ops_log import OP_TYPE, check_op, shrunk_op
@@ -318,13 +319,18 @@ def apply_limits(limits: dict[str, Any]) -> None:
             resource.setrlimit(which, (soft, want))
 
 
-def lock_in(channel: Channel, settings: dict[str, Any]) -> None:
+def lock_in(
+    channel: Channel, settings: dict[str, Any], contained: isolation.Contained | None = None
+) -> None:
     """Apply Landlock as ``settings`` say and report the outcome in a ``sandbox`` frame.
 
     ``settings``: ``landlock`` (``"auto"``: apply when the kernel can,
-    ``"require"``: refuse to run the code without it, ``"off"``) and
-    ``hide`` (paths no grant may contain).  Runs before any other thread
-    exists: Landlock restricts the calling thread and what it starts.
+    ``"require"``: refuse to run the code without it, ``"off"``),
+    ``namespaces`` (``"require"``: refuse to run without a PID namespace) and
+    ``hide`` (paths no grant may contain).  ``contained``: what
+    :func:`runyard.actors.code.isolation.contain` made, reported in the same frame.
+    Runs before any other thread exists: Landlock restricts the calling
+    thread and what it starts.
     """
     mode = settings.get("landlock", "auto")
     if mode == "off":
@@ -338,15 +344,23 @@ def lock_in(channel: Channel, settings: dict[str, Any]) -> None:
         if root and root not in sys.path and root not in hide:
             hide.append(root)
         status = sandbox.apply(os.getcwd(), hide)
-    channel.send({"t": "sandbox", "landlock": status})
+    frame: dict[str, Any] = {"t": "sandbox", "landlock": status}
+    if contained is not None:
+        frame["namespaces"] = contained.namespaces
+        frame["network"] = contained.network
+        frame["capabilities"] = contained.capabilities
+    channel.send(frame)
+    missing = None
     if mode == "require" and not status.startswith("abi "):
+        missing = f"Landlock is required but {status}"
+    elif settings.get("namespaces") == "require" and (
+        contained is None or not contained.pid_namespace
+    ):
+        shown = contained.namespaces if contained is not None else "unavailable"
+        missing = f"a PID namespace is required but {shown}"
+    if missing is not None:
         channel.send(
-            {
-                "t": "error",
-                "type": "SandboxUnavailable",
-                "message": f"Landlock is required but {status}",
-                "traceback": "",
-            }
+            {"t": "error", "type": "SandboxUnavailable", "message": missing, "traceback": ""}
         )
         os._exit(EXIT_NO_SANDBOX)
 
@@ -430,6 +444,10 @@ async def _call(run: Any, input_dict: dict[str, Any], ctx: ChildContext) -> Any:
 
 
 def main(fd: int) -> None:
+    # Before anything else, while this is the only thread: from here on this is
+    # the runner, in its own PID namespace when the kernel allows (isolation).
+    mode, network = isolation.parse_options(sys.argv[3] if len(sys.argv) > 3 else None)
+    contained = isolation.contain(mode, network, close_in_helpers=(fd,))
     sock = socket.socket(fileno=fd)
     job = protocol.recv_message(sock, JOB_LIMIT)
     while job is not None and job.get("t") == "ping":  # a pool checking this child is alive
@@ -440,7 +458,7 @@ def main(fd: int) -> None:
     enter_run(job)
     apply_limits(job.get("limits") or {})
     channel = Channel(sock, int(job["max_event_bytes"]))
-    lock_in(channel, job.get("sandbox") or {})
+    lock_in(channel, job.get("sandbox") or {}, contained)
     ctx = ChildContext(channel, job["run_id"], job["user_id"], int(job.get("attempt", 0)))
 
     threading.stack_size(256 * 1024)

@@ -13,8 +13,12 @@ carries it): the environment is replaced by the run's, the child moves into
 the run's fresh temporary directory, lowers its rlimits and locks itself in
 with Landlock, and only then executes the code (:func:`runyard.actors.code.child.main`).
 
-Each worker serves exactly one run and then exits (its process group is
-killed as today), so nothing can leak from one run to the next.  A taken
+Each worker serves exactly one run and then exits, so nothing can leak from
+one run to the next.  :func:`end` stops a worker: SIGTERM to the keeper
+(which kills the child's PID namespace, or what its subreaper adopted:
+:mod:`runyard.actors.code.isolation`), then SIGKILL to its process group, then the
+server closes its ends of the child's pipes, so a process that escaped
+anyway cannot hold the server's descriptors.  A taken
 worker is replaced in the background with ``asyncio`` subprocess APIs (the
 loop never blocks).  An idle worker that died (or wrote anything) is
 noticed (a watcher awaits every idle worker's exit; ``acquire`` checks the
@@ -38,7 +42,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from runyard.actors.code import protocol
+from runyard.actors.code import isolation, protocol
 from runyard.actors.code.child import BOOTSTRAP
 from runyard.actors.code.settings import CodeSettings
 
@@ -52,13 +56,31 @@ PING = protocol.encode({"t": "ping"})
 PONG = protocol.encode({"t": "pong"})
 
 
+KEEPER_GRACE_S = 1.0
+"""How long the keeper gets to kill its namespace after SIGTERM before SIGKILL."""
+
+
 @dataclass(eq=False)
 class Worker:
-    """A started child and the server's end of its socket."""
+    """A started child, the server's end of its socket, and the read ends of its fd 1/2."""
 
     proc: asyncio.subprocess.Process
     sock: socket.socket
+    stdout: asyncio.StreamReader
+    stderr: asyncio.StreamReader
+    pipes: list[asyncio.BaseTransport] = field(default_factory=list, repr=False)
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def close_pipes(self) -> None:
+        """Close the server's read ends of the child's stdout/stderr (idempotent)."""
+        for transport in self.pipes:
+            try:
+                transport.close()
+            except RuntimeError:  # its loop is closed: close the pipe itself
+                pipe = transport.get_extra_info("pipe")
+                if pipe is not None:
+                    pipe.close()
+        self.pipes.clear()
 
     @property
     def pid(self) -> int:
@@ -98,12 +120,40 @@ class Worker:
         return got == PONG
 
 
+async def _read_pipe() -> tuple[asyncio.StreamReader, asyncio.BaseTransport, int]:
+    """A pipe whose read end the server owns (a reader and its transport) and its write end."""
+    loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    reader = asyncio.StreamReader(limit=1 << 16, loop=loop)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+            os.fdopen(read_fd, "rb", buffering=0),
+        )
+    except BaseException:
+        os.close(write_fd)
+        raise
+    return reader, transport, write_fd
+
+
 async def spawn_worker(
     settings: CodeSettings, package_root: str, *, cwd: str, env: dict[str, str]
 ) -> Worker:
-    """Start one child (``python -I -X utf8 -c BOOTSTRAP``), in its own session."""
+    """Start one child (``python -I -X utf8 -c BOOTSTRAP``), in its own session.
+
+    The child gets its socket (``pass_fds``), ``/dev/null`` as stdin and
+    pipes of its own as stdout/stderr; every other descriptor is closed.
+    """
     parent_sock, child_sock = socket.socketpair()
+    transports: list[asyncio.BaseTransport] = []
+    write_fds: list[int] = []
     try:
+        out, out_transport, out_w = await _read_pipe()
+        transports.append(out_transport)
+        write_fds.append(out_w)
+        err, err_transport, err_w = await _read_pipe()
+        transports.append(err_transport)
+        write_fds.append(err_w)
         proc = await asyncio.create_subprocess_exec(
             settings.python,
             "-I",
@@ -113,20 +163,26 @@ async def spawn_worker(
             BOOTSTRAP,
             package_root,
             str(child_sock.fileno()),
+            isolation.argv_options(settings.network, settings.namespaces),
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdout=out_w,
+            stderr=err_w,
             pass_fds=(child_sock.fileno(),),
+            close_fds=True,
             cwd=cwd,
             env=env,
             start_new_session=True,
         )
     except BaseException:
         parent_sock.close()
+        for transport in transports:
+            transport.close()
         raise
     finally:
         child_sock.close()
-    return Worker(proc, parent_sock)
+        for fd in write_fds:
+            os.close(fd)
+    return Worker(proc, parent_sock, out, err, transports)
 
 
 def kill_group(pgid: int) -> None:
@@ -134,17 +190,41 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+async def end(
+    worker: Worker, keeper_grace_s: float = KEEPER_GRACE_S, *, close_pipes: bool = True
+) -> None:
+    """Stop every process of a worker and reap it; close the server's pipe ends.
+
+    SIGTERM first: the keeper then kills its PID namespace (or the orphans its
+    subreaper adopted), which a SIGKILL to the group would not let it do.
+    SIGKILL to the process group after ``keeper_grace_s``, and always at the
+    end for what the group still holds.  Safe to call twice.
+    """
+    proc = worker.proc
+    try:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(keeper_grace_s):
+                    await proc.wait()
+        kill_group(proc.pid)
+        if proc.returncode is None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(REAP_TIMEOUT_S):
+                    await proc.wait()
+    finally:
+        if close_pipes:
+            worker.close_pipes()
+
+
 async def discard(worker: Worker) -> None:
-    """Kill a worker's process group, reap it and close its socket."""
+    """:func:`end` an idle worker and close its socket."""
     if worker.watcher is not None:
         worker.watcher.cancel()
         worker.watcher = None
-    kill_group(worker.pid)
     try:
-        if worker.proc.returncode is None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(REAP_TIMEOUT_S):
-                    await worker.proc.wait()
+        await end(worker)
     finally:
         worker.sock.close()
 
@@ -237,6 +317,7 @@ class WorkerPool:
         for worker in self._idle:
             kill_group(worker.pid)
             worker.sock.close()
+            worker.close_pipes()
         self._idle.clear()
         self._filler = None
         self._background.clear()
@@ -278,4 +359,5 @@ class WorkerPool:
                 worker.proc.returncode,
             )
             worker.sock.close()
+            worker.close_pipes()
             self.fill()

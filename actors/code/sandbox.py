@@ -22,7 +22,9 @@ inherits the restriction:
     packages, and start programs;
   - read only: what TLS, DNS and time zones need in ``/etc`` (:data:`ETC`),
     ``/sys/devices/system/cpu``, ``/proc/cpuinfo``, ``/proc/meminfo``, and
-    the child's own ``/proc/<pid>``;
+    a few entries of the child's own ``/proc/<pid>`` (:data:`OWN_PROC`: not
+    ``net``, which lists every socket of the network namespace, nor
+    ``mountinfo``);
   - read and write: ``/dev/null``, ``/dev/zero``; read: ``/dev/urandom``,
     ``/dev/random``;
   - everything: the run's own temporary directory (its cwd, ``HOME`` and
@@ -122,6 +124,21 @@ ETC = (
 
 Not the whole of ``/etc``: a child started by root could read ``/etc/shadow``."""
 READ_ONLY = ("/sys/devices/system/cpu", "/proc/cpuinfo", "/proc/meminfo")
+OWN_PROC = (
+    "fd",
+    "fdinfo",
+    "status",
+    "stat",
+    "statm",
+    "cmdline",
+    "comm",
+    "limits",
+    "io",
+    "environ",
+)
+"""What of its own ``/proc/<pid>`` the child may read: what Python, ``os`` and ``psutil``
+ask for.  Not ``net`` (every socket of the network namespace: the server's clients'
+connections), ``mountinfo``/``mounts`` (the host's mount table), ``maps``, ``root``."""
 DEVICES_RW = ("/dev/null", "/dev/zero")
 DEVICES_R = ("/dev/urandom", "/dev/random")
 
@@ -228,7 +245,8 @@ def rules(workdir: str, hide: Sequence[str]) -> list[tuple[str, int]]:
     add([workdir], -1, guarded=False)  # every right the ABI knows
     add(code_roots, READ_EXEC, guarded=True)
     add([*ETC, *READ_ONLY], READ, guarded=True)
-    add([f"/proc/{os.getpid()}"], READ, guarded=False)
+    own = _real("/proc/self")  # its real directory, whichever /proc and PID namespace this is
+    add([f"{own}/{name}" for name in OWN_PROC], READ, guarded=False)
     add(DEVICES_RW, DEVICE_RW, guarded=False)
     add(DEVICES_R, READ_FILE, guarded=False)
     return granted

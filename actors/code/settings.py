@@ -42,6 +42,16 @@ class CodeSettings:
     """Landlock in the child (:mod:`runyard.actors.code.sandbox`): ``"auto"`` applies it when the
     kernel can and runs without it otherwise (the run gets a ``sandbox`` event saying
     why); ``"require"`` ends such runs as ``error`` instead; ``"off"`` never applies it."""
+    namespaces: Literal["auto", "require", "off"] = "auto"
+    """PID and mount namespaces for each child (:mod:`runyard.actors.code.isolation`), so a stop
+    kills every process its code started: ``"auto"`` makes them when the kernel lets
+    this user (directly as root, else in a user namespace) and falls back to a child
+    subreaper otherwise; ``"require"`` ends runs without them as ``error``; ``"off"``
+    uses the subreaper only."""
+    network: bool = True
+    """Whether submitted code can use the network.  False gives each child its own
+    network namespace (no interface but a loopback that is down), when namespaces
+    can be made; the ``sandbox`` event's ``network`` says what applied."""
     private_paths: tuple[str, ...] = ()
     """Paths the sandbox must keep out of reach on top of the server's source root
     (e.g. the data directory): a read-only grant that would contain one is dropped."""
