@@ -76,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "NotAdmin": "actors.errors",
     "UnknownAgent": "actors.errors",
     "InvalidRequest": "actors.errors",
+    "InvalidInput": "actors.errors",
     "AlreadyFinished": "actors.errors",
     "StillRunning": "actors.errors",
     "TooManyLiveRuns": "actors.errors",
@@ -100,6 +101,7 @@ __all__ = [
     "GetRun",
     "Health",
     "Introspect",
+    "InvalidInput",
     "InvalidRequest",
     "Lagged",
     "ListRuns",
@@ -161,6 +163,7 @@ if TYPE_CHECKING:
     from actors.context import Agent, RunContext, StopRequested
     from actors.errors import (
         AlreadyFinished,
+        InvalidInput,
         InvalidRequest,
         NotAdmin,
         NotOwner,

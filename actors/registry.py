@@ -207,7 +207,7 @@ class RegistryActor(AsyncioActor):
             if self._code_agent is None:
                 raise InvalidRequest("this runtime does not run submitted code")
             return self._code_agent(msg)
-        return self._catalog.get(msg.agent)
+        return self._catalog.resolve(msg.agent, msg.input)
 
     # -- reading -----------------------------------------------------------
 
