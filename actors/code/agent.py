@@ -57,7 +57,7 @@ from actors.code import protocol
 from actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
 from actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, spawn_worker
 from actors.code.settings import CodeSettings
-from actors.code.validate import check_code, check_env
+from actors.code.validate import check_code_if_cheap, check_env
 from actors.context import Agent, RunContext, StopRequested
 from actors.messages import StartRun
 from actors.records import JSON
@@ -103,7 +103,10 @@ def make_code_agent(settings: CodeSettings | None = None) -> CodeAgentFactory:
     """The registry's ``code_agent``: ``StartRun(code=...)`` -> a :class:`CodeAgent`.
 
     Refuses invalid code (:class:`~actors.code.validate.InvalidCode`, 422) and
-    an unusable ``env`` before a run exists, for internal callers too.  The
+    an unusable ``env`` before a run exists, for internal callers too (code
+    longer than ``INLINE_CHARS`` only when it was checked off the loop first,
+    :mod:`actors.code.check_process`; else its run ends with the child's
+    compile error).  The
     factory owns the pool of pre-started children: ``await factory.aclose()``
     at shutdown kills the idle ones.
     """
@@ -121,7 +124,7 @@ class CodeAgentFactory:
         if msg.code is None:
             msg_ = "StartRun carries no code"
             raise ValueError(msg_)
-        check_code(msg.code)
+        check_code_if_cheap(msg.code)
         check_env(msg.env)
         return CodeAgent(
             msg.code,
