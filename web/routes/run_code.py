@@ -28,6 +28,7 @@ from actors.messages import Caller, RunStarted, StartRun, Subscribe
 from web.auth import CallerDep
 from web.errors import error_response, error_responses
 from web.gateway import Gateway, GatewayDep
+from web.json_text import JSONObject, Text
 from web.models import MAX_DURATION_S, RunStartedResponse
 from web.sse import response_kwargs, run_stream
 
@@ -52,21 +53,21 @@ class RunCodeRequest(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"code": EXAMPLE_CODE, "input_dict": {"n": 3}}]},
     )
-    code: str = Field(
+    code: Text = Field(
         min_length=1,
         description="Python source defining `async def run(input_dict, ctx)`; at most "
         "`RUNYARD_MAX_CODE_CHARS` characters (256 Ki by default, else 413).",
     )
-    input_dict: dict[str, Any] = Field(
+    input_dict: JSONObject = Field(
         default_factory=dict, description="Passed to `run` as its first argument."
     )
-    agent_name: str | None = Field(
+    agent_name: Text | None = Field(
         default=None,
         min_length=1,
         max_length=64,
         description=f"The name recorded on the run (default `{DEFAULT_AGENT_NAME}`).",
     )
-    env: dict[str, str] = Field(
+    env: dict[Text, Text] = Field(
         default_factory=dict,
         max_length=MAX_ENV_VARS,
         description="The child process's environment variables (names like identifiers); "
