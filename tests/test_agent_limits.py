@@ -20,6 +20,7 @@ import pytest
 
 from actors import InvalidInput, ListRuns, StartRun
 from actors.agents import builtin_catalog
+from tests.run_code_helpers import code_runtime, run_code
 from tests.runtime_helpers import ALICE, run_to_end, running_runtime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -122,4 +123,25 @@ async def test_bursts_never_hold_a_turn_of_the_loop_for_long(
     assert all(record.status == "success" for record, _ in results)
     # ~2 ms of agents per turn, plus the turn's other work; without pacing a
     # burst holds the loop for 100 ms and more.
+    assert longest < 0.03, f"one turn of the loop took {longest * 1000:.1f} ms of CPU"
+
+
+FAST_CHILD = """
+async def run(input_dict, ctx):
+    for i in range(input_dict["n"]):
+        ctx.emit("fast", i=i)
+    return input_dict["n"]
+"""
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_a_child_that_emits_fast_does_not_hold_the_loop_either() -> None:
+    async with code_runtime() as runtime:
+        stop = asyncio.Event()
+        probe = asyncio.create_task(_longest_turn_cpu_s(stop))
+        await asyncio.sleep(0)
+        record, _ = await run_code(runtime, FAST_CHILD, {"n": 50_000})
+        stop.set()
+        longest = await probe
+    assert record.status == "success", record.error
     assert longest < 0.03, f"one turn of the loop took {longest * 1000:.1f} ms of CPU"

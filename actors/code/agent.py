@@ -285,6 +285,9 @@ class CodeAgent:
                     ctx.emit(type_, **data)
                 except ValueError as exc:  # a type the ctx in the child would have refused
                     raise ChildProtocolError(f"the child sent an invalid event: {exc}") from None
+                # Frames already buffered are read without a yield: a child that
+                # writes fast would otherwise hold the loop for a buffer's worth.
+                await ctx.pace()
             elif kind == "sandbox":
                 status = str(message.get("landlock"))
                 _note_sandbox(status)
