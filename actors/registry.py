@@ -349,7 +349,8 @@ class RegistryActor(AsyncioActor):
         self._live_per_user[live.owner] -= 1
         if self._live_per_user[live.owner] <= 0:
             del self._live_per_user[live.owner]
-        self._cache.add(record)  # on record already: the run actor ended once it was stored
+        # On record already: the run actor ended once it was stored.
+        self._cache.add(record, msg.trace_bytes)
         if live.ref is not None:
             tell_stop(live.ref)
         self._publish(record.owner, "finished", record)
