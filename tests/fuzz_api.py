@@ -54,7 +54,10 @@ def fuzz(data_dir: Path, *, seconds: int, max_examples: int, seed: int | None = 
         ]
         if seed is not None:
             command += ["--seed", str(seed)]
-        return subprocess.run(command, check=False, timeout=seconds + 120).returncode
+        # Its working directory gets a `.schemathesis/` cache: kept out of the checkout.
+        return subprocess.run(
+            command, check=False, timeout=seconds + 120, cwd=data_dir.parent
+        ).returncode
     finally:
         server.kill()
         server.listener.close()

@@ -7,7 +7,8 @@ seconds.  ``/healthz`` does no work: its latency is the wait for the shared
 event loop.  The goal (p99 < 50 ms) is measured by ``python -m
 bench.loop_hogs`` and recorded in docs/performance.md; this test asserts a
 bound loose enough for a loaded 2-core machine that still fails by far when
-an agent holds the loop (seconds, before the agents were paced).
+an agent holds the loop (seconds, before the agents were paced).  On
+percentiles: a single slow answer on a loaded machine is the scheduler's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from tests.live_server import ServerProcessFactory
 pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
 
 POLL_S = 4.0
-MAX_S = 0.25
+P99_S = 0.25
+"""A machine with a load average of 20 measured up to 121 ms; one agent holding the
+loop made it seconds."""
 
 
 def test_healthz_stays_fast_while_the_worst_inputs_run(
@@ -46,7 +49,7 @@ def test_healthz_stays_fast_while_the_worst_inputs_run(
     assert {"chatty", "ticker", "sleeper", "stubborn"} <= {run["agent"] for run in live}
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)]
-    assert latencies[-1] < MAX_S, (
-        f"/healthz took up to {latencies[-1] * 1000:.0f} ms "
-        f"(p99 {p99 * 1000:.0f} ms, {len(latencies)} requests)"
+    assert p99 < P99_S, (
+        f"/healthz p99 {p99 * 1000:.0f} ms (max {latencies[-1] * 1000:.0f} ms, "
+        f"{len(latencies)} requests)"
     )

@@ -99,7 +99,12 @@ def test_a_server_under_four_clients_of_long_broken_code_stays_responsive(
         assert status == 422
         assert error["code"] == "invalid_code"
         assert error["line"] == line
-    assert max(latencies) < 0.25, f"/healthz took up to {max(latencies) * 1000:.0f} ms"
+    # Compiled on the loop: median ~0.3 s.  A single slow answer on a loaded
+    # machine is the scheduler's doing, so the bound is on percentiles.
+    latencies.sort()
+    median, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95)]
+    assert median < 0.05, f"/healthz median {median * 1000:.0f} ms"
+    assert p95 < 0.15, f"/healthz p95 {p95 * 1000:.0f} ms (max {latencies[-1] * 1000:.0f} ms)"
 
 
 @pytest.mark.server

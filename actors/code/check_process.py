@@ -7,7 +7,8 @@ and request; in a thread it stalls them just the same, for want of the GIL.
 So code longer than :data:`~actors.code.validate.INLINE_CHARS` is checked by
 ``python -I -c CHECKER`` (:func:`actors.code.validate.problem_of`, nothing
 executed), the source on its stdin, the verdict as JSON on its stdout, under
-a memory and CPU limit of its own.  At most :data:`CONCURRENT` such checks
+a memory and CPU limit of its own and at a lower priority (``nice`` 10), so
+that on a busy machine the server's loop gets the CPU first.  At most :data:`CONCURRENT` such checks
 run at once per loop; more wait their turn (awaiting, not blocking).
 
 The verdict is remembered (:func:`actors.code.validate.remember`), so the
@@ -40,7 +41,8 @@ MEMORY_BYTES = 1024 * 1024 * 1024
 CPU_S = 15
 
 CHECKER = f"""
-import json, resource, sys
+import json, os, resource, sys
+os.nice(10)
 resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_BYTES}, {MEMORY_BYTES}))
 resource.setrlimit(resource.RLIMIT_CPU, ({CPU_S}, {CPU_S}))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
