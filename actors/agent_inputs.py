@@ -4,7 +4,7 @@ Every built-in agent reads a few numbers from its ``input_dict`` (how many
 events, how far apart, how large).  Unbounded, any caller could ask for a
 billion events in one go; so each agent declares its numbers here, with a
 range, and the catalog checks a start's input against them before the run
-is created (:meth:`actors.agents.AgentCatalog.resolve`): a bad input is a
+is created (:meth:`runyard.actors.agents.AgentCatalog.resolve`): a bad input is a
 422 naming the field and its limit, never a run that starts and fails.
 The agent reads its values back through the same spec, so the defaults and
 the bounds are written once.
@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from actors.errors import InvalidInput
+from runyard.actors.errors import InvalidInput
 
 __all__ = ["InputSpec", "Number"]
 

@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from actors.agent_inputs import InputSpec, Number
-from actors.context import Agent, RunContext, StopRequested
-from actors.errors import UnknownAgent
-from actors.records import JSON
+from runyard.actors.agent_inputs import InputSpec, Number
+from runyard.actors.context import Agent, RunContext, StopRequested
+from runyard.actors.errors import UnknownAgent
+from runyard.actors.records import JSON
 
 NO_INPUTS = InputSpec()
 
@@ -51,7 +51,7 @@ class AgentCatalog:
     def resolve(self, name: str, input_dict: Mapping[str, object]) -> Agent:
         """The agent for a new run, once ``input_dict`` is within its declared bounds.
 
-        Raises :class:`UnknownAgent` or :class:`~actors.errors.InvalidInput` (422)
+        Raises :class:`UnknownAgent` or :class:`~runyard.actors.errors.InvalidInput` (422)
         before a run exists.
         """
         entry = self._entry(name)

@@ -13,11 +13,11 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from actors.loop_budget import SLICE_S, turn_spent
-from actors.records import JSON
+from runyard.actors.loop_budget import SLICE_S, turn_spent
+from runyard.actors.records import JSON
 
 if TYPE_CHECKING:
-    from actors.messages import StartRun
+    from runyard.actors.messages import StartRun
 
 
 class StopRequested(BaseException):
@@ -36,7 +36,7 @@ class AgentFactory(Protocol):
     """Makes the agent for a ``StartRun`` that carries its own code (run-code).
 
     The registry calls it on the loop for every such start: it must be quick
-    and may raise :class:`~actors.errors.InvalidRequest` (a 4xx) to refuse the
+    and may raise :class:`~runyard.actors.errors.InvalidRequest` (a 4xx) to refuse the
     code before a run exists.  ``start``/``aclose`` bracket the runtime's life
     (pre-started workers, their clean-up).
     """
@@ -111,7 +111,7 @@ class RunContext:
     async def pace(self) -> None:
         """Call after every emit of a loop: yields (as :meth:`ready`) once the agents
         have held this turn of the event loop for ``SLICE_S`` (2 ms, together:
-        :mod:`actors.loop_budget`), and costs a clock read otherwise.
+        :mod:`runyard.actors.loop_budget`), and costs a clock read otherwise.
 
         ``emit`` is synchronous, so an agent that emits in a loop without
         awaiting holds the loop every run and request shares; ``pace`` bounds

@@ -13,7 +13,7 @@ import binascii
 import json
 import math
 
-from actors.errors import InvalidRequest
+from runyard.actors.errors import InvalidRequest
 
 PageKey = tuple[float, str]
 

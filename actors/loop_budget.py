@@ -6,7 +6,7 @@ loop holds the loop until it awaits.  Giving each agent a slice of its own
 is not enough: ten agents with 2 ms each make every turn 20 ms long, and a
 request needs several turns.  So the budget is per *turn*: the first agent
 to run in a turn starts the clock, and every agent that emits in that turn
-(:meth:`actors.context.RunContext.pace`) yields once the agents together
+(:meth:`runyard.actors.context.RunContext.pace`) yields once the agents together
 have held it for :data:`SLICE_S`.  A turn's agents then cost about
 ``SLICE_S`` plus one event per further busy agent, whatever their number.
 

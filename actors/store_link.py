@@ -2,14 +2,14 @@
 
 Every message for the store goes through this actor, which lives on the event
 loop next to the registry and the run actors, and hands it on to the
-persistence actor (a thread of its own; see :mod:`actors.persistence_protocol`).
+persistence actor (a thread of its own; see :mod:`runyard.actors.persistence_protocol`).
 
 * **Writes are group-committed.**  ``SaveRuns`` from any writer (each run
   actor writes its own run: header, new events, terminal header) waits up to
   ``write_window_s`` for company; the window's writes then cross to the store
   thread as one ``SaveRuns``: one cross-thread hop and one transaction per
   window instead of per write.  Writes of one run within a window are joined
-  by :meth:`RunWrite.then <actors.persistence_protocol.RunWrite.then>`, so a
+  by :meth:`RunWrite.then <runyard.actors.persistence_protocol.RunWrite.then>`, so a
   run that ends within the window is written once, as its final record.
   This is the only batching layer; the persistence actor writes what it is
   given (coalescing only what queued up while a write was in flight).
@@ -35,8 +35,8 @@ from typing import Any
 
 import pykka
 
-from actors.asyncio_actor import RESUME, AsyncioActor, Forward, ask
-from actors.persistence_protocol import (
+from runyard.actors.asyncio_actor import RESUME, AsyncioActor, Forward, ask
+from runyard.actors.persistence_protocol import (
     DeleteStored,
     RunsPersisted,
     RunWrite,

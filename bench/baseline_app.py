@@ -37,10 +37,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from actors.agents import AgentCatalog
-from actors.context import StopRequested
-from actors.loop_budget import SLICE_S, turn_spent
 from bench.agents import bench_catalog
+from runyard.actors.agents import AgentCatalog
+from runyard.actors.context import StopRequested
+from runyard.actors.loop_budget import SLICE_S, turn_spent
 
 
 def iso(ts: float) -> str:

@@ -3,7 +3,7 @@
 Each agent declares the range of its numeric inputs; a start outside it is
 refused (422 naming the field and the limit) before a run exists.  Inside
 it, an agent that emits in a burst yields once the agents have held a turn
-of the loop for ~2 ms together (:mod:`actors.loop_budget`).  A turn's
+of the loop for ~2 ms together (:mod:`runyard.actors.loop_budget`).  A turn's
 length is measured in CPU time of the loop thread, so a test machine busy
 with other work (which only delays the thread) cannot make it fail or pass.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from actors import InvalidInput, ListRuns, StartRun
-from actors.agents import builtin_catalog
+from runyard.actors import InvalidInput, ListRuns, StartRun
+from runyard.actors.agents import builtin_catalog
 from tests.run_code_helpers import code_runtime, run_code
 from tests.runtime_helpers import ALICE, run_to_end, running_runtime
 

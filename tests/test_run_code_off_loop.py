@@ -1,7 +1,7 @@
 """Submitted code is never compiled on the server's event loop, and its size is capped.
 
 ``compile()`` holds the GIL throughout (a thread would not help), so long
-code is compiled in a child process (:mod:`actors.code.check_process`).
+code is compiled in a child process (:mod:`runyard.actors.code.check_process`).
 Measured here as the wall-clock gaps of the loop while four 240 KB sources
 ending in a syntax error are checked at once: compiled on the loop, each
 takes ~0.3 s; off it, the loop goes on turning.
@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from actors.code.check_process import check_code_off_loop
-from actors.code.validate import InvalidCode
+from runyard.actors.code.check_process import check_code_off_loop
+from runyard.actors.code.validate import InvalidCode
 from tests.live_server import ServerProcessFactory
 
 LINE = "x = [1, 2, 3, 'abc', {'a': 1}]\n"

@@ -1,6 +1,6 @@
 """Request and response models: the HTTP API's contract, as the OpenAPI schema shows it.
 
-Responses that carry whole traces are assembled by :mod:`web.wire` for
+Responses that carry whole traces are assembled by :mod:`runyard.web.wire` for
 speed; the models here still declare their shape so ``/openapi.json`` is
 complete.
 """
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from web.json_text import JSONObject, Text
+from runyard.web.json_text import JSONObject, Text
 
 Status = Literal["running", "success", "error", "stopped"]
 

@@ -4,14 +4,14 @@
 for 250 KB of code ending in a syntax error (the parser then parses it a
 second time to name the error).  On the event loop that stalls every run
 and request; in a thread it stalls them just the same, for want of the GIL.
-So code longer than :data:`~actors.code.validate.INLINE_CHARS` is checked by
-``python -I -c CHECKER`` (:func:`actors.code.validate.problem_of`, nothing
+So code longer than :data:`~runyard.actors.code.validate.INLINE_CHARS` is checked by
+``python -I -c CHECKER`` (:func:`runyard.actors.code.validate.problem_of`, nothing
 executed), the source on its stdin, the verdict as JSON on its stdout, under
 a memory and CPU limit of its own and at a lower priority (``nice`` 10), so
 that on a busy machine the server's loop gets the CPU first.  At most :data:`CONCURRENT` such checks
 run at once per loop; more wait their turn (awaiting, not blocking).
 
-The verdict is remembered (:func:`actors.code.validate.remember`), so the
+The verdict is remembered (:func:`runyard.actors.code.validate.remember`), so the
 registry's own check of the same start is a look-up.
 """
 
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
-from actors.code.validate import (
+from runyard.actors.code.validate import (
     INLINE_CHARS,
     InvalidCode,
     Problem,
@@ -47,7 +47,7 @@ resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_BYTES}, {MEMORY_BYTES}))
 resource.setrlimit(resource.RLIMIT_CPU, ({CPU_S}, {CPU_S}))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 sys.path.insert(0, sys.argv[1])
-from actors.code.validate import problem_of
+from runyard.actors.code.validate import problem_of
 code = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")
 sys.stdout.write(json.dumps(problem_of(code)))
 """
@@ -56,7 +56,7 @@ _gates: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKe
 
 
 async def check_code_off_loop(code: str, *, python: str = sys.executable) -> None:
-    """Raise :class:`~actors.code.validate.InvalidCode` (422) unless ``code`` is a
+    """Raise :class:`~runyard.actors.code.validate.InvalidCode` (422) unless ``code`` is a
     run-code agent; long code is compiled in a child process, short code here.
 
     ``python``: the interpreter of the child (the server's own by default).

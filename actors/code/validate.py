@@ -24,7 +24,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from actors.errors import InvalidRequest, RunyardError
+from runyard.actors.errors import InvalidRequest, RunyardError
 
 FILENAME = "<agent>"
 """The file name the submitted code compiles under, here and in the child's tracebacks."""
@@ -53,7 +53,7 @@ Problem = tuple[str, int | None, int | None]
 
 INLINE_CHARS = 4096
 """Code up to this long is compiled where it is checked (well under a millisecond);
-longer code is compiled in a child process (:mod:`actors.code.check_process`):
+longer code is compiled in a child process (:mod:`runyard.actors.code.check_process`):
 ``compile()`` holds the GIL throughout, ~0.3 s for 250 KB, so neither the event
 loop nor a thread of the server may do it."""
 
@@ -65,7 +65,7 @@ def check_code(code: str) -> None:
     """Raise :class:`InvalidCode` unless ``code`` defines ``async def run(input_dict, ctx)``.
 
     Compiles ``code`` here, whatever its size: on a server's loop, use
-    :func:`actors.code.check_process.check_code_off_loop` instead.
+    :func:`runyard.actors.code.check_process.check_code_off_loop` instead.
     """
     known, problem = known_verdict(code)
     if not known:
@@ -203,7 +203,7 @@ def env_problem(env: Mapping[str, str]) -> str | None:
 
 
 def check_env(env: Mapping[str, str] | None) -> None:
-    """Raise :class:`~actors.errors.InvalidRequest` if ``env`` is not usable."""
+    """Raise :class:`~runyard.actors.errors.InvalidRequest` if ``env`` is not usable."""
     if env:
         problem = env_problem(env)
         if problem is not None:
