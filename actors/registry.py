@@ -222,7 +222,7 @@ class RegistryActor(AsyncioActor):
             if self._code_agent is None:
                 raise InvalidRequest("this runtime does not run submitted code")
             return self._code_agent(msg)
-        return self._catalog.get(msg.agent)
+        return self._catalog.resolve(msg.agent, msg.input)
 
     # -- reading -----------------------------------------------------------
 
@@ -360,7 +360,8 @@ class RegistryActor(AsyncioActor):
         record = msg.record
         if self._drop_live(record.run_id):
             self._stats.finished[record.status] += 1
-            self._cache.add(record)  # on record already: the run actor ended once it was stored
+            # On record already: the run actor ended once it was stored.
+            self._cache.add(record, msg.trace_bytes)
             self._publish(record.owner, "finished", record)
 
     def _run_fenced(self, msg: RunFenced) -> None:

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=MIB, ge=1, description="Largest accepted request body in bytes (else 413)."
     )
+    max_code_chars: int = Field(
+        default=256 * 1024,
+        ge=1,
+        description="Longest code run-code accepts, in characters (else 413); within "
+        "the body limit too.",
+    )
     max_event_bytes: int = Field(
         default=DEFAULTS.max_event_bytes,
         ge=1024,

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runyard.web.json_text import JSONObject, Text
+
 Status = Literal["running", "success", "error", "stopped"]
 
 MAX_DURATION_S = 7 * 24 * 3600.0
@@ -40,8 +42,8 @@ class StartRunRequest(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"agent": "ticker", "input_dict": {"n": 5}}]},
     )
-    agent: str = Field(min_length=1, max_length=64, description="A catalog agent's name.")
-    input_dict: dict[str, Any] = Field(default_factory=dict, description="The agent's input.")
+    agent: Text = Field(min_length=1, max_length=64, description="A catalog agent's name.")
+    input_dict: JSONObject = Field(default_factory=dict, description="The agent's input.")
     max_duration_s: float | None = Field(
         default=None,
         gt=0,
