@@ -57,6 +57,17 @@ class Number:
             raise InvalidInput(f"invalid input: {where} must be >= {_num(self.minimum)}")
         return int(value) if self.integer else float(value)
 
+    def json_schema(self) -> dict[str, object]:
+        """This input as a JSON Schema property: type, minimum, maximum, default."""
+        schema: dict[str, object] = {
+            "type": "integer" if self.integer else "number",
+            "minimum": _plain(self.minimum),
+            "maximum": _plain(self.maximum),
+        }
+        if self.default is not None:
+            schema["default"] = _plain(self.default)
+        return schema
+
     def describe(self) -> str:
         """``"n: integer 0..1000000, default 10000"``: for the agent's description."""
         kind = "integer" if self.integer else "number"
@@ -76,6 +87,20 @@ class InputSpec:
 
     def describe(self) -> str:
         return "; ".join(number.describe() for number in self.numbers)
+
+    def json_schema(self) -> dict[str, object]:
+        """The agent's ``input_dict`` as a JSON Schema (Draft 2020-12): its declared
+        numbers; other keys are the agent's own business, so they are allowed."""
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {number.name: number.json_schema() for number in self.numbers},
+            "additionalProperties": True,
+        }
+
+
+def _plain(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
 
 def _num(value: float) -> str:

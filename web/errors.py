@@ -15,6 +15,7 @@ same shape (declaring 422 there also replaces FastAPI's default
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -142,7 +143,22 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
                 "validation_error",
                 "invalid input: request body: send JSON with Content-Type: application/json",
             )
+    known = _body_fields(request)
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden" and len(loc) == 2 and loc[0] == "body":
+            close = difflib.get_close_matches(str(loc[1]), known, n=1, cutoff=0.6)
+            if close:
+                err["msg"] = f"{err.get('msg', 'not allowed')}; did you mean {close[0]!r}?"
     return error_response(422, "validation_error", describe_validation_errors(errors))
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The top-level fields of the route's JSON body model (none if it has no model)."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if isinstance(fields, dict) else []
 
 
 def describe_validation_errors(errors: Sequence[Any], limit: int = 10) -> str:

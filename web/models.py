@@ -179,6 +179,10 @@ class WhoAmIResponse(BaseModel):
 class AgentModel(BaseModel):
     name: str
     description: str
+    input_schema: dict[str, Any] = Field(
+        description="The agent's input_dict as JSON Schema (Draft 2020-12): its declared "
+        "numbers with their ranges and defaults; a start outside them is a 422 naming the field."
+    )
 
 
 class HealthResponse(BaseModel):
