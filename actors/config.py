@@ -59,12 +59,16 @@ class RuntimeConfig:
     """The finished-run cache's bound (event data, encoded), least recently used out
     first, on top of ``retention_s``."""
     write_window_s: float = 0.005
-    """The store link's group-commit window: writes wait this long for company,
-    then cross to the store thread as one batch (one hop and one transaction
-    per batch instead of per write; a run that ends within the window is
-    written once, as its final record).  Events reach subscribers once their
-    batch is stored, so this is also most of the delivery latency.  The server
-    takes each store's own (``commit_window_s``: 5 ms SQLite, 50 ms CouchDB)."""
+    """The store link's group commit has no timer: with no commit in flight a write
+    crosses to the store thread at once (after one loop turn, with the rest
+    of that step's writes); writes that arrive while a commit is in flight
+    wait and go as one batch when it is acknowledged (one hop and one
+    transaction per batch; a run that ends meanwhile is written once, as its
+    final record).  This is only the longest they wait behind a commit not
+    acknowledged yet (a slow or failing store) before being sent anyway.
+    Events reach subscribers once their batch is stored, so the commit is
+    most of the delivery latency.  The server takes each store's own
+    (``commit_window_s``: 5 ms SQLite, 50 ms CouchDB)."""
 
 
 DEFAULTS = RuntimeConfig()

@@ -122,10 +122,10 @@ class StoreLink(AsyncioActor):
         return RESUME
 
     def on_stop(self) -> None:
+        self._send()  # nothing bound for the store stays behind
         for handle in (self._send_soon, self._overdue):
             if handle is not None:
                 handle.cancel()
-        self._send()  # nothing bound for the store stays behind
 
     # -- writes --------------------------------------------------------------
 
@@ -160,7 +160,7 @@ class StoreLink(AsyncioActor):
             logger.error("the persistence actor is gone; %d write(s) lost", len(writes))
             return
         self._persistence.tell(SaveRuns(writes, ack_to=self.actor_ref))
-        # A commit not acknowledged in time no longer holds the next one back.
+        # The next batch waits for these versions' acks, and for the window at most.
         self._in_flight = {
             w.run_id: _Wanted(self.actor_ref, w.event_count, w.header.finished) for w in writes
         }

@@ -96,7 +96,8 @@ class CouchStore:
     """The :class:`~persistence.store.RunStore` on CouchDB, through aiocouch."""
 
     commit_window_s = 0.05
-    """One ``_bulk_docs`` per 50 ms at most: a round trip to CouchDB costs milliseconds."""
+    """A commit is two ``_bulk_docs`` round trips: one still unacknowledged after
+    50 ms stops holding the next batch back."""
     awaits_nothing = False
 
     def __init__(
