@@ -59,16 +59,16 @@ class RuntimeConfig:
     """The finished-run cache's bound (event data, encoded), least recently used out
     first, on top of ``retention_s``."""
     write_window_s: float = 0.005
-    """The store link's group commit has no timer: with no commit in flight a write
-    crosses to the store thread at once (after one loop turn, with the rest
-    of that step's writes); writes that arrive while a commit is in flight
-    wait and go as one batch when it is acknowledged (one hop and one
-    transaction per batch; a run that ends meanwhile is written once, as its
-    final record).  This is only the longest they wait behind a commit not
-    acknowledged yet (a slow or failing store) before being sent anyway.
-    Events reach subscribers once their batch is stored, so the commit is
-    most of the delivery latency.  The server takes each store's own
-    (``commit_window_s``: 5 ms SQLite, 50 ms CouchDB)."""
+    """How long the store link's waiting writes wait, at most, behind a commit not
+    acknowledged yet (a slow or failing store) before they are sent anyway.
+    Not a wait before each commit: the group commit has no timer.  With no
+    commit in flight a write crosses to the store thread at once (after one
+    loop turn, with that step's other writes); writes that arrive while a
+    commit is in flight go as one batch when it is acknowledged (one hop and
+    one transaction per batch; a run that ends meanwhile is written once, as
+    its final record).  Events reach subscribers once their batch is stored,
+    so the commit is most of the delivery latency.  The server takes each
+    store's own (``commit_window_s``: 5 ms SQLite, 50 ms CouchDB)."""
 
 
 DEFAULTS = RuntimeConfig()
