@@ -3,7 +3,7 @@
 Nothing in this package speaks HTTP or touches a database.  This is its one
 public face; an internal service writes::
 
-    from actors import Caller, Runtime, RuntimeConfig, StartRun
+    from runyard.actors import Caller, Runtime, RuntimeConfig, StartRun
 
     runtime = Runtime(RuntimeConfig())
     await runtime.start()
@@ -11,7 +11,7 @@ public face; an internal service writes::
 
 Everything in ``__all__`` is the supported surface; other modules are
 internals and may change.  The names are loaded lazily (PEP 562) so that a
-run-code child, which imports :mod:`actors.code.child`, pays for none of the
+run-code child, which imports :mod:`runyard.actors.code.child`, pays for none of the
 server's modules.
 """
 
@@ -23,64 +23,64 @@ from typing import TYPE_CHECKING, Any
 # name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     # the runtime and how to reach it
-    "Runtime": "actors.runtime",
-    "RuntimeConfig": "actors.config",
-    "BackgroundRuntime": "actors.background",
-    "ask": "actors.asyncio_actor",
+    "Runtime": "runyard.actors.runtime",
+    "RuntimeConfig": "runyard.actors.config",
+    "BackgroundRuntime": "runyard.actors.background",
+    "ask": "runyard.actors.asyncio_actor",
     # the registry's language (requests and their replies)
-    "Caller": "actors.messages",
-    "SYSTEM": "actors.messages",
-    "RestartPolicy": "actors.messages",
-    "StartRun": "actors.messages",
-    "RunStarted": "actors.messages",
-    "GetRun": "actors.messages",
-    "ReadRun": "actors.messages",
-    "ListRuns": "actors.messages",
-    "RunPage": "actors.messages",
-    "Subscribe": "actors.messages",
-    "Unsubscribe": "actors.messages",
-    "StopRun": "actors.messages",
-    "StopAccepted": "actors.messages",
-    "DeleteRun": "actors.messages",
-    "Evict": "actors.messages",
-    "Introspect": "actors.messages",
-    "LiveRunInfo": "actors.messages",
-    "RegistrySnapshot": "actors.messages",
-    "CheckHealth": "actors.messages",
-    "Health": "actors.messages",
-    "Shutdown": "actors.messages",
-    "WatchRuns": "actors.messages",
-    "Unwatch": "actors.messages",
+    "Caller": "runyard.actors.messages",
+    "SYSTEM": "runyard.actors.messages",
+    "RestartPolicy": "runyard.actors.messages",
+    "StartRun": "runyard.actors.messages",
+    "RunStarted": "runyard.actors.messages",
+    "GetRun": "runyard.actors.messages",
+    "ReadRun": "runyard.actors.messages",
+    "ListRuns": "runyard.actors.messages",
+    "RunPage": "runyard.actors.messages",
+    "Subscribe": "runyard.actors.messages",
+    "Unsubscribe": "runyard.actors.messages",
+    "StopRun": "runyard.actors.messages",
+    "StopAccepted": "runyard.actors.messages",
+    "DeleteRun": "runyard.actors.messages",
+    "Evict": "runyard.actors.messages",
+    "Introspect": "runyard.actors.messages",
+    "LiveRunInfo": "runyard.actors.messages",
+    "RegistrySnapshot": "runyard.actors.messages",
+    "CheckHealth": "runyard.actors.messages",
+    "Health": "runyard.actors.messages",
+    "Shutdown": "runyard.actors.messages",
+    "WatchRuns": "runyard.actors.messages",
+    "Unwatch": "runyard.actors.messages",
     # what a subscription or a feed delivers
-    "Subscription": "actors.subscription",
-    "Feed": "actors.feed",
-    "Finished": "actors.stream_items",
-    "Lagged": "actors.stream_items",
-    "Closing": "actors.stream_items",
-    "RunChange": "actors.stream_items",
+    "Subscription": "runyard.actors.subscription",
+    "Feed": "runyard.actors.feed",
+    "Finished": "runyard.actors.stream_items",
+    "Lagged": "runyard.actors.stream_items",
+    "Closing": "runyard.actors.stream_items",
+    "RunChange": "runyard.actors.stream_items",
     # the data a run is made of
-    "Event": "actors.records",
-    "RunRecord": "actors.records",
-    "RunSummary": "actors.records",
-    "RunStatus": "actors.records",
+    "Event": "runyard.actors.records",
+    "RunRecord": "runyard.actors.records",
+    "RunSummary": "runyard.actors.records",
+    "RunStatus": "runyard.actors.records",
     # writing agents
-    "Agent": "actors.context",
-    "RunContext": "actors.context",
-    "StopRequested": "actors.context",
-    "AgentCatalog": "actors.agents",
-    "builtin_catalog": "actors.agents",
+    "Agent": "runyard.actors.context",
+    "RunContext": "runyard.actors.context",
+    "StopRequested": "runyard.actors.context",
+    "AgentCatalog": "runyard.actors.agents",
+    "builtin_catalog": "runyard.actors.agents",
     # errors (each carries its HTTP status)
-    "RunyardError": "actors.errors",
-    "RunNotFound": "actors.errors",
-    "NotOwner": "actors.errors",
-    "NotAdmin": "actors.errors",
-    "UnknownAgent": "actors.errors",
-    "InvalidRequest": "actors.errors",
-    "AlreadyFinished": "actors.errors",
-    "StillRunning": "actors.errors",
-    "TooManyLiveRuns": "actors.errors",
-    "ShuttingDown": "actors.errors",
-    "StoreUnavailable": "actors.errors",
+    "RunyardError": "runyard.actors.errors",
+    "RunNotFound": "runyard.actors.errors",
+    "NotOwner": "runyard.actors.errors",
+    "NotAdmin": "runyard.actors.errors",
+    "UnknownAgent": "runyard.actors.errors",
+    "InvalidRequest": "runyard.actors.errors",
+    "AlreadyFinished": "runyard.actors.errors",
+    "StillRunning": "runyard.actors.errors",
+    "TooManyLiveRuns": "runyard.actors.errors",
+    "ShuttingDown": "runyard.actors.errors",
+    "StoreUnavailable": "runyard.actors.errors",
 }
 
 __all__ = [
@@ -154,12 +154,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from actors.agents import AgentCatalog, builtin_catalog
-    from actors.asyncio_actor import ask
-    from actors.background import BackgroundRuntime
-    from actors.config import RuntimeConfig
-    from actors.context import Agent, RunContext, StopRequested
-    from actors.errors import (
+    from runyard.actors.agents import AgentCatalog, builtin_catalog
+    from runyard.actors.asyncio_actor import ask
+    from runyard.actors.background import BackgroundRuntime
+    from runyard.actors.config import RuntimeConfig
+    from runyard.actors.context import Agent, RunContext, StopRequested
+    from runyard.actors.errors import (
         AlreadyFinished,
         InvalidRequest,
         NotAdmin,
@@ -172,8 +172,8 @@ if TYPE_CHECKING:
         TooManyLiveRuns,
         UnknownAgent,
     )
-    from actors.feed import Feed
-    from actors.messages import (
+    from runyard.actors.feed import Feed
+    from runyard.actors.messages import (
         SYSTEM,
         Caller,
         CheckHealth,
@@ -198,7 +198,7 @@ if TYPE_CHECKING:
         Unwatch,
         WatchRuns,
     )
-    from actors.records import Event, RunRecord, RunStatus, RunSummary
-    from actors.runtime import Runtime
-    from actors.stream_items import Closing, Finished, Lagged, RunChange
-    from actors.subscription import Subscription
+    from runyard.actors.records import Event, RunRecord, RunStatus, RunSummary
+    from runyard.actors.runtime import Runtime
+    from runyard.actors.stream_items import Closing, Finished, Lagged, RunChange
+    from runyard.actors.subscription import Subscription

@@ -11,9 +11,9 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from actors.context import Agent, RunContext, StopRequested
-from actors.errors import UnknownAgent
-from actors.records import JSON
+from runyard.actors.context import Agent, RunContext, StopRequested
+from runyard.actors.errors import UnknownAgent
+from runyard.actors.records import JSON
 
 
 @dataclass(frozen=True, slots=True)

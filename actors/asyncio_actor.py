@@ -10,7 +10,7 @@ the loop's thread and from any other thread.
 
 Differences from ``ThreadingActor``, each on purpose:
 
-* Futures are :class:`~actors.future.AsyncioFuture`: awaitable on the loop
+* Futures are :class:`~runyard.actors.future.AsyncioFuture`: awaitable on the loop
   without blocking it, ``get(timeout)`` from other threads.
 * ``on_failure`` *decides*: return :data:`RESUME` to keep the actor alive
   after a failed ``tell`` handler (a supervisor that survives a bad message);
@@ -55,7 +55,7 @@ import pykka
 from pykka import messages as pykka_messages
 from pykka._envelope import Envelope
 
-from actors.future import AsyncioFuture
+from runyard.actors.future import AsyncioFuture
 
 logger = logging.getLogger("runyard.actors")
 

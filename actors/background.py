@@ -14,7 +14,7 @@ from typing import Any
 
 import pykka
 
-from actors.runtime import Runtime
+from runyard.actors.runtime import Runtime
 
 
 class BackgroundRuntime:

@@ -1,7 +1,7 @@
 """The language between the runtime and a shared store's cluster backend (scale-out).
 
 Several runyard nodes share one CouchDB database.  Each node runs one
-*cluster backend* (``persistence.couch_cluster.CouchCluster``, an actor on
+*cluster backend* (``runyard.persistence.couch_cluster.CouchCluster``, an actor on
 the server's event loop with its own CouchDB session) that:
 
 - keeps this node's **lease** document alive (renewed every ``lease_s / 3``)
@@ -19,7 +19,7 @@ source of truth; the follower is how a node hears about it without polling.
 
 The committed mark of a remote run is its run doc's ``event_count``: a
 writer stores a commit's event chunks before the run doc that counts them
-(see ``persistence.couch_store``), so every event up to that count can be
+(see ``runyard.persistence.couch_store``), so every event up to that count can be
 read once the run doc change is seen.
 """
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from actors.persistence_protocol import RunWrite
+from runyard.actors.persistence_protocol import RunWrite
 
 __all__ = [
     "ClaimNode",
@@ -100,7 +100,7 @@ class RequestStop:
     """Record that ``by`` asked to stop ``run_id``, which runs on ``node``.
 
     Reply: None once the request is stored (the 202); raises
-    :class:`~actors.errors.StoreUnavailable` if it could not be.  The owner
+    :class:`~runyard.actors.errors.StoreUnavailable` if it could not be.  The owner
     sees it through its follower (:class:`StopRequested`) and stops the run."""
 
     run_id: str

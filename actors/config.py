@@ -1,7 +1,7 @@
 """``RuntimeConfig``: every knob of the runtime, and the one place its defaults live.
 
 The server builds it from its ``RUNYARD_*`` settings in one place
-(``web.config.Settings.runtime_config``), and those settings take their
+(``runyard.web.config.Settings.runtime_config``), and those settings take their
 defaults from :data:`DEFAULTS`, so a default is written once.  An internal
 service that embeds the runtime builds one directly.  Everything downstream
 (the registry, each run's supervisor, the store link) reads from it rather

@@ -13,10 +13,10 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from actors.records import JSON
+from runyard.actors.records import JSON
 
 if TYPE_CHECKING:
-    from actors.messages import StartRun
+    from runyard.actors.messages import StartRun
 
 
 class StopRequested(BaseException):
@@ -35,7 +35,7 @@ class AgentFactory(Protocol):
     """Makes the agent for a ``StartRun`` that carries its own code (run-code).
 
     The registry calls it on the loop for every such start: it must be quick
-    and may raise :class:`~actors.errors.InvalidRequest` (a 4xx) to refuse the
+    and may raise :class:`~runyard.actors.errors.InvalidRequest` (a 4xx) to refuse the
     code before a run exists.  ``start``/``aclose`` bracket the runtime's life
     (pre-started workers, their clean-up).
     """

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 
-from actors.errors import InvalidRequest
+from runyard.actors.errors import InvalidRequest
 
 PageKey = tuple[float, str]
 

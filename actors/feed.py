@@ -2,7 +2,7 @@
 
 A dashboard's run list updates from this instead of polling.  It is bounded
 like a subscription: a watcher that stops reading is cut off with
-:class:`~actors.messages.Lagged` (``last_seq`` 0: changes carry no seq) and
+:class:`~runyard.actors.messages.Lagged` (``last_seq`` 0: changes carry no seq) and
 simply lists its runs again when it comes back.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from actors.outbox import Outbox
-from actors.stream_items import Closing, Lagged, RunChange
+from runyard.actors.outbox import Outbox
+from runyard.actors.stream_items import Closing, Lagged, RunChange
 
 FeedItem: TypeAlias = RunChange | Lagged | Closing
 

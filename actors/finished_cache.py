@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from actors.records import RunRecord
+from runyard.actors.records import RunRecord
 
 __all__ = ["FinishedCache"]
 

@@ -4,7 +4,7 @@ A user's runs live in three places (live, cached finished, stored), and a
 page must be the true newest slice of all three without skipping or
 repeating a run while runs start and finish.  The order is
 (``started_at``, ``run_id``) descending, which never changes for a run, and
-the cursor is that key (:mod:`actors.cursor`).
+the cursor is that key (:mod:`runyard.actors.cursor`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from actors.cursor import PageKey, decode_cursor, encode_cursor
-from actors.errors import InvalidRequest
-from actors.messages import ListRuns, RunPage
-from actors.persistence_protocol import QueryRuns
-from actors.records import ALL_STATUSES, RunSummary
+from runyard.actors.cursor import PageKey, decode_cursor, encode_cursor
+from runyard.actors.errors import InvalidRequest
+from runyard.actors.messages import ListRuns, RunPage
+from runyard.actors.persistence_protocol import QueryRuns
+from runyard.actors.records import ALL_STATUSES, RunSummary
 
 __all__ = ["MAX_PAGE", "Listing"]
 

@@ -13,10 +13,10 @@ from typing import Any, cast
 
 import pykka
 
-from actors.config import RuntimeConfig
-from actors.errors import InvalidRequest
-from actors.messages import LiveRunInfo, RestartPolicy, StartRun
-from actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.errors import InvalidRequest
+from runyard.actors.messages import LiveRunInfo, RestartPolicy, StartRun
+from runyard.actors.records import JSON, Event, RunRecord, RunStatus, RunSummary
 
 __all__ = ["LiveRun", "RunEnded", "RunSettings", "StartAck"]
 
@@ -132,10 +132,10 @@ class RunEnded:
 class StartAck:
     """A start's answer, handed to the new run actor with the asker's reply future.
 
-    The run actor gives ``answer`` (the :class:`~actors.messages.RunStarted`)
+    The run actor gives ``answer`` (the :class:`~runyard.actors.messages.RunStarted`)
     once its header is stored, in the step the store's acknowledgement
     reaches it: no message and no trip around the loop in between.
-    :class:`~actors.errors.StoreUnavailable` after the store timeout, and the
+    :class:`~runyard.actors.errors.StoreUnavailable` after the store timeout, and the
     run is stopped: a start the store cannot keep is refused, and must not go
     on unseen.
     """

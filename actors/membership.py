@@ -1,7 +1,7 @@
 """Membership: which nodes sharing the store are alive, and taking over the dead.
 
 Every node renews a lease in the store (the cluster backend does the I/O,
-:mod:`actors.cluster_protocol`) and reads everyone's leases every
+:mod:`runyard.actors.cluster_protocol`) and reads everyone's leases every
 ``lease_s / 3``.  A lease is judged *expired* by each observer on its own
 monotonic clock: its ``_rev`` has not changed for ``lease_s`` since this
 observer first saw that revision.  No wall clocks are compared, so clock
@@ -10,7 +10,7 @@ has just started waits a full ``lease_s`` before it declares anyone dead.
 
 An expired node's live runs are taken over by exactly one survivor: every
 survivor that notices claims the lease with the revision it saw
-(:class:`~actors.cluster_protocol.ClaimNode`), the store accepts one claim,
+(:class:`~runyard.actors.cluster_protocol.ClaimNode`), the store accepts one claim,
 and the winner asks the registry to take the runs over
 (:class:`TakeOverNode`): each ends ``error`` "interrupted: node X stopped…"
 with its committed events, or starts again here when its restart policy
@@ -28,8 +28,8 @@ from typing import Any
 
 import pykka
 
-from actors.asyncio_actor import AsyncioActor, ask
-from actors.cluster_protocol import ClaimNode, LeasesSeen, LeaseState, NodeLease
+from runyard.actors.asyncio_actor import AsyncioActor, ask
+from runyard.actors.cluster_protocol import ClaimNode, LeasesSeen, LeaseState, NodeLease
 
 __all__ = ["LeaseWatch", "ListMembers", "MemberInfo", "MembershipActor", "TakeOverNode"]
 

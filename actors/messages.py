@@ -4,13 +4,13 @@ The web layer turns every HTTP request into one of these frozen dataclasses,
 and an internal Python service drives runyard with exactly the same messages,
 so there is one behaviour to test, not two.  The other two vocabularies have
 modules of their own, by audience: what a subscription delivers
-(:mod:`actors.stream_items`) and what the runtime says to the store
-(:mod:`actors.persistence_protocol`).
+(:mod:`runyard.actors.stream_items`) and what the runtime says to the store
+(:mod:`runyard.actors.persistence_protocol`).
 
 How to send them: ``await ask(registry_ref, StartRun(...))`` on the runtime's
 event loop, or ``registry_ref.ask(StartRun(...), timeout=5)`` from any other
 thread (see ``docs/internals.md``).  Failures come back as the exceptions in
-:mod:`actors.errors`.
+:mod:`runyard.actors.errors`.
 
 Who answers what:
 
@@ -39,12 +39,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from actors.persistence_protocol import StoreHealth
-from actors.records import JSON, RunStatus, RunSummary
+from runyard.actors.persistence_protocol import StoreHealth
+from runyard.actors.records import JSON, RunStatus, RunSummary
 
 if TYPE_CHECKING:
-    from actors.feed import Feed
-    from actors.subscription import Subscription
+    from runyard.actors.feed import Feed
+    from runyard.actors.subscription import Subscription
 
 
 # --------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class ReadRun:
     """Like :class:`GetRun`, for a reader that can take a long trace in pages.
 
     Reply: the ``RunRecord`` when memory holds the run, else a
-    :class:`~actors.stored_replay.StoredReplay` of the stored run from its
+    :class:`~runyard.actors.stored_replay.StoredReplay` of the stored run from its
     first event (its ``header`` and ``end_seq`` say the rest), so a 100,000-
     event run is never loaded whole for one request.
     """
@@ -159,7 +159,7 @@ class Subscribe:
     The run actor takes the replay slice and adds the subscriber in the same
     handler, so nothing is missed and nothing is duplicated in between.
     ``max_queue`` bounds the live queue; a subscriber that falls that far
-    behind gets :class:`~actors.stream_items.Lagged` and is dropped.
+    behind gets :class:`~runyard.actors.stream_items.Lagged` and is dropped.
     """
 
     caller: Caller
@@ -257,7 +257,7 @@ class Shutdown:
     """Stop accepting runs, give live ones ``grace_s`` to finish, stop the rest.
 
     Stopped runs end with reason ``"server shutdown"``; open subscriptions get
-    :class:`~actors.stream_items.Closing` so clients know to come back later.
+    :class:`~runyard.actors.stream_items.Closing` so clients know to come back later.
     """
 
     grace_s: float
@@ -268,7 +268,7 @@ class Shutdown:
 class WatchRuns:
     """Follow the caller's run lifecycle (started, stopping, finished, deleted).
 
-    Reply: a :class:`~actors.feed.Feed` of :class:`~actors.stream_items.RunChange`.  Changes are not
+    Reply: a :class:`~runyard.actors.feed.Feed` of :class:`~runyard.actors.stream_items.RunChange`.  Changes are not
     numbered: a watcher that reconnects lists the runs again, then watches.
     """
 

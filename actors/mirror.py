@@ -2,14 +2,14 @@
 
 When a client on node B streams a run that node A runs, B must not open a
 feed per reader nor read the store per reader: one mirror per followed run
-holds the run's committed trace in a :class:`~actors.run_log.RunLog`, as
-A's :class:`~actors.run.RunActor` does, and serves every subscriber of B
+holds the run's committed trace in a :class:`~runyard.actors.run_log.RunLog`, as
+A's :class:`~runyard.actors.run.RunActor` does, and serves every subscriber of B
 with the same atomic "replay then live" step.
 
 The mirror learns of A's commits from the node's one changes follower (the
-registry forwards :class:`~actors.cluster_protocol.RunDocChanged`); the run
+registry forwards :class:`~runyard.actors.cluster_protocol.RunDocChanged`); the run
 doc's ``event_count`` is A's high-water mark, and the events up to it are
-read from the store (:class:`~actors.cluster_protocol.ReadEvents`), so a
+read from the store (:class:`~runyard.actors.cluster_protocol.ReadEvents`), so a
 mirror never delivers an event A has not stored, and seqs are A's own.
 A header read every ``poll_s`` is the safety net for a missed change.
 
@@ -28,16 +28,16 @@ from typing import Any
 
 import pykka
 
-from actors.asyncio_actor import AsyncioActor, ask, tell_stop
-from actors.cluster_protocol import ReadEvents, ReadHeader, RunDocChanged
-from actors.errors import RunNotFound
-from actors.messages import Subscribe, Unsubscribe
-from actors.persistence_protocol import RunWrite
-from actors.records import RunRecord, replaces
-from actors.run_log import RunLog
-from actors.stored_replay import PAGE_EVENTS
-from actors.stream_items import Closing, Finished
-from actors.subscription import Subscription
+from runyard.actors.asyncio_actor import AsyncioActor, ask, tell_stop
+from runyard.actors.cluster_protocol import ReadEvents, ReadHeader, RunDocChanged
+from runyard.actors.errors import RunNotFound
+from runyard.actors.messages import Subscribe, Unsubscribe
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import RunRecord, replaces
+from runyard.actors.run_log import RunLog
+from runyard.actors.stored_replay import PAGE_EVENTS
+from runyard.actors.stream_items import Closing, Finished
+from runyard.actors.subscription import Subscription
 
 __all__ = ["MirrorActor", "MirrorEnded"]
 

@@ -2,13 +2,13 @@
 
 A start is acknowledged once the run's header is stored, a stop once its
 ``stop_requested`` event is.  The run actor keeps the askers' reply futures
-here (taken with :meth:`~actors.asyncio_actor.AsyncioActor.take_reply`) and
+here (taken with :meth:`~runyard.actors.asyncio_actor.AsyncioActor.take_reply`) and
 answers them in the very step that the store's acknowledgement raises its
 high-water mark: no task per waiting asker, and no trip around the event
 loop between the commit and the reply, which under load is what a start's
 latency is made of (each trip waits behind everything else ready to run).
 An answer the store does not confirm within the store timeout becomes
-:class:`~actors.errors.StoreUnavailable` (a 503), never a wait for ever.
+:class:`~runyard.actors.errors.StoreUnavailable` (a 503), never a wait for ever.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import pykka
 
-from actors.errors import StoreUnavailable
+from runyard.actors.errors import StoreUnavailable
 
 __all__ = ["Owed", "OwedAnswers"]
 

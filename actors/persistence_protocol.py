@@ -19,7 +19,7 @@ message                  reply
 ``StoreStatus``          ``StoreHealth``
 =======================  ================================================
 
-Store failures come back as :class:`~actors.errors.StoreUnavailable`.
+Store failures come back as :class:`~runyard.actors.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from actors.records import (
+from runyard.actors.records import (
     TERMINAL_STATUSES,
     Event,
     RunRecord,
@@ -79,7 +79,7 @@ class RunWrite:
     def then(self, later: RunWrite) -> RunWrite:
         """This write followed by ``later`` (of the same run), as one write.
 
-        The header is the one the merge rule (:func:`actors.records.replaces`)
+        The header is the one the merge rule (:func:`runyard.actors.records.replaces`)
         keeps; the events are both writes' events, which must join up: a gap
         would lose events, so it is a :class:`ValueError`.
         """
@@ -136,7 +136,7 @@ class RunWrite:
 class SaveRuns:
     """Commit these writes; ack with :class:`RunsPersisted` to ``ack_to``.
 
-    Sent by every writer to the store link (:mod:`actors.store_link`), which
+    Sent by every writer to the store link (:mod:`runyard.actors.store_link`), which
     sends one per group commit on to the persistence actor.  Writes of
     one run are joined with :meth:`RunWrite.then` at every step, so a
     terminal header is never overwritten by a stale ``running`` one.

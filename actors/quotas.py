@@ -4,7 +4,7 @@ A run's trace lives in server memory while it runs and in the finished-run
 cache after, so one run must not be able to hold hundreds of MiB.  The caps
 apply to every agent alike (in-process, or run-code whose child could write
 raw frames to its socket behind its ``ctx``): they are checked where every
-event enters the runtime, :meth:`RunActor._emit <actors.run.RunActor>`.
+event enters the runtime, :meth:`RunActor._emit <runyard.actors.run.RunActor>`.
 
 * An event larger than ``max_event_bytes`` is kept, as a marker saying so
   with a preview of its start: visible, never silently dropped.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.context import StopRequested
+from runyard.actors.context import StopRequested
 
 __all__ = ["PREVIEW_CHARS", "QuotaExceeded", "encoded_size", "truncated"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from actors.jsonsafe import dumps_safe
+from runyard.actors.jsonsafe import dumps_safe
 
 JSON: TypeAlias = Any
 """A value that ``json.dumps`` accepts (dict, list, str, int, float, bool, None)."""

@@ -3,24 +3,24 @@
 Every message that names a run comes here first.  The registry checks who is
 asking against who owns the run, then answers from what it holds or forwards
 the message, with the asker's reply future, to the run's actor
-(:class:`~actors.asyncio_actor.Forward`), so a live run answers for itself
+(:class:`~runyard.actors.asyncio_actor.Forward`), so a live run answers for itself
 without a second round trip.
 
 Where a run is, by age:
 
-1. live: a :class:`~actors.run.RunActor` (``self._live``);
-2. finished, fresh: a plain record in the :class:`~actors.finished_cache.FinishedCache`
+1. live: a :class:`~runyard.actors.run.RunActor` (``self._live``);
+2. finished, fresh: a plain record in the :class:`~runyard.actors.finished_cache.FinishedCache`
    for ``retention_s`` and within ``cache_bytes`` (a run reaches it only
    once its final record is stored);
 3. older: only in the store, reached through the store link
-   (:mod:`actors.store_link`) by a deferred reply, so a slow store never
+   (:mod:`runyard.actors.store_link`) by a deferred reply, so a slow store never
    holds up the registry's inbox.
 
 The registry writes no runs: each run actor writes its own (header, new
 events, final header) through the store link, the one batched, acknowledged
 route to the store; deletes, reads and purges from here take the same link.
 A start is acknowledged by the run actor itself, which the registry hands
-the asker's reply (:class:`~actors.live_run.StartAck`): it answers once its
+the asker's reply (:class:`~runyard.actors.live_run.StartAck`): it answers once its
 header is stored, in the step the store's acknowledgement reaches it.
 """
 
@@ -35,10 +35,10 @@ from typing import Any
 
 import pykka
 
-from actors.agents import AgentCatalog
-from actors.asyncio_actor import AsyncioActor, Forward, ask, tell_stop
-from actors.clock import Clock, SystemClock
-from actors.cluster_protocol import (
+from runyard.actors.agents import AgentCatalog
+from runyard.actors.asyncio_actor import AsyncioActor, Forward, ask, tell_stop
+from runyard.actors.clock import Clock, SystemClock
+from runyard.actors.cluster_protocol import (
     NodeStatus,
     ReadStopRequests,
     RequestStop,
@@ -46,9 +46,9 @@ from actors.cluster_protocol import (
     RunDocChanged,
     StopRequested,
 )
-from actors.config import RuntimeConfig
-from actors.context import Agent, AgentFactory
-from actors.errors import (
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.context import Agent, AgentFactory
+from runyard.actors.errors import (
     AlreadyFinished,
     InvalidRequest,
     NotAdmin,
@@ -58,12 +58,12 @@ from actors.errors import (
     StoreUnavailable,
     TooManyLiveRuns,
 )
-from actors.feed import Feed
-from actors.finished_cache import FinishedCache
-from actors.listing import Listing
-from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, StartAck
-from actors.membership import TakeOverNode
-from actors.messages import (
+from runyard.actors.feed import Feed
+from runyard.actors.finished_cache import FinishedCache
+from runyard.actors.listing import Listing
+from runyard.actors.live_run import LiveRun, Resume, RunEnded, RunSettings, StartAck
+from runyard.actors.membership import TakeOverNode
+from runyard.actors.messages import (
     SYSTEM,
     Caller,
     CheckHealth,
@@ -85,20 +85,20 @@ from actors.messages import (
     Unwatch,
     WatchRuns,
 )
-from actors.mirror import MirrorEnded
-from actors.persistence_protocol import (
+from runyard.actors.mirror import MirrorEnded
+from runyard.actors.persistence_protocol import (
     DeleteStored,
     LoadRun,
     LoadUnfinished,
     RecoverInterrupted,
     RunWrite,
 )
-from actors.records import JSON, RunRecord, RunSummary
-from actors.remote_runs import RemoteRuns
-from actors.run import RunActor
-from actors.stored_runs import StoredRuns, check_owner
-from actors.subscription import Subscription
-from actors.watchers import Watchers
+from runyard.actors.records import JSON, RunRecord, RunSummary
+from runyard.actors.remote_runs import RemoteRuns
+from runyard.actors.run import RunActor
+from runyard.actors.stored_runs import StoredRuns, check_owner
+from runyard.actors.subscription import Subscription
+from runyard.actors.watchers import Watchers
 
 logger = logging.getLogger("runyard.registry")
 
@@ -115,10 +115,10 @@ class RegistryActor(AsyncioActor):
         cluster: pykka.ActorRef[Any] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """``store``: the :class:`~actors.store_link.StoreLink`; None keeps runs in
+        """``store``: the :class:`~runyard.actors.store_link.StoreLink`; None keeps runs in
         memory only.  ``code_agent`` makes the agent for ``StartRun(code=...)``
         (the run-code feature); None refuses such starts.  ``cluster``: the
-        shared store's cluster backend (:mod:`actors.cluster_protocol`) when
+        shared store's cluster backend (:mod:`runyard.actors.cluster_protocol`) when
         several nodes share the store; None for a single node."""
         super().__init__(loop=loop)
         self._catalog = catalog

@@ -2,10 +2,10 @@
 
 With several nodes sharing a store, the registry's own table covers only
 this node's runs.  The rest it learns from the node's changes follower
-(:mod:`actors.cluster_protocol`); this class keeps that part of the
+(:mod:`runyard.actors.cluster_protocol`); this class keeps that part of the
 registry's state, so the registry only routes:
 
-- the mirrors (:class:`~actors.mirror.MirrorActor`), one per remote run that
+- the mirrors (:class:`~runyard.actors.mirror.MirrorActor`), one per remote run that
   a client of this node follows;
 - which remote runs this node has announced on the lifecycle feed, and
   their owners, so each remote run is announced ``started`` once and
@@ -21,10 +21,10 @@ from typing import Any
 
 import pykka
 
-from actors.cluster_protocol import RunDocChanged
-from actors.mirror import MirrorActor
-from actors.persistence_protocol import RunWrite
-from actors.records import RunSummary
+from runyard.actors.cluster_protocol import RunDocChanged
+from runyard.actors.mirror import MirrorActor
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import RunSummary
 
 __all__ = ["RemoteRuns"]
 

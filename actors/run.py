@@ -1,7 +1,7 @@
 """``RunActor``: the supervisor of one run.
 
 It owns two things and nobody else touches them: the agent task (its only
-child) and the run's log (:class:`~actors.run_log.RunLog`: the trace and the
+child) and the run's log (:class:`~runyard.actors.run_log.RunLog`: the trace and the
 subscriber set).  Everything that changes them runs on the event loop thread,
 one step at a time, which is what makes "replay then live" exact.
 
@@ -32,20 +32,20 @@ from typing import Any
 
 import pykka
 
-from actors.asyncio_actor import RESUME, AsyncioActor
-from actors.clock import Clock
-from actors.context import Agent, RunContext, StopRequested
-from actors.errors import AlreadyFinished, StoreUnavailable
-from actors.jsonsafe import dumps_safe
-from actors.live_run import LiveRun, Resume, RunEnded, RunSettings, StartAck
-from actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
-from actors.owed_answers import Owed, OwedAnswers
-from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
-from actors.quotas import QuotaExceeded, encoded_size, truncated
-from actors.records import JSON, Event, RunRecord, RunStatus
-from actors.run_log import RunLog
-from actors.stream_items import Finished
-from actors.subscription import Subscription
+from runyard.actors.asyncio_actor import RESUME, AsyncioActor
+from runyard.actors.clock import Clock
+from runyard.actors.context import Agent, RunContext, StopRequested
+from runyard.actors.errors import AlreadyFinished, StoreUnavailable
+from runyard.actors.jsonsafe import dumps_safe
+from runyard.actors.live_run import LiveRun, Resume, RunEnded, RunSettings, StartAck
+from runyard.actors.messages import GetRun, StopAccepted, StopRun, Subscribe, Unsubscribe
+from runyard.actors.owed_answers import Owed, OwedAnswers
+from runyard.actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
+from runyard.actors.quotas import QuotaExceeded, encoded_size, truncated
+from runyard.actors.records import JSON, Event, RunRecord, RunStatus
+from runyard.actors.run_log import RunLog
+from runyard.actors.stream_items import Finished
+from runyard.actors.subscription import Subscription
 
 logger = logging.getLogger("runyard.run")
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.records import Event, RunStatus
-from actors.stream_items import Closing, Finished, Lagged
-from actors.subscription import Subscription
+from runyard.actors.records import Event, RunStatus
+from runyard.actors.stream_items import Closing, Finished, Lagged
+from runyard.actors.subscription import Subscription
 
 __all__ = ["RunLog"]
 

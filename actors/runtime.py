@@ -1,14 +1,14 @@
 """``Runtime``: starts and stops the actor system on an event loop.
 
 The runtime owns the registry actor, the store link (the one route to the
-store, :mod:`actors.store_link`) and the housekeeping timers (evicting expired
+store, :mod:`runyard.actors.store_link`) and the housekeeping timers (evicting expired
 finished runs from memory, purging old runs from the store).  It does not
 build the store: the caller hands it a persistence actor ref, so ``actors``
 never imports ``persistence`` (imports point one way; docs/design.md).
 Without one, runs live in memory only.  With several nodes sharing a store,
 the caller also hands it the store's cluster backend
-(:mod:`actors.cluster_protocol`); the runtime then starts this node's
-membership (:mod:`actors.membership`) and the backend's changes follower.
+(:mod:`runyard.actors.cluster_protocol`); the runtime then starts this node's
+membership (:mod:`runyard.actors.membership`) and the backend's changes follower.
 
 On the loop::
 
@@ -17,7 +17,7 @@ On the loop::
     started = await runtime.ask(StartRun(Caller("svc"), "ticker", {"n": 3}))
     await runtime.shutdown()
 
-From another thread, see :class:`actors.background.BackgroundRuntime`.
+From another thread, see :class:`runyard.actors.background.BackgroundRuntime`.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ from typing import Any
 
 import pykka
 
-from actors.agents import AgentCatalog, builtin_catalog
-from actors.asyncio_actor import AsyncioActor, ask, ask_stop
-from actors.clock import Clock, SystemClock
-from actors.cluster_protocol import Follow
-from actors.config import RuntimeConfig
-from actors.context import AgentFactory
-from actors.membership import MembershipActor
-from actors.messages import Evict, Shutdown
-from actors.persistence_protocol import PurgeStored, RecoverInterrupted
-from actors.registry import RegistryActor
-from actors.store_link import StoreLink
+from runyard.actors.agents import AgentCatalog, builtin_catalog
+from runyard.actors.asyncio_actor import AsyncioActor, ask, ask_stop
+from runyard.actors.clock import Clock, SystemClock
+from runyard.actors.cluster_protocol import Follow
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.context import AgentFactory
+from runyard.actors.membership import MembershipActor
+from runyard.actors.messages import Evict, Shutdown
+from runyard.actors.persistence_protocol import PurgeStored, RecoverInterrupted
+from runyard.actors.registry import RegistryActor
+from runyard.actors.store_link import StoreLink
 
 logger = logging.getLogger("runyard.runtime")
 

@@ -2,7 +2,7 @@
 
 Every message for the store goes through this actor, which lives on the event
 loop next to the registry and the run actors, and hands it on to the
-persistence actor (a thread of its own; see :mod:`actors.persistence_protocol`).
+persistence actor (a thread of its own; see :mod:`runyard.actors.persistence_protocol`).
 
 * **Writes are group-committed, without a timer.**  ``SaveRuns`` from any
   writer (each run actor writes its own run: header, new events, terminal
@@ -18,7 +18,7 @@ persistence actor (a thread of its own; see :mod:`actors.persistence_protocol`).
   the waiting writes are then sent anyway and the persistence actor, which
   coalesces what queues up behind its write in flight, takes them on.
   Writes of one run waiting together are joined by
-  :meth:`RunWrite.then <actors.persistence_protocol.RunWrite.then>`, so a run
+  :meth:`RunWrite.then <runyard.actors.persistence_protocol.RunWrite.then>`, so a run
   that ends while its last write waits is written once, as its final record.
   This is the batching layer; the persistence actor writes what it is given
   (merging only what queued up while a write was in flight).
@@ -44,8 +44,8 @@ from typing import Any
 
 import pykka
 
-from actors.asyncio_actor import RESUME, AsyncioActor, Forward, ask
-from actors.persistence_protocol import (
+from runyard.actors.asyncio_actor import RESUME, AsyncioActor, Forward, ask
+from runyard.actors.persistence_protocol import (
     DeleteStored,
     RunsPersisted,
     RunWrite,

@@ -7,7 +7,7 @@ the run's header and at most one page of events; the consumer's
 ``next_batch`` fetches the next page from the store when it has sent the
 previous one, so a reader that stalls holds one page, whatever the trace.
 
-It is a :class:`~actors.subscription.Subscription` to its consumer (the SSE
+It is a :class:`~runyard.actors.subscription.Subscription` to its consumer (the SSE
 stream, ``async for``): events in order, then :class:`Finished` with the
 run's header and its last event (the trace itself came through the replay).
 """
@@ -18,9 +18,9 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
-from actors.records import Event, RunRecord
-from actors.stream_items import Finished
-from actors.subscription import Item, Subscription
+from runyard.actors.records import Event, RunRecord
+from runyard.actors.stream_items import Finished
+from runyard.actors.subscription import Item, Subscription
 
 __all__ = ["PAGE_EVENTS", "StoredReplay"]
 

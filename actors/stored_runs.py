@@ -1,10 +1,10 @@
 """``StoredRuns``: the registry's reads of runs that only the store holds.
 
 Every read goes through the store link within ``store_timeout_s`` (a frozen
-or busy store is :class:`~actors.errors.StoreUnavailable`, a 503, never a
+or busy store is :class:`~runyard.actors.errors.StoreUnavailable`, a 503, never a
 500 nor a hung request), and every run read for a caller passes the same
 ownership check as a run in memory.  Traces are never loaded whole for a
-reader: :meth:`replay` pages them (:class:`~actors.stored_replay.StoredReplay`).
+reader: :meth:`replay` pages them (:class:`~runyard.actors.stored_replay.StoredReplay`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 import pykka
 
-from actors.asyncio_actor import ask
-from actors.config import RuntimeConfig
-from actors.errors import NotOwner, RunNotFound, StoreUnavailable
-from actors.messages import Caller
-from actors.persistence_protocol import (
+from runyard.actors.asyncio_actor import ask
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.errors import NotOwner, RunNotFound, StoreUnavailable
+from runyard.actors.messages import Caller
+from runyard.actors.persistence_protocol import (
     LoadEvents,
     LoadHeader,
     LoadRun,
@@ -27,8 +27,8 @@ from actors.persistence_protocol import (
     StoreHealth,
     StoreStatus,
 )
-from actors.records import Event, RunRecord
-from actors.stored_replay import StoredReplay
+from runyard.actors.records import Event, RunRecord
+from runyard.actors.stored_replay import StoredReplay
 
 __all__ = ["StoredRuns", "check_owner"]
 

@@ -1,7 +1,7 @@
 """What a subscription or a lifecycle feed delivers after the replay.
 
-These are items in a subscriber's queue (:class:`~actors.subscription.Subscription`,
-:class:`~actors.feed.Feed`), not requests: nobody sends them to an actor.  The
+These are items in a subscriber's queue (:class:`~runyard.actors.subscription.Subscription`,
+:class:`~runyard.actors.feed.Feed`), not requests: nobody sends them to an actor.  The
 SSE layer turns each into a control frame (``done``, ``lagged``, ``closing``,
 ``run_*``).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actors.records import RunRecord, RunSummary
+from runyard.actors.records import RunRecord, RunSummary
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,11 @@
 The run actor fills it (on the loop thread); exactly one consumer drains it,
 on the loop (``await next_batch()``) or from another thread
 (``get_batch(timeout)``).  The live queue is bounded: a reader that falls
-``max_queue`` items behind is cut off with :class:`~actors.messages.Lagged`
+``max_queue`` items behind is cut off with :class:`~runyard.actors.messages.Lagged`
 carrying the last seq it was given, so it can resume with ``after_seq`` and a
 slow reader never makes the server's memory grow.
 
-The queue mechanics (bounded, batch-draining) are :class:`~actors.outbox.Outbox`'s.
+The queue mechanics (bounded, batch-draining) are :class:`~runyard.actors.outbox.Outbox`'s.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import asyncio
 from collections import deque
 from typing import TypeAlias
 
-from actors.outbox import Outbox
-from actors.records import Event, RunRecord, RunStatus
-from actors.stream_items import Closing, Finished, Lagged
+from runyard.actors.outbox import Outbox
+from runyard.actors.records import Event, RunRecord, RunStatus
+from runyard.actors.stream_items import Closing, Finished, Lagged
 
 Item: TypeAlias = Event | Finished | Lagged | Closing
 TERMINAL_ITEMS = (Finished, Lagged, Closing)

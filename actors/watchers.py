@@ -2,7 +2,7 @@
 
 The registry owns one and tells it every lifecycle change (started,
 stopping, finished, deleted); each change reaches the
-:class:`~actors.feed.Feed` of every watcher of the run's owner, and never
+:class:`~runyard.actors.feed.Feed` of every watcher of the run's owner, and never
 anyone else's.  A watcher that lags is cut off by its feed and forgotten
 here.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.feed import Feed
-from actors.records import RunSummary
-from actors.stream_items import RunChange
+from runyard.actors.feed import Feed
+from runyard.actors.records import RunSummary
+from runyard.actors.stream_items import RunChange
 
 __all__ = ["Watchers"]
 

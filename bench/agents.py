@@ -8,9 +8,9 @@ Both servers register exactly these agents.
 
 from __future__ import annotations
 
-from actors.agents import AgentCatalog, builtin_catalog, chatty
-from actors.context import RunContext
-from actors.records import JSON
+from runyard.actors.agents import AgentCatalog, builtin_catalog, chatty
+from runyard.actors.context import RunContext
+from runyard.actors.records import JSON
 
 
 async def gated(input_dict: dict[str, JSON], ctx: RunContext) -> JSON:

@@ -37,9 +37,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from actors.agents import AgentCatalog
-from actors.context import StopRequested
 from bench.agents import bench_catalog
+from runyard.actors.agents import AgentCatalog
+from runyard.actors.context import StopRequested
 
 
 def iso(ts: float) -> str:

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.jsonsafe import dumps
-from actors.persistence_protocol import RunWrite
-from actors.records import Event, RunRecord
-from persistence.couch_store import CouchStore
+from runyard.actors.jsonsafe import dumps
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event, RunRecord
+from runyard.persistence.couch_store import CouchStore
 
 T0 = 1_700_000_000.0
 PER_COMMIT = 5

@@ -32,8 +32,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from actors.agents import AgentCatalog
 from bench.baseline_app import Run, build_app, dumps
+from runyard.actors.agents import AgentCatalog
 
 WINDOW_S = 0.005
 """Longest a write waits for company before its transaction (runyard's SQLite window)."""

@@ -1,6 +1,6 @@
 """8. Event cost, in process: an agent's ``ctx.emit`` to S subscriber queues.
 
-runyard: a real :class:`~actors.runtime.Runtime` (no store) runs an agent
+runyard: a real :class:`~runyard.actors.runtime.Runtime` (no store) runs an agent
 that waits until S subscriptions have joined, then emits N events in a tight
 loop; each ``emit`` stamps, encodes, appends and pushes to every
 subscription.  Timed inside the agent, around the loop.  Afterwards every
@@ -16,13 +16,13 @@ import asyncio
 import time
 from typing import Any
 
-from actors.agents import AgentCatalog
-from actors.context import RunContext
-from actors.messages import Caller, StartRun, Subscribe
-from actors.records import JSON, Event
-from actors.runtime import Runtime, RuntimeConfig
-from actors.subscription import Subscription
 from bench.common import BenchFailure, Benchmark, Metric, Sizes
+from runyard.actors.agents import AgentCatalog
+from runyard.actors.context import RunContext
+from runyard.actors.messages import Caller, StartRun, Subscribe
+from runyard.actors.records import JSON, Event
+from runyard.actors.runtime import Runtime, RuntimeConfig
+from runyard.actors.subscription import Subscription
 
 CALLER = Caller("bench")
 

@@ -5,7 +5,7 @@ are told to the actor one ``SaveRuns`` per record, as the registry does,
 each with ``ack_to``; the clock stops when every record is acknowledged.
 The reference column is plain ``sqlite3``: one transaction, ``executemany``
 of the same rows into the same schema.  CouchDB (pouchdb-server, the
-CouchDB-compatible test server) runs when ``persistence.couch_store`` and
+CouchDB-compatible test server) runs when ``runyard.persistence.couch_store`` and
 the server are installed; its reference is raw ``_bulk_docs`` posts of the
 same documents.
 """
@@ -25,12 +25,12 @@ from typing import Any
 
 import pykka
 
-from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
-from actors.records import Event, RunRecord
 from bench.common import ROOT, BenchFailure, Benchmark, Metric, Sizes
-from persistence.actor import PersistenceActor
-from persistence.sqlite_schema import SCHEMA as _SCHEMA
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
+from runyard.actors.records import Event, RunRecord
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.sqlite_schema import SCHEMA as _SCHEMA
+from runyard.persistence.sqlite_store import SQLiteStore
 
 
 def make_records(n: int, start: float = 1_800_000_000.0) -> list[RunRecord]:
@@ -147,7 +147,7 @@ def count_rows(path: Path) -> tuple[int, int]:
 
 def couch_available() -> str | None:
     """Why CouchDB cannot be measured, or None if it can."""
-    if importlib.util.find_spec("persistence.couch_store") is None:
+    if importlib.util.find_spec("runyard.persistence.couch_store") is None:
         return "n/a (pending: persistence/couch_store.py not there yet)"
     if not (ROOT / "tests" / "couchdb" / "node_modules" / "pouchdb-server").exists():
         return "n/a (pouchdb-server not installed: make couchdb-deps)"
@@ -166,7 +166,7 @@ def couch_rate(kind: str, records: list[RunRecord]) -> float:
     try:
         with CouchServer(tmp / "couch") as server:
             if kind == "runyard":
-                from persistence.couch_store import CouchStore
+                from runyard.persistence.couch_store import CouchStore
 
                 return through_actor(CouchStore(server.url, db="bench_runs"), records)
             docs = [

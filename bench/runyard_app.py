@@ -1,4 +1,4 @@
-"""runyard as the benchmarks serve it: ``web.app.create_app`` with the bench catalog.
+"""runyard as the benchmarks serve it: ``runyard.web.app.create_app`` with the bench catalog.
 
 ``uvicorn --factory bench.runyard_app:create_app``; settings come from the
 ``RUNYARD_*`` environment exactly as with ``runyard serve``.  Plain uvicorn
@@ -14,6 +14,6 @@ from bench.agents import bench_catalog
 
 
 def create_app() -> FastAPI:
-    from web.app import create_app as runyard_app
+    from runyard.web.app import create_app as runyard_app
 
     return runyard_app(catalog=bench_catalog())

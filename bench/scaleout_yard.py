@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from actors.jsonsafe import dumps
+from runyard.actors.jsonsafe import dumps
 
 if TYPE_CHECKING:
     from tests.couchdb_server import CouchTestServer

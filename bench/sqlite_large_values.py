@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from actors.records import Event, RunRecord
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors.records import Event, RunRecord
+from runyard.persistence.sqlite_store import SQLiteStore
 
 
 def record(run_id: str, events: list[Event]) -> RunRecord:

@@ -2,7 +2,7 @@
 
 A run's trace lives in memory while it runs and for a while after; later
 only the store has it, and a reader of it is fed a page at a time
-(:mod:`actors.stored_replay`).  A reader that stops reading must then cost
+(:mod:`runyard.actors.stored_replay`).  A reader that stops reading must then cost
 the server one page and a socket's worth of buffers, not the trace: before
 paging, 300 stalled readers of a 300,000-event run took a server from 190
 to 979 MiB.

@@ -1,10 +1,10 @@
 """``PersistenceActor``: the only thing that talks to the store.
 
-It is a pykka thread (:class:`~persistence.loop_actor.LoopThreadActor`) so
+It is a pykka thread (:class:`~runyard.persistence.loop_actor.LoopThreadActor`) so
 that store I/O and the JSON encoding of big traces happen there, never on
 the server's event loop.
 
-Writes arrive batched (the runtime's store link, :mod:`actors.store_link`,
+Writes arrive batched (the runtime's store link, :mod:`runyard.actors.store_link`,
 is the group commit: one ``SaveRuns`` per commit, the next once this one is
 acknowledged) and are never dropped: each is merged into a pending map,
 which is written with ``save_many`` once the messages already queued behind
@@ -17,13 +17,13 @@ goes on answering reads; a read of a pending run answers from memory, so a
 run whose write is late is never "missing".
 
 The actor never stops for a store problem (a failed tell is logged, see
-:mod:`persistence.loop_actor`), so a store that is down, read-only or frozen is only ever a
+:mod:`runyard.persistence.loop_actor`), so a store that is down, read-only or frozen is only ever a
 503 with a reason, and everything works again once the store does, without
 a restart.  Its health (``StoreStatus``) is "up" only if the store answers
 *and* writes are not failing.  A refusal of the credentials is the one
-failure not retried at once (see :mod:`persistence.credentials_hold`).
+failure not retried at once (see :mod:`runyard.persistence.credentials_hold`).
 What the final flush on stop could not store goes into a
-:class:`~persistence.stop_report.StopReport` for the owner to act on.
+:class:`~runyard.persistence.stop_report.StopReport` for the owner to act on.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 import pykka
 
-from actors.errors import StoreUnavailable
-from actors.persistence_protocol import (
+from runyard.actors.errors import StoreUnavailable
+from runyard.actors.persistence_protocol import (
     DeleteStored,
     LoadEvents,
     LoadHeader,
@@ -55,14 +55,14 @@ from actors.persistence_protocol import (
     StoreHealth,
     StoreStatus,
 )
-from actors.records import Event, RunRecord, RunSummary
-from persistence.backoff_timer import BackoffTimer
-from persistence.credentials_hold import CredentialsHold
-from persistence.loop_actor import LoopThreadActor, describe
-from persistence.pending_page import merge_page, store_limit
-from persistence.stop_report import StopReport
-from persistence.store import RunStore
-from persistence.store_errors import CredentialsRefused
+from runyard.actors.records import Event, RunRecord, RunSummary
+from runyard.persistence.backoff_timer import BackoffTimer
+from runyard.persistence.credentials_hold import CredentialsHold
+from runyard.persistence.loop_actor import LoopThreadActor, describe
+from runyard.persistence.pending_page import merge_page, store_limit
+from runyard.persistence.stop_report import StopReport
+from runyard.persistence.store import RunStore
+from runyard.persistence.store_errors import CredentialsRefused
 
 __all__ = ["PersistenceActor"]
 

@@ -2,9 +2,9 @@
 
 One per node. It longpolls ``_changes`` from a point taken before the
 runtime was told "following" (so nothing after that is missed) and turns
-the rows into :class:`~actors.cluster_protocol.RunDocChanged` (a run doc
-written by another node), :class:`~actors.cluster_protocol.RunDeleted` (a
-run doc deleted, by anyone) and :class:`~actors.cluster_protocol.StopRequested`
+the rows into :class:`~runyard.actors.cluster_protocol.RunDocChanged` (a run doc
+written by another node), :class:`~runyard.actors.cluster_protocol.RunDeleted` (a
+run doc deleted, by anyone) and :class:`~runyard.actors.cluster_protocol.StopRequested`
 (a stop request for a run of this node).
 
 **Rows without documents, then the few documents by id.** Most changes are
@@ -14,7 +14,7 @@ says what is committed, and mirrors read the chunks they want. With
 ``include_docs`` every node would download every event of every node. So
 the longpoll asks for rows only (id, rev, deleted: about 110 bytes each),
 picks the run and request docs by their id shape (see
-:mod:`persistence.couch_cluster_docs`; a deleted run doc needs no read at
+:mod:`runyard.persistence.couch_cluster_docs`; a deleted run doc needs no read at
 all), and reads just those in one ``_all_docs`` request. Measured on
 CouchDB 3.5 (one node; 20 runs of 200 events of 1 KB, written in commits of
 10 events per run; a follower polling after each commit): 0.09 MB of rows
@@ -45,12 +45,12 @@ from typing import Any, Final
 
 from aiocouch import Database
 
-from actors.cluster_protocol import RunDeleted, RunDocChanged, StopRequested
-from persistence.couch_cluster_docs import REQUEST_TYPE, doc_kind, request_run_id
-from persistence.couch_layout import RUN_TYPE, CouchStoreError
-from persistence.couch_reads import read_header
-from persistence.couch_requests import changes_longpoll, docs_by_id, rows_by_id
-from persistence.loop_actor import describe
+from runyard.actors.cluster_protocol import RunDeleted, RunDocChanged, StopRequested
+from runyard.persistence.couch_cluster_docs import REQUEST_TYPE, doc_kind, request_run_id
+from runyard.persistence.couch_layout import RUN_TYPE, CouchStoreError
+from runyard.persistence.couch_reads import read_header
+from runyard.persistence.couch_requests import changes_longpoll, docs_by_id, rows_by_id
+from runyard.persistence.loop_actor import describe
 
 __all__ = ["ChangesFollower", "FollowerLagging"]
 

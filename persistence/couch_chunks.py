@@ -20,7 +20,7 @@ that was refused, or never followed by one) are ignored, and a writer taking
 over a run never collides with them: a retried identical write reuses its ids
 (deterministic), a different writer's never do.
 
-Sizes are bytes of compact UTF-8 JSON (:func:`actors.jsonsafe.dumps`), the
+Sizes are bytes of compact UTF-8 JSON (:func:`runyard.actors.jsonsafe.dumps`), the
 encoding CouchStore's HTTP session sends. No I/O here.
 """
 
@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from actors.jsonsafe import dumps, dumps_safe
-from actors.records import Event
+from runyard.actors.jsonsafe import dumps, dumps_safe
+from runyard.actors.records import Event
 
 __all__ = [
     "CHUNK_OVERHEAD",

@@ -1,20 +1,20 @@
 """``CouchCluster``: a node's cluster backend on a shared CouchDB database.
 
-It answers the runtime's messages of :mod:`actors.cluster_protocol`: it
-keeps this node's lease alive (:mod:`persistence.couch_leases`), reads
+It answers the runtime's messages of :mod:`runyard.actors.cluster_protocol`: it
+keeps this node's lease alive (:mod:`runyard.persistence.couch_leases`), reads
 everyone's, claims expired ones, records stop requests, reads the header and
 event pages of other nodes' runs (the very reads of ``CouchStore``,
-:mod:`persistence.couch_reads`), and runs this node's changes follower
-(:mod:`persistence.couch_changes`).
+:mod:`runyard.persistence.couch_reads`), and runs this node's changes follower
+(:mod:`runyard.persistence.couch_changes`).
 
-It is an :class:`~actors.asyncio_actor.AsyncioActor` on the server's event
+It is an :class:`~runyard.actors.asyncio_actor.AsyncioActor` on the server's event
 loop: its work is waiting on CouchDB, which costs the loop nothing, and
 each ask is a deferred reply, so a slow one holds up no other. It has its
 own aiocouch session (opened at the first ask, again after a failed open),
 not the persistence actor's: that one lives on the store thread's loop.
 
 Every ask answers within ``timeout_s`` or fails with
-:class:`~actors.errors.StoreUnavailable` naming the server, the database
+:class:`~runyard.actors.errors.StoreUnavailable` naming the server, the database
 and what failed. Stopping it (``ask_stop``) writes the lease ``stopped``
 (best effort, within ``timeout_s``), ends the follower and the renewals,
 and closes the session before the stop is answered.
@@ -34,8 +34,8 @@ import aiohttp
 import pykka
 from aiocouch import CouchDB, Database
 
-from actors.asyncio_actor import AsyncioActor
-from actors.cluster_protocol import (
+from runyard.actors.asyncio_actor import AsyncioActor
+from runyard.actors.cluster_protocol import (
     ClaimNode,
     Follow,
     LeasesSeen,
@@ -47,16 +47,16 @@ from actors.cluster_protocol import (
     ReadStopRequests,
     RequestStop,
 )
-from actors.errors import StoreUnavailable
-from actors.persistence_protocol import RunWrite
-from actors.records import Event
-from persistence.couch_changes import ChangesFollower
-from persistence.couch_cluster_docs import request_doc, request_id
-from persistence.couch_layout import CouchStoreError
-from persistence.couch_leases import OwnLease, claim_lease, read_leases
-from persistence.couch_reads import read_event_page, read_header, read_run_doc
-from persistence.couch_requests import docs_by_id, open_database, put_doc, update_seq
-from persistence.loop_actor import describe
+from runyard.actors.errors import StoreUnavailable
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event
+from runyard.persistence.couch_changes import ChangesFollower
+from runyard.persistence.couch_cluster_docs import request_doc, request_id
+from runyard.persistence.couch_layout import CouchStoreError
+from runyard.persistence.couch_leases import OwnLease, claim_lease, read_leases
+from runyard.persistence.couch_reads import read_event_page, read_header, read_run_doc
+from runyard.persistence.couch_requests import docs_by_id, open_database, put_doc, update_seq
+from runyard.persistence.loop_actor import describe
 
 __all__ = ["CouchCluster"]
 

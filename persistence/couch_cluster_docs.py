@@ -1,6 +1,6 @@
 """The documents of runyard's scale-out in the runs database: leases and stop requests.
 
-They share the database with the runs (:mod:`persistence.couch_layout`), and
+They share the database with the runs (:mod:`runyard.persistence.couch_layout`), and
 their ids keep them apart from those:
 
 - a **lease** ``runyard-node:<node_id>`` (``type`` ``runyard.node``): one per
@@ -8,7 +8,7 @@ their ids keep them apart from those:
   one ``_all_docs`` range read;
 - a **stop request** ``<run_id>:request:stop`` (``type`` ``runyard.request``):
   named after its run, so deleting the run deletes it too
-  (:func:`persistence.couch_deletes.own_rows`).
+  (:func:`runyard.persistence.couch_deletes.own_rows`).
 
 A run id never holds a colon (the registry makes them from hex uuids), so an
 id without one is a run doc, even once deleted (a tombstone carries no
@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
-from actors.cluster_protocol import LeaseState, NodeLease
+from runyard.actors.cluster_protocol import LeaseState, NodeLease
 
 __all__ = [
     "LEASE_PREFIX",

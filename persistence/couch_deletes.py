@@ -2,7 +2,7 @@
 
 A run's documents all have ids ``<run_id>`` or ``<run_id>:<kind>:...`` (event
 chunks, field parts, and the stop requests other nodes record for it, see
-:mod:`persistence.couch_cluster_docs`), so one ``_all_docs`` range read finds
+:mod:`runyard.persistence.couch_cluster_docs`), so one ``_all_docs`` range read finds
 them all, strays of interrupted or out-raced writes included: nothing has to
 name them. Chunks go first and the run doc
 last, so a failure leaves a run that is readable or gone.
@@ -18,9 +18,9 @@ from typing import Any
 
 from aiocouch import Database
 
-from persistence.couch_cluster_docs import request_id
-from persistence.couch_layout import RUN_TYPE, CouchStoreError
-from persistence.couch_requests import INDEX_BY_FINISHED, find, get_doc
+from runyard.persistence.couch_cluster_docs import request_id
+from runyard.persistence.couch_layout import RUN_TYPE, CouchStoreError
+from runyard.persistence.couch_requests import INDEX_BY_FINISHED, find, get_doc
 
 __all__ = ["delete_run", "own_rows", "purge_finished"]
 

@@ -5,7 +5,7 @@ Documents (one database, ``_id`` = run id for the run):
 - the **run doc** ``<run_id>``: the header (summary fields, ``input``,
   ``result``, ``error``, ``options``), ``event_count`` (the committed trace
   length: readers never return events past it) and ``writers`` (which
-  writer's event chunks hold which seqs, see :mod:`persistence.couch_chunks`).
+  writer's event chunks hold which seqs, see :mod:`runyard.persistence.couch_chunks`).
   A finished run written whole in one commit keeps its events inline as
   ``events`` (``[seq, ts, type, data]`` each) when their encoding fits in
   ``inline_bytes`` (256 KiB) and half a document: one document per run. A
@@ -14,7 +14,7 @@ Documents (one database, ``_id`` = run id for the run):
   while the run has none, which also keeps running runs out of the purge
   index) plus ISO-8601 copies for people reading the database.
 - **event chunks** ``<run_id>:e:...``: every other event, appended once by the
-  commit that brought it; see :mod:`persistence.couch_chunks`.
+  commit that brought it; see :mod:`runyard.persistence.couch_chunks`.
 - **field parts** ``<run_id>:field:<name>:<hash>:<i>of<k>``: an ``input`` /
   ``result`` / ``error`` / ``options`` too big to stay in the run doc (spilled).
 
@@ -24,8 +24,8 @@ default in 3.x) and fails a whole ``_bulk_docs`` batch for one of them, so
 the server is never asked to judge.
 
 This module does no I/O, so all of that is unit-tested without a server;
-:class:`~persistence.couch_store.CouchStore` decides what to read and write.
-Sizes are bytes of compact UTF-8 JSON (:func:`actors.jsonsafe.dumps`), the
+:class:`~runyard.persistence.couch_store.CouchStore` decides what to read and write.
+Sizes are bytes of compact UTF-8 JSON (:func:`runyard.actors.jsonsafe.dumps`), the
 encoding the store's HTTP session sends.
 """
 
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
-from actors.jsonsafe import dumps, dumps_safe
-from actors.persistence_protocol import RunWrite
-from actors.records import (
+from runyard.actors.jsonsafe import dumps, dumps_safe
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import (
     ALL_STATUSES,
     JSON,
     TERMINAL_STATUSES,
@@ -50,7 +50,7 @@ from actors.records import (
     RunSummary,
     replaces,
 )
-from persistence.couch_chunks import (
+from runyard.persistence.couch_chunks import (
     CHUNK_OVERHEAD,
     event_entry,
     pack_event_docs,
@@ -323,7 +323,7 @@ def field_part_ids(run_doc: Mapping[str, Any] | None) -> set[str]:
 
 
 def stored_version(stored: Mapping[str, Any]) -> tuple[Any, int, float]:
-    """The :data:`~actors.records.Version` of a run doc or its meta."""
+    """The :data:`~runyard.actors.records.Version` of a run doc or its meta."""
     return (
         stored.get("status"),
         int(stored.get("event_count") or 0),
@@ -333,7 +333,7 @@ def stored_version(stored: Mapping[str, Any]) -> tuple[Any, int, float]:
 
 def write_wins(write: RunWrite, stored: Mapping[str, Any] | None) -> bool:
     """Whether ``write`` may replace the run doc (or meta) ``stored``; None: nothing
-    stored. :func:`actors.records.replaces` decides: the rule of every write path."""
+    stored. :func:`runyard.actors.records.replaces` decides: the rule of every write path."""
     return stored is None or replaces(write.version, stored_version(stored))
 
 

@@ -1,6 +1,6 @@
 """Node leases in CouchDB: this node's own (written, renewed, left) and everyone's (read, claimed).
 
-A lease is one document per node (:mod:`persistence.couch_cluster_docs`),
+A lease is one document per node (:mod:`runyard.persistence.couch_cluster_docs`),
 and its ``_rev`` is the lock: a renewal names the rev it last wrote, a claim
 the rev its claimer saw. CouchDB accepts one update of a rev, so of several
 claimers of one expired lease one gets a 201, the others a 409.
@@ -25,10 +25,16 @@ from typing import Any, Final
 
 from aiocouch import Database
 
-from actors.cluster_protocol import LeaseState, NodeLease, NodeStatus
-from persistence.couch_cluster_docs import lease_body, lease_from_doc, lease_id, lease_range
-from persistence.couch_layout import CouchStoreError
-from persistence.couch_requests import delete_rev, docs_by_id, docs_in_range, get_doc, put_doc
+from runyard.actors.cluster_protocol import LeaseState, NodeLease, NodeStatus
+from runyard.persistence.couch_cluster_docs import lease_body, lease_from_doc, lease_id, lease_range
+from runyard.persistence.couch_layout import CouchStoreError
+from runyard.persistence.couch_requests import (
+    delete_rev,
+    docs_by_id,
+    docs_in_range,
+    get_doc,
+    put_doc,
+)
 
 __all__ = ["OwnLease", "claim_lease", "read_leases"]
 

@@ -3,7 +3,7 @@
 ``CouchStore`` (``get_header``, ``get_events``) and the cluster backend
 (``ReadHeader``, ``ReadEvents``) answer with these same functions. The
 chunks are read in id (``last_seq``) order, a page at a time, only until
-every wanted seq is there (see :mod:`persistence.couch_chunks`): a replay
+every wanted seq is there (see :mod:`runyard.persistence.couch_chunks`): a replay
 page reads about what it returns, however long the trace. A commit reads
 back the chunks CouchDB says are there already, to acknowledge them only if
 they hold what it wrote.
@@ -18,12 +18,12 @@ from typing import Any
 
 from aiocouch import Database
 
-from actors.jsonsafe import dumps
-from actors.persistence_protocol import RunWrite
-from actors.records import Event
-from persistence.couch_chunks import EVENTS_TYPE, assemble_prefix, events_range
-from persistence.couch_layout import RUN_TYPE, field_part_ids, header_from_doc
-from persistence.couch_requests import docs_by_id, docs_in_range
+from runyard.actors.jsonsafe import dumps
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event
+from runyard.persistence.couch_chunks import EVENTS_TYPE, assemble_prefix, events_range
+from runyard.persistence.couch_layout import RUN_TYPE, field_part_ids, header_from_doc
+from runyard.persistence.couch_requests import docs_by_id, docs_in_range
 
 __all__ = [
     "DocsById",
@@ -54,7 +54,7 @@ async def read_header(read: DocsById, run_doc: Mapping[str, Any]) -> RunWrite | 
     """The header ``run_doc`` and its field parts hold, with its committed
     ``event_count`` (a :class:`RunWrite` without events); None if a field part
     is missing (replaced by a concurrent write: read the run doc again).
-    Raises :class:`~persistence.couch_layout.CouchStoreError` on an unknown status."""
+    Raises :class:`~runyard.persistence.couch_layout.CouchStoreError` on an unknown status."""
     parts = list(field_part_ids(run_doc))
     header = header_from_doc(run_doc, await read(parts) if parts else {})
     return None if header is None else RunWrite(header, int(run_doc.get("event_count") or 0))

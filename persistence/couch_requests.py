@@ -1,4 +1,4 @@
-"""The CouchDB requests :class:`~persistence.couch_store.CouchStore` makes, through aiocouch.
+"""The CouchDB requests :class:`~runyard.persistence.couch_store.CouchStore` makes, through aiocouch.
 
 Opening (the session, the database created if missing, made admin-only, its
 Mango indexes), reads by id, ``_bulk_docs`` in bounded requests and sorted,
@@ -11,7 +11,7 @@ private calls (``_bulk_docs``, ``_find``, ``_remote._request``) are made
 here and nowhere else.
 
 A 401 while opening or pinging becomes
-:class:`~persistence.store_errors.CredentialsRefused`: a configuration error
+:class:`~runyard.persistence.store_errors.CredentialsRefused`: a configuration error
 that must not be retried in a loop (CouchDB locks the account out).
 """
 
@@ -26,9 +26,9 @@ import aiohttp
 from aiocouch import CouchDB, Database, NotFoundError, UnauthorizedError
 from aiocouch.exception import RemoteResponseError
 
-from actors.jsonsafe import dumps
-from persistence.couch_layout import CouchStoreError
-from persistence.store_errors import CredentialsRefused
+from runyard.actors.jsonsafe import dumps
+from runyard.persistence.couch_layout import CouchStoreError
+from runyard.persistence.store_errors import CredentialsRefused
 
 __all__ = [
     "INDEX_BY_FINISHED",

@@ -1,8 +1,8 @@
-"""``CouchStore``: the :class:`~persistence.store.RunStore` on one CouchDB database.
+"""``CouchStore``: the :class:`~runyard.persistence.store.RunStore` on one CouchDB database.
 
 What the documents hold, and how big each may be, is
-:mod:`persistence.couch_layout` and :mod:`persistence.couch_chunks` (no I/O);
-the requests are :mod:`persistence.couch_requests`. This module decides what
+:mod:`runyard.persistence.couch_layout` and :mod:`runyard.persistence.couch_chunks` (no I/O);
+the requests are :mod:`runyard.persistence.couch_requests`. This module decides what
 to read and write, and in which order.
 
 A commit (``save_many``) is two ``_bulk_docs`` for all its runs: first each
@@ -22,7 +22,7 @@ The store remembers the ``_rev``, version, ``writers`` and field parts of the
 run docs it last wrote or read (a bounded LRU). Known runs carry their
 remembered ``_rev``, unknown ones none (a new run needs none); a conflict
 re-reads only those runs and merges: ``_rev`` conflicts are resolved by
-reading the stored doc again and applying :func:`actors.records.replaces`: a
+reading the stored doc again and applying :func:`runyard.actors.records.replaces`: a
 terminal status always beats ``running`` and is never replaced by a
 ``running`` write; of two ``running`` versions the one with more events wins,
 then the newer ``updated_at``. A write whose header loses is skipped whole,
@@ -47,11 +47,11 @@ from urllib.parse import urlsplit
 
 from aiocouch import CouchDB, Database
 
-from actors.persistence_protocol import RunWrite
-from actors.records import TERMINAL_STATUSES, Event, RunRecord, RunStatus, RunSummary
-from persistence.couch_chunks import EVENTS_TYPE
-from persistence.couch_deletes import delete_run, purge_finished
-from persistence.couch_layout import (
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import TERMINAL_STATUSES, Event, RunRecord, RunStatus, RunSummary
+from runyard.persistence.couch_chunks import EVENTS_TYPE
+from runyard.persistence.couch_deletes import delete_run, purge_finished
+from runyard.persistence.couch_layout import (
     RUN_TYPE,
     SUMMARY_FIELDS,
     CouchStoreError,
@@ -63,14 +63,14 @@ from persistence.couch_layout import (
     summary_from_doc,
     write_wins,
 )
-from persistence.couch_reads import (
+from runyard.persistence.couch_reads import (
     read_event_page,
     read_events,
     read_header,
     read_run_doc,
     refused_chunks,
 )
-from persistence.couch_requests import (
+from runyard.persistence.couch_requests import (
     INDEX_BY_OWNER,
     INDEX_BY_STATUS,
     bulk_docs,
@@ -81,7 +81,7 @@ from persistence.couch_requests import (
     ping,
     revs_by_id,
 )
-from persistence.store import PageKey
+from runyard.persistence.store import PageKey
 
 __all__ = ["CouchStore", "CouchStoreError"]
 
@@ -93,7 +93,7 @@ _META_CACHE_SIZE: Final = 20_000
 
 
 class CouchStore:
-    """The :class:`~persistence.store.RunStore` on CouchDB, through aiocouch."""
+    """The :class:`~runyard.persistence.store.RunStore` on CouchDB, through aiocouch."""
 
     commit_window_s = 0.05
     """A commit is two ``_bulk_docs`` round trips: one still unacknowledged after

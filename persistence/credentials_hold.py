@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from persistence.store_errors import CredentialsRefused
+from runyard.persistence.store_errors import CredentialsRefused
 
 __all__ = ["CredentialsHold"]
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import pykka
 
-from actors.errors import StoreUnavailable
+from runyard.actors.errors import StoreUnavailable
 
 __all__ = ["LoopThreadActor", "describe", "run_inline"]
 

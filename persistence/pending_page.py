@@ -8,8 +8,8 @@ once the pending writes are applied.
 
 from __future__ import annotations
 
-from actors.persistence_protocol import QueryRuns, RunWrite
-from actors.records import RunSummary, replaces
+from runyard.actors.persistence_protocol import QueryRuns, RunWrite
+from runyard.actors.records import RunSummary, replaces
 
 __all__ = ["merge_page", "store_limit"]
 

@@ -1,6 +1,6 @@
 """The SQLite store's layout (``runs`` and ``events``) and how an older file is brought to it.
 
-Kept apart from :mod:`persistence.sqlite_store` (what is read and written)
+Kept apart from :mod:`runyard.persistence.sqlite_store` (what is read and written)
 because it changes on a different clock: only when the layout does.
 """
 

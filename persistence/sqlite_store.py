@@ -1,6 +1,6 @@
 """``SQLiteStore``: the embedded default store, one SQLite file in WAL mode.
 
-The methods are coroutines only because :class:`~persistence.store.RunStore`
+The methods are coroutines only because :class:`~runyard.persistence.store.RunStore`
 is async (CouchDB needs it).  Inside they do plain blocking ``sqlite3`` work:
 they are awaited on the persistence actor's private event loop, in the
 actor's own thread, so a slow disk or a big trace never stalls the server's
@@ -8,7 +8,7 @@ loop.  That thread owns the one connection; ``check_same_thread`` stays on so
 that a call from any other thread fails loudly instead of racing.
 
 Traces live in their own ``events`` table: a commit of a live run appends
-only its new events (:class:`~actors.persistence_protocol.RunWrite`), never
+only its new events (:class:`~runyard.actors.persistence_protocol.RunWrite`), never
 rewrites the trace.  The table is an ordinary rowid table with a separate
 ``(run_id, seq)`` index, so a large event's payload sits in overflow pages
 that index lookups and inserts never read (in a ``WITHOUT ROWID`` table keyed
@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from actors.jsonsafe import dumps_safe
-from actors.persistence_protocol import RunWrite
-from actors.records import (
+from runyard.actors.jsonsafe import dumps_safe
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import (
     ALL_STATUSES,
     JSON,
     Event,
@@ -38,9 +38,9 @@ from actors.records import (
     Version,
     replaces,
 )
-from persistence.sqlite_batch import insert_rows
-from persistence.sqlite_schema import create_or_migrate
-from persistence.store import PageKey
+from runyard.persistence.sqlite_batch import insert_rows
+from runyard.persistence.sqlite_schema import create_or_migrate
+from runyard.persistence.store import PageKey
 
 __all__ = ["SQLiteStore", "decode_json", "encode_json"]
 
@@ -80,7 +80,7 @@ _RECORD_COLUMNS = (
 
 
 def encode_json(value: JSON) -> str:
-    """Never raises: a non-JSON value is stored as its marked repr (see actors.jsonsafe)."""
+    """Never raises: a non-JSON value is stored as its marked repr (see runyard.actors.jsonsafe)."""
     return dumps_safe(value)[1]
 
 
@@ -129,7 +129,7 @@ def _status(text: str) -> RunStatus:
 
 
 class SQLiteStore:
-    """The :class:`~persistence.store.RunStore` on one SQLite file."""
+    """The :class:`~runyard.persistence.store.RunStore` on one SQLite file."""
 
     commit_window_s = 0.005
     """A local fsync-free WAL commit is short: one still unacknowledged after
@@ -205,7 +205,7 @@ class SQLiteStore:
         and one step per event made the commit that the 202s wait for take
         ms.  The stored versions are read with one query, the merge rule is
         applied here, and the headers and events go in as multi-row inserts
-        (:mod:`persistence.sqlite_batch`).
+        (:mod:`runyard.persistence.sqlite_batch`).
         """
         if not writes:
             return

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from actors.persistence_protocol import RunWrite
-from actors.records import Event, RunRecord, RunStatus, RunSummary
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event, RunRecord, RunStatus, RunSummary
 
 PageKey = tuple[float, str]
 """(started_at, run_id): the immutable sort key of the newest-first order."""
@@ -43,7 +43,7 @@ class RunStore(Protocol):
         """Apply writes in one batch (one transaction / one ``_bulk_docs``).
 
         Each write's header replaces the stored one only if the merge rule
-        (:func:`actors.records.replaces`) allows it, and a write whose header
+        (:func:`runyard.actors.records.replaces`) allows it, and a write whose header
         loses is skipped whole: a stale write never resurrects a finished run
         nor shrinks a trace.  Its events are appended; a stored event is never
         rewritten.  When this returns, every write is durable.

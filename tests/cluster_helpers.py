@@ -1,6 +1,6 @@
 """Nodes of a scale-out cluster on one CouchDB database, for the cluster backend's tests.
 
-``Nodes`` starts :class:`~persistence.couch_cluster.CouchCluster` backends
+``Nodes`` starts :class:`~runyard.persistence.couch_cluster.CouchCluster` backends
 (one per node id) and CouchStores on one database, each node with an
 :class:`Inbox` for what its follower tells the registry and one for what
 the membership hears; on exit it stops them all and drops the database.
@@ -17,11 +17,11 @@ from typing import Any, Self, TypeVar
 import httpx
 import pykka
 
-from actors.asyncio_actor import AsyncioActor, ask, ask_stop
-from actors.cluster_protocol import Follow, LeasesSeen, NodeLease
-from actors.records import Event, RunRecord, RunStatus
-from persistence.couch_cluster import CouchCluster
-from persistence.couch_store import CouchStore
+from runyard.actors.asyncio_actor import AsyncioActor, ask, ask_stop
+from runyard.actors.cluster_protocol import Follow, LeasesSeen, NodeLease
+from runyard.actors.records import Event, RunRecord, RunStatus
+from runyard.persistence.couch_cluster import CouchCluster
+from runyard.persistence.couch_store import CouchStore
 from tests.couch_store_fixtures import T0
 from tests.couch_store_fixtures import record as store_record
 from tests.waiting import wait_until_async

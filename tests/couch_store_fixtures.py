@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from actors.records import Event, RunRecord, RunStatus
-from persistence.couch_store import CouchStore
+from runyard.actors.records import Event, RunRecord, RunStatus
+from runyard.persistence.couch_store import CouchStore
 
 T = TypeVar("T")
 T0 = 1_700_000_000.0

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from actors.stream_items import Lagged
-from actors.subscription import Subscription
+from runyard.actors.stream_items import Lagged
+from runyard.actors.subscription import Subscription
 from tests import api_helpers
 from tests.live_server import LiveServer
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pykka
 
-from actors.asyncio_actor import RESUME, AsyncioActor, Forward
+from runyard.actors.asyncio_actor import RESUME, AsyncioActor, Forward
 from tests.waiting import wait_until_async
 
 

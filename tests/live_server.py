@@ -2,7 +2,7 @@
 
 ``LiveServer`` runs uvicorn in a thread of the test process: real sockets,
 real HTTP, real SSE, and the test can still hand the app a
-:class:`~actors.clock.ManualClock` or a catalog of its own.  Tests that need
+:class:`~runyard.actors.clock.ManualClock` or a catalog of its own.  Tests that need
 signals or ``kill -9`` start ``runyard serve`` as a child process instead
 (``ServerProcess``).
 
@@ -55,9 +55,9 @@ import httpx
 import pytest
 import uvicorn
 
+from runyard.web.app import create_app
+from runyard.web.config import Settings
 from tests.waiting import wait_until
-from web.app import create_app
-from web.config import Settings
 
 TOKENS = {"alice": "alice-token", "bob": "bob-token", "root": "root-token"}
 TOKENS_ENV = "alice:alice-token,bob:bob-token,root:root-token:admin"
@@ -204,7 +204,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         fd = self.listener.fileno()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "web.cli", "serve", "--fd", str(fd)],
+            [sys.executable, "-m", "runyard.web.cli", "serve", "--fd", str(fd)],
             env=self.env,
             pass_fds=(fd,),
             stdout=subprocess.PIPE,

@@ -118,7 +118,7 @@ class Node:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("RUNYARD_")}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "web.cli", "serve", "--fd", str(fd)],
+                [sys.executable, "-m", "runyard.web.cli", "serve", "--fd", str(fd)],
                 env={**env, **self.env},
                 pass_fds=(fd,),
                 stdin=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """Shared helpers for the run-code runtime suites (tests/test_run_code*.py).
 
-``code_runtime`` is a real :class:`~actors.runtime.Runtime` with the code
+``code_runtime`` is a real :class:`~runyard.actors.runtime.Runtime` with the code
 agent and its pool of pre-started children, so stop, limits and crashes go
 through the run actor exactly as in the server.  Use it inside an
 ``@pytest.mark.anyio`` test: ``async with code_runtime() as runtime: ...``.
@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from actors.code.agent import CodeSettings, make_code_agent
-from actors.records import Event, RunRecord
-from actors.runtime import Runtime
-from actors.stream_items import Finished
+from runyard.actors.code.agent import CodeSettings, make_code_agent
+from runyard.actors.records import Event, RunRecord
+from runyard.actors.runtime import Runtime
+from runyard.actors.stream_items import Finished
 from tests.runtime_helpers import ALICE, config, run_to_end
 
 STOP_GRACE_S = 0.5

@@ -17,13 +17,13 @@ from typing import Any
 
 import pykka
 
-from actors.agents import AgentCatalog, builtin_catalog
-from actors.clock import Clock
-from actors.context import RunContext
-from actors.messages import Caller, StartRun, Subscribe
-from actors.records import Event, RunRecord
-from actors.runtime import Runtime, RuntimeConfig
-from actors.stream_items import Closing, Finished, Lagged
+from runyard.actors.agents import AgentCatalog, builtin_catalog
+from runyard.actors.clock import Clock
+from runyard.actors.context import RunContext
+from runyard.actors.messages import Caller, StartRun, Subscribe
+from runyard.actors.records import Event, RunRecord
+from runyard.actors.runtime import Runtime, RuntimeConfig
+from runyard.actors.stream_items import Closing, Finished, Lagged
 
 ALICE = Caller("alice")
 BOB = Caller("bob")

@@ -15,10 +15,10 @@ from typing import Any
 
 import pykka
 
-from actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
-from actors.records import Event, RunRecord, RunStatus
-from persistence.sqlite_store import SQLiteStore
-from persistence.store import RunStore
+from runyard.actors.persistence_protocol import RunsPersisted, RunWrite, SaveRuns
+from runyard.actors.records import Event, RunRecord, RunStatus
+from runyard.persistence.sqlite_store import SQLiteStore
+from runyard.persistence.store import RunStore
 
 T0 = 1_700_000_000.0
 WAIT = 20.0

@@ -16,7 +16,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.asyncio_actor import AsyncioActor, ask
+from runyard.actors.asyncio_actor import AsyncioActor, ask
 from tests.echo_actor import Boom, Echo, stop_all, stopped
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]

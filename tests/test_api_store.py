@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from actors.clock import ManualClock
-from actors.messages import Evict
+from runyard.actors.clock import ManualClock
+from runyard.actors.messages import Evict
 from tests.api_helpers import assert_error, get_run, start, wait_finished
 from tests.live_server import LiveServer, LiveServerFactory, make_settings
 from tests.sse_frames import done_of, frames

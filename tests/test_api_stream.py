@@ -15,8 +15,8 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
-from actors.agents import builtin_catalog
-from actors.context import RunContext
+from runyard.actors.agents import builtin_catalog
+from runyard.actors.context import RunContext
 from tests.api_helpers import assert_error, get_run, start, wait_finished
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory
 from tests.sse_frames import Frame, done_of, frames, iter_frames, open_stream, trace_seqs

@@ -4,7 +4,7 @@ docs/design.md draws the rooms: ``web -> persistence -> actors`` for imports.
 These tests read every module's imports (top-level, function-level and
 ``TYPE_CHECKING``-only alike) and fail on an import cycle or an arrow that
 points the wrong way, so the shape cannot erode one convenient import at a
-time.  They also check the runtime's public face (``from actors import ...``).
+time.  They also check the runtime's public face (``from runyard.actors import ...``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import actors
+from runyard import actors
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("actors", "persistence", "web")
@@ -117,7 +117,7 @@ def test_imports_point_one_way() -> None:
 
 
 def test_the_runtime_is_not_imported_through_its_own_facade() -> None:
-    # Inside the package, `from actors import X` would tie every module to all the others.
+    # Inside the package, `from runyard.actors import X` would tie every module to all the others.
     inside = [
         m for m, targets in _graph().items() if m.startswith("actors.") and "actors" in targets
     ]
@@ -128,7 +128,7 @@ def test_pykka_private_names_stay_in_the_asyncio_actor() -> None:
     users = []
     for name, path in _modules().items():
         text = path.read_text(encoding="utf-8")
-        if ("pykka._" in text or "_ActorStop" in text) and name != "actors.asyncio_actor":
+        if ("pykka._" in text or "_ActorStop" in text) and name != "runyard.actors.asyncio_actor":
             users.append(name)
     assert users == []
 
@@ -143,6 +143,6 @@ def test_every_public_name_resolves(name: str) -> None:
 def test_the_facade_is_lazy_and_refuses_unknown_names() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = actors.Nope  # type: ignore[attr-defined]
-    # The run-code child imports actors.code.child and must not pay for the server.
-    child = importlib.import_module("actors.code.child")
-    assert child.__name__ == "actors.code.child"
+    # The run-code child imports runyard.actors.code.child and must not pay for the server.
+    child = importlib.import_module("runyard.actors.code.child")
+    assert child.__name__ == "runyard.actors.code.child"

@@ -1,4 +1,4 @@
-"""The ``runyard`` console script (web.cli), run as operators run it: a subprocess."""
+"""The ``runyard`` console script (runyard.web.cli), run as operators run it: a subprocess."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from web.cli import graceful_timeout_s, print_sign_in, sign_in_url
-from web.config import Settings, describe_settings
+from runyard.web.cli import graceful_timeout_s, print_sign_in, sign_in_url
+from runyard.web.config import Settings, describe_settings
 
 pytestmark = pytest.mark.server
 
@@ -133,8 +133,8 @@ def test_graceful_timeout_covers_shutdown_and_stop_grace() -> None:
 STUB_APP = """
 import sys, types
 from fastapi import FastAPI
-from web.auth import Authenticator, CallerDep, install_auth
-from web.errors import install_error_handlers
+from runyard.web.auth import Authenticator, CallerDep, install_auth
+from runyard.web.errors import install_error_handlers
 
 def create_app(settings, data_dir_lock=None):
     app = FastAPI()
@@ -147,11 +147,11 @@ def create_app(settings, data_dir_lock=None):
 
     return app
 
-stub = types.ModuleType("web.app")
+stub = types.ModuleType("runyard.web.app")
 stub.create_app = create_app
 stub.probe_store = lambda settings: None  # no store to open here
-sys.modules["web.app"] = stub  # stands in for the real app: this tests the CLI only
-from web.cli import main
+sys.modules["runyard.web.app"] = stub  # stands in for the real app: this tests the CLI only
+from runyard.web.cli import main
 sys.exit(main(["serve", "--port", "0"]))
 """
 

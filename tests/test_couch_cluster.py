@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.asyncio_actor import ask_stop
-from actors.cluster_protocol import (
+from runyard.actors.asyncio_actor import ask_stop
+from runyard.actors.cluster_protocol import (
     ClaimNode,
     Follow,
     ListNodes,
@@ -31,9 +31,9 @@ from actors.cluster_protocol import (
     RunDocChanged,
     StopRequested,
 )
-from actors.errors import StoreUnavailable
-from actors.persistence_protocol import RunWrite
-from persistence.couch_requests import INDEXES
+from runyard.actors.errors import StoreUnavailable
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.persistence.couch_requests import INDEXES
 from tests.cluster_helpers import Inbox, Nodes, events, record
 from tests.couchdb_server import free_port
 from tests.tcp_proxy import TcpProxy

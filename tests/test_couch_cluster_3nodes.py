@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.cluster_protocol import (
+from runyard.actors.cluster_protocol import (
     ClaimNode,
     ListNodes,
     ReadEvents,
@@ -28,7 +28,7 @@ from actors.cluster_protocol import (
     RunDocChanged,
     StopRequested,
 )
-from actors.persistence_protocol import RunWrite
+from runyard.actors.persistence_protocol import RunWrite
 from tests.cluster_helpers import Node, Nodes, events, record
 from tests.couchdb_fixtures import server_kind
 from tests.couchdb_server import ADMIN_PASSWORD, ADMIN_USER, free_port

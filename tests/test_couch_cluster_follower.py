@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.cluster_protocol import RunDeleted, RunDocChanged
-from actors.persistence_protocol import RunWrite
+from runyard.actors.cluster_protocol import RunDeleted, RunDocChanged
+from runyard.actors.persistence_protocol import RunWrite
 from tests.cluster_helpers import Nodes, events, record
 from tests.couchdb_fixtures import EXTERNAL_URL_ENV
 from tests.couchdb_server import CouchTestServer

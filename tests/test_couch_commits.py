@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.persistence_protocol import RunWrite
-from actors.records import Event, RunRecord
-from persistence.couch_chunks import event_doc_id, pack_event_docs
-from persistence.couch_layout import CouchStoreError
-from persistence.couch_store import CouchStore
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event, RunRecord
+from runyard.persistence.couch_chunks import event_doc_id, pack_event_docs
+from runyard.persistence.couch_layout import CouchStoreError
+from runyard.persistence.couch_store import CouchStore
 from tests.couch_store_fixtures import T0, Run, Stores, record
 from tests.store_helpers import stored
 from tests.waiting import wait_until

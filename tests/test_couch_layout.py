@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from actors.jsonsafe import dumps
-from actors.persistence_protocol import RunWrite
-from actors.records import Event, RunRecord, RunStatus
-from persistence.couch_chunks import (
+from runyard.actors.jsonsafe import dumps
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event, RunRecord, RunStatus
+from runyard.persistence.couch_chunks import (
     CHUNK_OVERHEAD,
     EVENTS_TYPE,
     assemble_events,
@@ -31,7 +31,7 @@ from persistence.couch_chunks import (
     pack_event_docs,
     writer_of,
 )
-from persistence.couch_layout import (
+from runyard.persistence.couch_layout import (
     CouchStoreError,
     DocLayout,
     WritePlan,

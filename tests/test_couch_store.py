@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.persistence_protocol import RunWrite
-from actors.records import Event
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event
 from tests.couch_docs import all_docs, docs_of, encoded_size
 from tests.couch_store_fixtures import T0, Run, Stores, log_events, record
 from tests.store_helpers import whole

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from actors.records import Event
+from runyard.actors.records import Event
 from tests.couch_docs import all_docs, docs_of
 from tests.couch_store_fixtures import T0, Run, Stores, log_events, record
 from tests.store_helpers import whole

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.records import Event
-from persistence.couch_chunks import EVENTS_TYPE, event_doc_id
+from runyard.actors.records import Event
+from runyard.persistence.couch_chunks import EVENTS_TYPE, event_doc_id
 from tests.couch_docs import all_docs
 from tests.couch_store_fixtures import T0, Run, Stores, log_events, record
 from tests.store_helpers import whole

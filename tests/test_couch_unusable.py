@@ -42,7 +42,7 @@ def serve_once(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProce
     """``runyard serve`` that is expected to refuse to start: its exit and output."""
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("RUNYARD_")}
     return subprocess.run(
-        [sys.executable, "-m", "web.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "runyard.web.cli", "serve", "--port", "0"],
         env={**clean, "RUNYARD_DATA_DIR": str(tmp_path), "RUNYARD_TOKENS": "a:b", **env},
         capture_output=True,
         text=True,

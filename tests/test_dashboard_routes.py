@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runyard.web.routes.dashboard import STATIC_DIR
 from tests.api_helpers import assert_error
 from tests.live_server import LiveServer, make_settings
-from web.routes.dashboard import STATIC_DIR
 
 SHELL_PATHS = ["/", "/ui", "/ui/", "/ui/runs/r_0123abcd", "/ui/admin"]
 

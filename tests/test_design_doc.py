@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.config import DEFAULTS, RuntimeConfig
-from web.config import describe_settings
+from runyard.actors.config import DEFAULTS, RuntimeConfig
+from runyard.web.config import describe_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "design.md"

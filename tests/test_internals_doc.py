@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import errors
-from actors.context import RESERVED_TYPES, RunContext
-from actors.registry import RegistryActor
+from runyard.actors import errors
+from runyard.actors.context import RESERVED_TYPES, RunContext
+from runyard.actors.registry import RegistryActor
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "internals.md"

@@ -1,4 +1,4 @@
-"""No credential in a log line (web.log_redaction): the rule, the filter, and a real server's log.
+"""No credential in a log line (runyard.web.log_redaction): the rule, the filter, and a real server's log.
 
 The sign-in link now carries its token in the fragment, which browsers never
 send; but old ``/?token=`` links, scripts and stray clients may still put a
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from runyard.web.log_redaction import REDACTED, CredentialRedactor, redact
 from tests.live_server import TOKENS, ServerProcessFactory
-from web.log_redaction import REDACTED, CredentialRedactor, redact
 
 
 @pytest.mark.timeout(10)

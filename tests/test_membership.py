@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.cluster_protocol import NodeLease
-from actors.membership import LeaseWatch
+from runyard.actors.cluster_protocol import NodeLease
+from runyard.actors.membership import LeaseWatch
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -16,16 +16,16 @@ from urllib.parse import urlsplit, urlunsplit
 import pykka
 import pytest
 
-from actors.asyncio_actor import ask, ask_stop
-from actors.cluster_protocol import ReadHeader, RunDocChanged
-from actors.messages import Caller, Subscribe
-from actors.mirror import MirrorActor
-from actors.persistence_protocol import RunWrite
-from actors.records import Event
-from actors.stored_replay import PAGE_EVENTS
-from actors.stream_items import Finished
-from actors.subscription import Subscription
-from persistence.couch_store import CouchStore
+from runyard.actors.asyncio_actor import ask, ask_stop
+from runyard.actors.cluster_protocol import ReadHeader, RunDocChanged
+from runyard.actors.messages import Caller, Subscribe
+from runyard.actors.mirror import MirrorActor
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event
+from runyard.actors.stored_replay import PAGE_EVENTS
+from runyard.actors.stream_items import Finished
+from runyard.actors.subscription import Subscription
+from runyard.persistence.couch_store import CouchStore
 from tests.cluster_helpers import Inbox, Node, Nodes, events, record
 from tests.tcp_proxy import TcpProxy
 

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from actors import DeleteRun, Runtime, StillRunning, StopRun
-from actors.asyncio_actor import ask
-from actors.persistence_protocol import LoadRun
-from persistence.actor import PersistenceActor
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors import DeleteRun, Runtime, StillRunning, StopRun
+from runyard.actors.asyncio_actor import ask
+from runyard.actors.persistence_protocol import LoadRun
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.sqlite_store import SQLiteStore
+from runyard.web.config import ConfigError, Settings, load_settings
+from runyard.web.node import node_id
 from tests.live_server import TOKENS_ENV, ServerProcessFactory
 from tests.runtime_helpers import ALICE, config, run_to_end
 from tests.store_helpers import rec, whole
-from web.config import ConfigError, Settings, load_settings
-from web.node import node_id
 
 T0 = 1_700_000_000.0
 
@@ -94,7 +94,7 @@ def test_a_second_process_on_the_same_sqlite_data_dir_is_refused(
         "RUNYARD_PORT": "0",
     }
     second = subprocess.run(
-        [sys.executable, "-m", "web.cli", "serve"],
+        [sys.executable, "-m", "runyard.web.cli", "serve"],
         env=env,
         capture_output=True,
         text=True,

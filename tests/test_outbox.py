@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from actors.records import Event
-from actors.stream_items import Lagged
-from actors.subscription import Subscription
+from runyard.actors.records import Event
+from runyard.actors.stream_items import Lagged
+from runyard.actors.subscription import Subscription
 
 
 def event(seq: int) -> Event:

@@ -16,8 +16,8 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.errors import StoreUnavailable
-from actors.persistence_protocol import (
+from runyard.actors.errors import StoreUnavailable
+from runyard.actors.persistence_protocol import (
     DeleteStored,
     LoadRun,
     PurgeStored,
@@ -28,9 +28,9 @@ from actors.persistence_protocol import (
     StoreHealth,
     StoreStatus,
 )
-from actors.records import RunStatus
-from persistence.actor import PersistenceActor
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors.records import RunStatus
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.sqlite_store import SQLiteStore
 from tests.store_helpers import (
     T0,
     WAIT,

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from runyard.web.app import create_app
+from runyard.web.config import ConfigError
 from tests.couchdb_server import CouchTestServer
 from tests.live_server import LiveServer, make_settings
 from tests.waiting import wait_until
-from web.app import create_app
-from web.config import ConfigError
 
 pytestmark = [pytest.mark.couchdb, pytest.mark.server]
 

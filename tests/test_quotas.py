@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from actors import Caller, GetRun, Introspect, Runtime, StartRun, Subscribe
-from actors.agents import builtin_catalog
-from actors.asyncio_actor import ask
-from actors.context import RunContext
-from actors.persistence_protocol import LoadRun
-from actors.quotas import PREVIEW_CHARS
-from persistence.actor import PersistenceActor
+from runyard.actors import Caller, GetRun, Introspect, Runtime, StartRun, Subscribe
+from runyard.actors.agents import builtin_catalog
+from runyard.actors.asyncio_actor import ask
+from runyard.actors.context import RunContext
+from runyard.actors.persistence_protocol import LoadRun
+from runyard.actors.quotas import PREVIEW_CHARS
+from runyard.persistence.actor import PersistenceActor
 from tests.run_code_helpers import code_runtime, run_code
 from tests.runtime_helpers import ALICE, collect, config, run_to_end
 from tests.store_helpers import CountingStore

@@ -1,6 +1,6 @@
-"""run-code in the runtime: submitted code in a child process (actors.code).
+"""run-code in the runtime: submitted code in a child process (runyard.actors.code).
 
-Real children through a real :class:`~actors.runtime.Runtime` with the code
+Real children through a real :class:`~runyard.actors.runtime.Runtime` with the code
 agent (:func:`tests.run_code_helpers.code_runtime`), so stop, limits and
 crashes go through the run actor exactly as in the server.  Waiting is on
 subscriptions or polls with a deadline, never a bare sleep.
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.code.agent import CodeAgent, CodeSettings
-from actors.messages import StartRun, StopRun, Subscribe
-from actors.quotas import PREVIEW_CHARS
-from actors.stream_items import Finished
+from runyard.actors.code.agent import CodeAgent, CodeSettings
+from runyard.actors.messages import StartRun, StopRun, Subscribe
+from runyard.actors.quotas import PREVIEW_CHARS
+from runyard.actors.stream_items import Finished
 from tests.run_code_helpers import STOP_GRACE_S, code_runtime, next_event, of_type, run_code
 from tests.runtime_helpers import ALICE, collect
 from tests.waiting import wait_until_async

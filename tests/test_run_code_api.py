@@ -16,7 +16,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from actors.code.agent import CodeSettings, make_code_agent
+from runyard.actors.code.agent import CodeSettings, make_code_agent
 from tests.api_helpers import get_run, wait_finished
 from tests.live_server import TOKENS, LiveServer, LiveServerFactory, make_settings
 from tests.sse_frames import Frame, iter_frames
@@ -253,7 +253,7 @@ async def run(input_dict, ctx):
 def test_submitted_code_cannot_read_the_servers_store_or_session_key(
     live: LiveServer, alice: httpx.Client
 ) -> None:
-    from actors.code.sandbox import Unavailable, abi_version
+    from runyard.actors.code.sandbox import Unavailable, abi_version
 
     try:
         abi_version()  # the kernel decides what can be enforced

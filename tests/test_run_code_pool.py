@@ -1,4 +1,4 @@
-"""run-code's pool of pre-started, single-use children (actors.code.pool).
+"""run-code's pool of pre-started, single-use children (runyard.actors.code.pool).
 
 A run takes an idle child that serves only it; the pool tops itself up,
 replaces children that died while idle and is emptied (killed and reaped)
@@ -12,9 +12,9 @@ import signal
 
 import pytest
 
-from actors.code.agent import CodeSettings, make_code_agent
-from actors.code.pool import WorkerPool
-from actors.runtime import Runtime
+from runyard.actors.code.agent import CodeSettings, make_code_agent
+from runyard.actors.code.pool import WorkerPool
+from runyard.actors.runtime import Runtime
 from tests.run_code_helpers import SETTINGS, code_runtime, gone, of_type, run_code
 from tests.waiting import wait_until_async
 

@@ -1,4 +1,4 @@
-"""run-code under Landlock (actors.code.sandbox): what the child can no longer reach.
+"""run-code under Landlock (runyard.actors.code.sandbox): what the child can no longer reach.
 
 Real children through a real runtime (``tests.run_code_helpers``).  Each
 probe in the submitted code returns the exception's type name (or "ok"), so
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from actors.code import agent as agent_module
-from actors.code import sandbox
-from actors.code.agent import PACKAGE_ROOT, CodeSettings
+from runyard.actors.code import agent as agent_module
+from runyard.actors.code import sandbox
+from runyard.actors.code.agent import PACKAGE_ROOT, CodeSettings
 from tests.run_code_helpers import SETTINGS, code_runtime, of_type, run_code
 
 
@@ -168,7 +168,7 @@ async def test_without_landlock_the_run_works_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(agent_module, "_sandbox_noted", set())
-    caplog.set_level(logging.INFO, logger="actors.code.agent")
+    caplog.set_level(logging.INFO, logger="runyard.actors.code.agent")
     for sub in ("0", "1"):
         (tmp_path / sub).mkdir()
 

@@ -12,10 +12,10 @@ import json
 
 import pytest
 
-from actors.code import protocol
-from actors.code.validate import InvalidCode, check_code
-from actors.errors import InvalidRequest
-from actors.messages import StartRun
+from runyard.actors.code import protocol
+from runyard.actors.code.validate import InvalidCode, check_code
+from runyard.actors.errors import InvalidRequest
+from runyard.actors.messages import StartRun
 from tests.run_code_helpers import code_runtime
 from tests.runtime_helpers import ALICE
 

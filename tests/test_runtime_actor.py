@@ -14,8 +14,8 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.asyncio_actor import ask
-from actors.future import AsyncioFuture, BlockingGetOnLoop
+from runyard.actors.asyncio_actor import ask
+from runyard.actors.future import AsyncioFuture, BlockingGetOnLoop
 from tests.echo_actor import Boom, Echo, stop_all, stopped
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]

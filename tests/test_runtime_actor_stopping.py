@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from actors.asyncio_actor import AsyncioActor, ask, ask_stop, tell_stop
+from runyard.actors.asyncio_actor import AsyncioActor, ask, ask_stop, tell_stop
 from tests.waiting import wait_until_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]

@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from actors.asyncio_actor import ask
-from actors.cluster_protocol import ListNodes, NodeLease, RequestStop
-from actors.config import RuntimeConfig
-from actors.membership import ListMembers
-from actors.messages import Caller, GetRun
-from actors.persistence_protocol import RunWrite
-from actors.records import RunRecord
-from actors.runtime import Runtime
-from persistence.actor import PersistenceActor
-from persistence.couch_cluster import CouchCluster
-from persistence.couch_store import CouchStore
+from runyard.actors.asyncio_actor import ask
+from runyard.actors.cluster_protocol import ListNodes, NodeLease, RequestStop
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.membership import ListMembers
+from runyard.actors.messages import Caller, GetRun
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import RunRecord
+from runyard.actors.runtime import Runtime
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.couch_cluster import CouchCluster
+from runyard.persistence.couch_store import CouchStore
 from tests.cluster_helpers import Nodes, events
 from tests.tcp_proxy import TcpProxy
 from tests.waiting import wait_until_async

@@ -10,8 +10,8 @@ import asyncio
 import pykka
 import pytest
 
-from actors.clock import ManualClock
-from actors.errors import (
+from runyard.actors.clock import ManualClock
+from runyard.actors.errors import (
     InvalidRequest,
     NotAdmin,
     NotOwner,
@@ -20,7 +20,7 @@ from actors.errors import (
     TooManyLiveRuns,
     UnknownAgent,
 )
-from actors.messages import (
+from runyard.actors.messages import (
     DeleteRun,
     Evict,
     GetRun,
@@ -32,8 +32,8 @@ from actors.messages import (
     StopRun,
     Subscribe,
 )
-from actors.run import RunActor
-from actors.stream_items import Finished
+from runyard.actors.run import RunActor
+from runyard.actors.stream_items import Finished
 from tests.runtime_helpers import (
     ADMIN,
     ALICE,

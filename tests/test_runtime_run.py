@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.context import RunContext
-from actors.errors import AlreadyFinished, InvalidRequest
-from actors.messages import (
+from runyard.actors.context import RunContext
+from runyard.actors.errors import AlreadyFinished, InvalidRequest
+from runyard.actors.messages import (
     GetRun,
     Introspect,
     RunStarted,
@@ -29,9 +29,9 @@ from actors.messages import (
     Subscribe,
     Unsubscribe,
 )
-from actors.records import Event
-from actors.stream_items import Finished
-from actors.subscription import Subscription
+from runyard.actors.records import Event
+from runyard.actors.stream_items import Finished
+from runyard.actors.subscription import Subscription
 from tests.runtime_helpers import (
     ADMIN,
     ALICE,

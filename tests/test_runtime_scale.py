@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from actors.messages import Caller, Introspect, StartRun, Subscribe
-from actors.records import Event
-from actors.stream_items import Finished
+from runyard.actors.messages import Caller, Introspect, StartRun, Subscribe
+from runyard.actors.records import Event
+from runyard.actors.stream_items import Finished
 from tests.runtime_helpers import (
     ADMIN,
     collect,

@@ -9,9 +9,9 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.background import BackgroundRuntime
-from actors.errors import NotOwner, ShuttingDown
-from actors.messages import (
+from runyard.actors.background import BackgroundRuntime
+from runyard.actors.errors import NotOwner, ShuttingDown
+from runyard.actors.messages import (
     Caller,
     GetRun,
     Introspect,
@@ -21,10 +21,10 @@ from actors.messages import (
     StopRun,
     Subscribe,
 )
-from actors.records import Event, RunRecord
-from actors.registry import RegistryActor
-from actors.runtime import Runtime
-from actors.stream_items import Finished
+from runyard.actors.records import Event, RunRecord
+from runyard.actors.registry import RegistryActor
+from runyard.actors.runtime import Runtime
+from runyard.actors.stream_items import Finished
 from tests.runtime_helpers import (
     ADMIN,
     ALICE,

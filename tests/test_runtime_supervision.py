@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from actors.context import RunContext
-from actors.errors import InvalidRequest
-from actors.messages import GetRun, Introspect, RestartPolicy, StartRun, Subscribe
-from actors.records import Event
-from actors.stream_items import Finished, Lagged
+from runyard.actors.context import RunContext
+from runyard.actors.errors import InvalidRequest
+from runyard.actors.messages import GetRun, Introspect, RestartPolicy, StartRun, Subscribe
+from runyard.actors.records import Event
+from runyard.actors.stream_items import Finished, Lagged
 from tests.runtime_helpers import (
     ADMIN,
     ALICE,

@@ -1,4 +1,4 @@
-"""The cross-site guard's rule (web.same_origin, web.origins), without a server.
+"""The cross-site guard's rule (runyard.web.same_origin, runyard.web.origins), without a server.
 
 Which requests may use the session cookie to change something, how the
 server's own origin is read (``RUNYARD_PUBLIC_ORIGIN``, ``Host``,
@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers
 
-from web.config import ConfigError, Settings, load_settings
-from web.origins import normalize_origin
-from web.same_origin import SameOriginRule
+from runyard.web.config import ConfigError, Settings, load_settings
+from runyard.web.origins import normalize_origin
+from runyard.web.same_origin import SameOriginRule
 
 pytestmark = pytest.mark.usefixtures("clean_runyard_env")
 

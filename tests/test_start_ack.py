@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from actors.errors import StoreUnavailable
-from actors.messages import GetRun, Introspect, RegistrySnapshot, StartRun
-from actors.records import RunRecord
-from actors.runtime import Runtime
-from persistence.actor import PersistenceActor
+from runyard.actors.errors import StoreUnavailable
+from runyard.actors.messages import GetRun, Introspect, RegistrySnapshot, StartRun
+from runyard.actors.records import RunRecord
+from runyard.actors.runtime import Runtime
+from runyard.persistence.actor import PersistenceActor
 from tests.runtime_helpers import ADMIN, ALICE, config
 from tests.store_helpers import FlakyStore, read_back
 from tests.waiting import wait_until_async

@@ -17,10 +17,10 @@ from uuid import uuid4
 
 import pytest
 
-from actors.persistence_protocol import RunWrite
-from actors.records import Event, RunRecord, RunStatus
-from persistence.sqlite_store import SQLiteStore
-from persistence.store import RunStore
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event, RunRecord, RunStatus
+from runyard.persistence.sqlite_store import SQLiteStore
+from runyard.persistence.store import RunStore
 from tests.store_helpers import whole
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, run: Run[Any]) -> Iter
     if request.param == "sqlite":
         s = SQLiteStore(tmp_path / "runs.sqlite3")
     else:
-        from persistence.couch_store import CouchStore
+        from runyard.persistence.couch_store import CouchStore
 
         couch_url: str = request.getfixturevalue("couch_url")
         db = f"t_{uuid4().hex[:12]}"

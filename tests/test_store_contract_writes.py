@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from actors.persistence_protocol import RunWrite
-from actors.records import Event, RunRecord
-from persistence.store import RunStore
+from runyard.actors.persistence_protocol import RunWrite
+from runyard.actors.records import Event, RunRecord
+from runyard.persistence.store import RunStore
 from tests.store_helpers import stored
 from tests.test_store_contract import Run, loop, rec, run, store
 

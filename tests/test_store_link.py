@@ -15,8 +15,8 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.asyncio_actor import AsyncioActor, ask, ask_stop
-from actors.persistence_protocol import (
+from runyard.actors.asyncio_actor import AsyncioActor, ask, ask_stop
+from runyard.actors.persistence_protocol import (
     DeleteStored,
     LoadRun,
     RunsPersisted,
@@ -24,8 +24,8 @@ from actors.persistence_protocol import (
     Saved,
     SaveRuns,
 )
-from actors.store_link import StoreLink
-from persistence.actor import PersistenceActor
+from runyard.actors.store_link import StoreLink
+from runyard.persistence.actor import PersistenceActor
 from tests.store_helpers import WAIT, CountingStore, read_back, rec, saves
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]

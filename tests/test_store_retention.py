@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from actors.clock import ManualClock
-from actors.errors import RunNotFound
-from actors.messages import Evict, GetRun, Introspect, StartRun, Subscribe
-from actors.runtime import Runtime, RuntimeConfig
-from persistence.actor import PersistenceActor
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors.clock import ManualClock
+from runyard.actors.errors import RunNotFound
+from runyard.actors.messages import Evict, GetRun, Introspect, StartRun, Subscribe
+from runyard.actors.runtime import Runtime, RuntimeConfig
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.sqlite_store import SQLiteStore
 from tests.runtime_helpers import ADMIN, ALICE, collect
 from tests.waiting import wait_until_async
 

@@ -19,9 +19,9 @@ import httpx
 import pykka
 import pytest
 
-from actors.persistence_protocol import PurgeStored, StoreHealth, StoreStatus
-from persistence.actor import PersistenceActor
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors.persistence_protocol import PurgeStored, StoreHealth, StoreStatus
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.sqlite_store import SQLiteStore
 from tests.api_helpers import assert_error, start, wait_finished
 from tests.live_server import LiveServerFactory, ServerProcessFactory
 from tests.waiting import wait_until

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from actors import Evict, Finished, GetRun, Runtime, Subscribe
-from actors.records import Event, RunRecord
-from actors.stored_replay import PAGE_EVENTS, StoredReplay
-from persistence.actor import PersistenceActor
-from persistence.sqlite_store import SQLiteStore
+from runyard.actors import Evict, Finished, GetRun, Runtime, Subscribe
+from runyard.actors.records import Event, RunRecord
+from runyard.actors.stored_replay import PAGE_EVENTS, StoredReplay
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.sqlite_store import SQLiteStore
 from tests.runtime_helpers import ALICE, BOB, collect, config, run_to_end
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -89,7 +89,7 @@ async def test_a_cursor_past_the_end_of_a_stored_run_still_ends_with_its_done(
 async def test_a_stored_run_is_still_refused_to_others_and_read_whole_by_get(
     tmp_path: Path,
 ) -> None:
-    from actors import NotOwner
+    from runyard.actors import NotOwner
 
     runtime, _, record = await _evicted_run(tmp_path)
     try:
@@ -104,9 +104,9 @@ async def test_a_stored_run_is_still_refused_to_others_and_read_whole_by_get(
 async def test_read_run_pages_a_stored_run_and_the_body_is_the_same_json(tmp_path: Path) -> None:
     import json
 
-    from actors import ReadRun
-    from web.routes.runs import _paged_record
-    from web.wire import record_json
+    from runyard.actors import ReadRun
+    from runyard.web.routes.runs import _paged_record
+    from runyard.web.wire import record_json
 
     runtime, store, record = await _evicted_run(tmp_path)
     try:

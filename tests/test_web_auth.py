@@ -1,7 +1,7 @@
-"""Who is calling (web.auth, web.sessions): tokens, signed session cookies, auth dependencies.
+"""Who is calling (runyard.web.auth, runyard.web.sessions): tokens, signed session cookies, auth dependencies.
 
 The HTTP part runs a tiny FastAPI app in-process through httpx's ASGI
-transport; it also checks the error shape from web.errors that auth relies on.
+transport; it also checks the error shape from runyard.web.errors that auth relies on.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from actors.messages import Caller
-from web.auth import SESSION_COOKIE, AdminDep, Authenticator, CallerDep, install_auth
-from web.config import ConfigError, Settings, load_settings
-from web.errors import install_error_handlers
-from web.sessions import SECRET_FILE_NAME, SessionSigner, load_or_create_secret
-from web.users import User, hash_token
+from runyard.actors.messages import Caller
+from runyard.web.auth import SESSION_COOKIE, AdminDep, Authenticator, CallerDep, install_auth
+from runyard.web.config import ConfigError, Settings, load_settings
+from runyard.web.errors import install_error_handlers
+from runyard.web.sessions import SECRET_FILE_NAME, SessionSigner, load_or_create_secret
+from runyard.web.users import User, hash_token
 
 pytestmark = pytest.mark.usefixtures("clean_runyard_env")
 
@@ -65,7 +65,7 @@ def test_authenticate_token_compares_every_user_even_after_a_match(
         calls.append(len(a))
         return real(a, b)
 
-    monkeypatch.setattr(hmac, "compare_digest", counting)  # the module web.auth calls
+    monkeypatch.setattr(hmac, "compare_digest", counting)  # the module runyard.web.auth calls
     auth = Authenticator(many_users(20), SessionSigner(KEY))
     assert auth.authenticate_token("token-0") == Caller("user0", admin=True)  # first user
     assert calls == [32] * 20  # no early exit; always equal-length digests

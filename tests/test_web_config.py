@@ -1,4 +1,4 @@
-"""Settings and users: ``RUNYARD_*`` settings (web.config) and who may call (web.users).
+"""Settings and users: ``RUNYARD_*`` settings (runyard.web.config) and who may call (runyard.web.users).
 
 Users come from ``RUNYARD_TOKENS``, ``RUNYARD_TOKENS_FILE`` or, with
 neither, a local admin made at start.  Errors name the variable or file
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from actors.messages import Caller
-from web.auth import Authenticator
-from web.config import ConfigError, Settings, describe_settings, load_settings
-from web.sessions import SessionSigner
-from web.users import load_users, parse_tokens_env, parse_tokens_toml, with_local_admin
+from runyard.actors.messages import Caller
+from runyard.web.auth import Authenticator
+from runyard.web.config import ConfigError, Settings, describe_settings, load_settings
+from runyard.web.sessions import SessionSigner
+from runyard.web.users import load_users, parse_tokens_env, parse_tokens_toml, with_local_admin
 
 pytestmark = pytest.mark.usefixtures("clean_runyard_env")
 

@@ -1,4 +1,4 @@
-"""SSE frames, the response settings, the resume cursor and UTC times (web.sse, web.timefmt).
+"""SSE frames, the response settings, the resume cursor and UTC times (runyard.web.sse, runyard.web.timefmt).
 
 The wire format is checked byte for byte: browsers and the bench client
 parse it, and no event type or payload may forge a frame boundary.
@@ -18,9 +18,9 @@ import pytest
 from fastapi import FastAPI
 from sse_starlette import EventSourceResponse
 
-from actors.errors import InvalidRequest
-from actors.records import Event
-from web.sse import (
+from runyard.actors.errors import InvalidRequest
+from runyard.actors.records import Event
+from runyard.web.sse import (
     MAX_CURSOR,
     InvalidCursor,
     control_frame,
@@ -29,8 +29,8 @@ from web.sse import (
     response_kwargs,
     sse_event_frame,
 )
-from web.timefmt import iso_utc, iso_utc_or_none
-from web.wire import event_json
+from runyard.web.timefmt import iso_utc, iso_utc_or_none
+from runyard.web.wire import event_json
 
 HEARTBEAT = b": heartbeat\n\n"
 
@@ -166,7 +166,7 @@ def test_heartbeat_is_a_comment_frame() -> None:
 
 @pytest.mark.timeout(10)
 def test_event_source_response_passes_frames_through_with_headers() -> None:
-    """Checks the claims of web.sse's docstring against sse-starlette itself."""
+    """Checks the claims of runyard.web.sse's docstring against sse-starlette itself."""
     events = [Event(seq=i, ts=float(i), type="step", data={"x": "y" * i}) for i in range(1, 31)]
     trace = "".join(map(sse_event_frame, events)).encode()
     first = control_frame("run", {"run_id": "r1", "status": "running"})

@@ -24,24 +24,24 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pykka
 from fastapi import FastAPI
 
-from actors.agents import AgentCatalog
-from actors.clock import Clock
-from actors.code.agent import make_code_agent
-from actors.config import RuntimeConfig
-from actors.context import AgentFactory
-from actors.runtime import Runtime
-from persistence.actor import PersistenceActor
-from persistence.stop_report import StopReport
-from persistence.store import RunStore
-from persistence.store_errors import CredentialsRefused
-from web.auth import Authenticator, install_auth
-from web.config import ConfigError, Settings
-from web.errors import install_error_handlers
-from web.gateway import Gateway
-from web.gc_tuning import tune_gc
-from web.loop_monitor import LoopMonitor
-from web.node import DataDirLock, node_id
-from web.routes import dashboard, feed, ops, run_code, runs, schema, stream
+from runyard.actors.agents import AgentCatalog
+from runyard.actors.clock import Clock
+from runyard.actors.code.agent import make_code_agent
+from runyard.actors.config import RuntimeConfig
+from runyard.actors.context import AgentFactory
+from runyard.actors.runtime import Runtime
+from runyard.persistence.actor import PersistenceActor
+from runyard.persistence.stop_report import StopReport
+from runyard.persistence.store import RunStore
+from runyard.persistence.store_errors import CredentialsRefused
+from runyard.web.auth import Authenticator, install_auth
+from runyard.web.config import ConfigError, Settings
+from runyard.web.errors import install_error_handlers
+from runyard.web.gateway import Gateway
+from runyard.web.gc_tuning import tune_gc
+from runyard.web.loop_monitor import LoopMonitor
+from runyard.web.node import DataDirLock, node_id
+from runyard.web.routes import dashboard, feed, ops, run_code, runs, schema, stream
 
 API_DESCRIPTION = """Durable, reconnectable agent runs.  Start a run and get its `run_id` at
 once; follow it over SSE, leave, come back and resume exactly where you were;
@@ -58,14 +58,14 @@ this long) fails and is retried: a frozen server cannot hold the store thread.""
 
 def build_store(settings: Settings) -> RunStore:
     if settings.couchdb_url:
-        from persistence.couch_store import CouchStore
+        from runyard.persistence.couch_store import CouchStore
 
         return CouchStore(
             couchdb_url(settings),
             db=settings.couchdb_db,
             idle_timeout_s=max(settings.store_timeout_s, MIN_COUCH_IDLE_TIMEOUT_S),
         )
-    from persistence.sqlite_store import SQLiteStore
+    from runyard.persistence.sqlite_store import SQLiteStore
 
     return SQLiteStore(settings.data_dir / "runs.sqlite3")
 
@@ -76,7 +76,7 @@ def build_cluster(settings: Settings, config: RuntimeConfig) -> pykka.ActorRef[A
     single-node."""
     if not settings.couchdb_url:
         return None
-    from persistence.couch_cluster import CouchCluster
+    from runyard.persistence.couch_cluster import CouchCluster
 
     return CouchCluster.start(
         couchdb_url(settings),
@@ -213,7 +213,7 @@ def create_app(
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        # Served by web.routes.schema, behind a token; no open HTML viewers.
+        # Served by runyard.web.routes.schema, behind a token; no open HTML viewers.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,

@@ -2,18 +2,18 @@
 
 * **Tokens** are checked by :class:`Authenticator` in constant time (see
   :meth:`Authenticator.authenticate_token` for why it loops over every user);
-  the users come from :mod:`web.users`.
-* **Sessions** (:mod:`web.sessions`) let a browser authenticate its
+  the users come from :mod:`runyard.web.users`.
+* **Sessions** (:mod:`runyard.web.sessions`) let a browser authenticate its
   ``EventSource`` with a cookie; removing a user from the configuration ends
   their sessions.
-* **Same origin** (:mod:`web.same_origin`): a request that uses the cookie
+* **Same origin** (:mod:`runyard.web.same_origin`): a request that uses the cookie
   to change something must come from the server's own pages; the guard is
   middleware, so it covers every route.
 
 Routes use :func:`require_caller` / :func:`require_admin` (or the
 ``CallerDep`` / ``AdminDep`` aliases).  ``create_app`` calls
 :func:`install_auth` once (routes, the same-origin guard, and credential
-redaction in uvicorn's logs: :mod:`web.log_redaction`).
+redaction in uvicorn's logs: :mod:`runyard.web.log_redaction`).
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from actors.errors import NotAdmin
-from actors.messages import Caller
-from web.config import Settings
-from web.errors import error_responses
-from web.log_redaction import redact_credentials_in_logs
-from web.models import WhoAmIResponse
-from web.same_origin import SameOriginGuard, SameOriginRule
-from web.sessions import IssuedSession, SessionSigner, load_or_create_secret
-from web.timefmt import iso_utc
-from web.users import User, hash_token, load_users
+from runyard.actors.errors import NotAdmin
+from runyard.actors.messages import Caller
+from runyard.web.config import Settings
+from runyard.web.errors import error_responses
+from runyard.web.log_redaction import redact_credentials_in_logs
+from runyard.web.models import WhoAmIResponse
+from runyard.web.same_origin import SameOriginGuard, SameOriginRule
+from runyard.web.sessions import IssuedSession, SessionSigner, load_or_create_secret
+from runyard.web.timefmt import iso_utc
+from runyard.web.users import User, hash_token, load_users
 
 SESSION_COOKIE: Final = "runyard_session"
 
@@ -200,7 +200,7 @@ async def create_session(request: Request, response: Response) -> SessionInfo:
     Only a bearer token is accepted here (not the cookie itself), so a
     session can never extend itself.  ``SameSite=Strict`` keeps the cookie
     from other sites, not from other ports of this host (same site); the
-    same-origin guard (:mod:`web.same_origin`) covers those.
+    same-origin guard (:mod:`runyard.web.same_origin`) covers those.
     """
     auth = get_authenticator(request)
     token = _bearer_token(request)

@@ -1,6 +1,6 @@
 """``runyard`` console script: ``runyard serve [--host H] [--port P] [--fd N]``.
 
-Configuration is the ``RUNYARD_*`` environment (:mod:`web.config`); the
+Configuration is the ``RUNYARD_*`` environment (:mod:`runyard.web.config`); the
 flags only override where it listens.  ``--fd`` serves on a listening socket
 the parent already bound and passed down (a supervisor, or the test suite),
 so the port is never free between choosing it and serving on it.  ``--help``
@@ -12,14 +12,14 @@ token and prints a URL that signs in with it (as Jupyter does).  The socket
 is bound before that URL is printed, so ``--port 0`` shows the real port.
 The token rides in the URL's fragment (``/#token=...``), which a browser
 never sends, so it reaches no access log; and every log line goes through
-:mod:`web.log_redaction` in case a client puts a token in a query anyway.
+:mod:`runyard.web.log_redaction` in case a client puts a token in a query anyway.
 
-Start-up: the store is opened once before serving (:func:`web.app.probe_store`).
+Start-up: the store is opened once before serving (:func:`runyard.web.app.probe_store`).
 CouchDB refusing the credentials exits 2 with a message naming the setting;
 any other store problem is printed and the server serves anyway (``/readyz``
 says why it is not ready, and it recovers once the store does).
 
-Shutdown: :class:`web.server.RunyardServer` drains on the first SIGINT/SIGTERM
+Shutdown: :class:`runyard.web.server.RunyardServer` drains on the first SIGINT/SIGTERM
 while still answering (new starts 503, live runs get their grace, streams end
 with a final frame), then lets uvicorn stop.  ``timeout_graceful_shutdown``
 bounds what uvicorn waits for open connections afterwards.  The exit status
@@ -40,10 +40,10 @@ from collections.abc import Sequence
 from typing import TextIO
 from urllib.parse import quote
 
-from web.config import ConfigError, Settings, describe_settings, load_settings
-from web.log_redaction import redact_credentials_in_logs
-from web.node import DataDirLock
-from web.users import LOCAL_ADMIN_ID, load_users, with_local_admin
+from runyard.web.config import ConfigError, Settings, describe_settings, load_settings
+from runyard.web.log_redaction import redact_credentials_in_logs
+from runyard.web.node import DataDirLock
+from runyard.web.users import LOCAL_ADMIN_ID, load_users, with_local_admin
 
 SHUTDOWN_MARGIN_S = 5.0
 """Beyond shutdown + stop grace: time to write final records and frames."""
@@ -122,11 +122,11 @@ def serve(
     """Build the app, bind (unless given ``listener``), print the sign-in URL if needed, serve."""
     import uvicorn
 
-    from web.server import RunyardServer
+    from runyard.web.server import RunyardServer
 
     # Imported here, by name: the CLI (and ``--help``) must work without
-    # building the app, and web.app imports the whole runtime.
-    web_app = importlib.import_module("web.app")
+    # building the app, and runyard.web.app imports the whole runtime.
+    web_app = importlib.import_module("runyard.web.app")
     try:
         lock = None
         if not settings.couchdb_url:

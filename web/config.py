@@ -2,7 +2,7 @@
 
 The names are fixed (docs/design.md, "Configuration"): operators and scripts
 rely on them, so renaming a field here is a breaking change.  The runtime's
-defaults are not repeated here: they come from :data:`actors.config.DEFAULTS`,
+defaults are not repeated here: they come from :data:`runyard.actors.config.DEFAULTS`,
 and :meth:`Settings.runtime_config` is the one place the runtime's
 configuration is built from these settings.  Every field carries a description because
 ``runyard serve --help`` prints them (see :func:`describe_settings`).
@@ -24,9 +24,9 @@ from typing import Any, Final
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from actors.code.settings import CodeSettings
-from actors.config import DEFAULTS, RuntimeConfig
-from web.origins import normalize_origin
+from runyard.actors.code.settings import CodeSettings
+from runyard.actors.config import DEFAULTS, RuntimeConfig
+from runyard.web.origins import normalize_origin
 
 ENV_PREFIX = "RUNYARD_"
 MIB = 1024 * 1024
@@ -41,7 +41,7 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message says what to fix.
 
     Raised for bad ``RUNYARD_*`` values and for malformed user/token
-    configuration (:mod:`web.users`); the CLI prints it and exits with 2.
+    configuration (:mod:`runyard.web.users`); the CLI prints it and exits with 2.
     """
 
 
@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     def runtime_config(
         self, *, node_id: str = DEFAULTS.node_id, write_window_s: float = DEFAULTS.write_window_s
     ) -> RuntimeConfig:
-        """The runtime's configuration: these settings over :data:`~actors.config.DEFAULTS`,
+        """The runtime's configuration: these settings over :data:`~runyard.actors.config.DEFAULTS`,
         with this node's id and the store's own group-commit window."""
         return RuntimeConfig(
             node_id=node_id,

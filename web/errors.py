@@ -2,7 +2,7 @@
 
 Clients (the dashboard, curl users, internal services) branch on ``code``
 and show ``message``; they should never have to know whether a refusal came
-from the runtime (:class:`actors.errors.RunyardError`), from FastAPI's
+from the runtime (:class:`runyard.actors.errors.RunyardError`), from FastAPI's
 request validation, from routing (404/405) or from the body-size guard.
 So every one of those paths ends in :func:`error_response`.
 
@@ -28,8 +28,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actors.errors import RunyardError
-from web.config import Settings
+from runyard.actors.errors import RunyardError
+from runyard.web.config import Settings
 
 # --------------------------------------------------------------------------
 # The shape

@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from actors.feed import Feed
-from actors.messages import Shutdown
-from actors.runtime import Runtime
-from actors.stream_items import Closing
-from actors.subscription import Subscription
+from runyard.actors.feed import Feed
+from runyard.actors.messages import Shutdown
+from runyard.actors.runtime import Runtime
+from runyard.actors.stream_items import Closing
+from runyard.actors.subscription import Subscription
 
 
 class Gateway:

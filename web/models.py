@@ -1,6 +1,6 @@
 """Request and response models: the HTTP API's contract, as the OpenAPI schema shows it.
 
-Responses that carry whole traces are assembled by :mod:`web.wire` for
+Responses that carry whole traces are assembled by :mod:`runyard.web.wire` for
 speed; the models here still declare their shape so ``/openapi.json`` is
 complete.
 """

@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 from typing import IO
 
-from web.config import ConfigError, Settings
+from runyard.web.config import ConfigError, Settings
 
 __all__ = ["DataDirLock", "node_id"]
 

@@ -2,7 +2,7 @@
 
 Browsers write ``Origin`` in this form; ``RUNYARD_PUBLIC_ORIGIN`` and the
 origin rebuilt from ``Host`` / ``X-Forwarded-*`` are brought to it so the
-cross-site guard (:mod:`web.same_origin`) compares like with like.  Kept
+cross-site guard (:mod:`runyard.web.same_origin`) compares like with like.  Kept
 apart from the guard because settings validation needs it too, and the
 guard's module imports the error shape, which imports the settings.
 """

@@ -49,8 +49,8 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from web.errors import error_response
-from web.origins import normalize_origin
+from runyard.web.errors import error_response
+from runyard.web.origins import normalize_origin
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods that change nothing here; every other method is checked."""

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from sse_starlette.sse import AppStatus
 
-from web.gateway import Gateway
+from runyard.web.gateway import Gateway
 
 logger = logging.getLogger("runyard.server")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from web.config import ConfigError
+from runyard.web.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ Two encoders, on purpose:
   :func:`sse_event_frame` and sent as bytes, replay in ~64 KiB chunks and
   live up to :data:`LIVE_BATCH_ITEMS` items per send, because one ASGI send
   per event costs more than the encoding.  This trusts the invariants
-  ``Event`` carries: its type matched ``actors.context.EVENT_TYPE`` when it
+  ``Event`` carries: its type matched ``runyard.actors.context.EVENT_TYPE`` when it
   was emitted (one line, no spaces) and its ``data_json`` is compact JSON,
   which never holds a raw CR or LF.
 * **Control frames** (``run``, ``lagged``, ``closing``, a missing ``done``,
@@ -48,15 +48,15 @@ from typing import Any, Final
 
 from sse_starlette import ServerSentEvent
 
-from actors.errors import InvalidRequest
-from actors.feed import Feed
-from actors.jsonsafe import dumps_safe
-from actors.messages import Unsubscribe, Unwatch
-from actors.records import JSON, Event
-from actors.stream_items import Closing, Finished, Lagged, RunChange
-from actors.subscription import Subscription
-from web.gateway import Gateway
-from web.wire import event_json, summary_dict
+from runyard.actors.errors import InvalidRequest
+from runyard.actors.feed import Feed
+from runyard.actors.jsonsafe import dumps_safe
+from runyard.actors.messages import Unsubscribe, Unwatch
+from runyard.actors.records import JSON, Event
+from runyard.actors.stream_items import Closing, Finished, Lagged, RunChange
+from runyard.actors.subscription import Subscription
+from runyard.web.gateway import Gateway
+from runyard.web.wire import event_json, summary_dict
 
 SSE_HEADERS: Final[Mapping[str, str]] = {
     "Cache-Control": "no-cache",
@@ -149,7 +149,7 @@ def control_frame(
     """A frame of the server's own: ``data`` as compact JSON; ``retry`` in milliseconds.
 
     Values JSON cannot encode become visible ``{"__repr__": ...}`` markers
-    (:mod:`actors.jsonsafe`) rather than breaking the frame a client waits for.
+    (:mod:`runyard.actors.jsonsafe`) rather than breaking the frame a client waits for.
     """
     return ServerSentEvent(
         data=dumps_safe(data)[1],

@@ -3,7 +3,7 @@
 Users come from ``RUNYARD_TOKENS`` (``user:token[:admin],...``) and/or
 ``RUNYARD_TOKENS_FILE`` (TOML ``[[users]]`` with ``id``, ``token`` or
 ``token_sha256``, ``admin``).  Malformed configuration is refused at start-up
-with a :class:`web.config.ConfigError` naming the entry, never the token.
+with a :class:`runyard.web.config.ConfigError` naming the entry, never the token.
 Only SHA-256 digests of tokens are kept in memory.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from actors.messages import Caller
-from web.config import ConfigError, Settings
+from runyard.actors.messages import Caller
+from runyard.web.config import ConfigError, Settings
 
 LOCAL_ADMIN_ID: Final = "admin"
 USER_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")

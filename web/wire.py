@@ -1,10 +1,10 @@
-"""Runs as JSON on the wire, built from pre-encoded event data (no SSE here: :mod:`web.sse`).
+"""Runs as JSON on the wire, built from pre-encoded event data (no SSE here: :mod:`runyard.web.sse`).
 
 A trace can hold 100,000 events.  Each event's data was encoded once when it
 was emitted (``Event.data_json``), so a run's JSON (and the ``data`` of its
 SSE frames) is assembled from those strings instead of re-encoding every
 event for every reader.  The shapes match the response models in
-:mod:`web.models`.
+:mod:`runyard.web.models`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from actors.jsonsafe import dumps_safe
-from actors.records import Event, RunRecord, RunSummary
-from web.timefmt import iso_utc, iso_utc_or_none
+from runyard.actors.jsonsafe import dumps_safe
+from runyard.actors.records import Event, RunRecord, RunSummary
+from runyard.web.timefmt import iso_utc, iso_utc_or_none
 
 
 def event_json(event: Event) -> str:

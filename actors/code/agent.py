@@ -2,24 +2,24 @@
 
 The registry calls :func:`make_code_agent`'s factory with the ``StartRun``
 that carries ``code``; the agent it returns is supervised by a
-:class:`~actors.run.RunActor` like any catalog agent, so stop, time limits,
+:class:`~runyard.actors.run.RunActor` like any catalog agent, so stop, time limits,
 restarts, persistence and streaming need nothing special.  The agent's
 coroutine:
 
-1. takes a pre-started child from the pool (:mod:`actors.code.pool`,
+1. takes a pre-started child from the pool (:mod:`runyard.actors.code.pool`,
    ``CodeSettings.pool_size``), or when there is none, spawns
-   ``python -I -X utf8 -c BOOTSTRAP`` (:mod:`actors.code.child`) with
+   ``python -I -X utf8 -c BOOTSTRAP`` (:mod:`runyard.actors.code.child`) with
    ``asyncio.create_subprocess_exec`` (nothing blocks the loop), in a new
    session (its own process group), in a fresh temporary directory, with a
    minimal environment: ``HOME``/``TMPDIR`` (the temporary directory),
    ``LANG``, and the request's ``env``; nothing from the server's
    environment (``RUNYARD_TOKENS`` and friends never reach submitted code);
-2. sends the job over the socket of :mod:`actors.code.protocol`; the job
+2. sends the job over the socket of :mod:`runyard.actors.code.protocol`; the job
    carries the run's environment and temporary directory, which the child
    takes on first (a pre-started child was started without them); the child
    lowers its own rlimits (address space, CPU seconds, file size, open
    files, no core dumps) and locks itself in with Landlock
-   (:mod:`actors.code.sandbox`) before it executes the code, then reports
+   (:mod:`runyard.actors.code.sandbox`) before it executes the code, then reports
    ``{"landlock": "abi N" | "unavailable: why"}``: a run without Landlock
    gets a ``sandbox`` event saying so, and the server logs a warning once;
 3. relays every event frame to ``ctx.emit`` as it arrives, and the child's
@@ -53,18 +53,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actors.code import protocol
-from actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
-from actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, spawn_worker
-from actors.code.settings import CodeSettings
-from actors.code.validate import check_code, check_env
-from actors.context import Agent, RunContext, StopRequested
-from actors.messages import StartRun
-from actors.records import JSON
+from runyard.actors.code import protocol
+from runyard.actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
+from runyard.actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, spawn_worker
+from runyard.actors.code.settings import CodeSettings
+from runyard.actors.code.validate import check_code, check_env
+from runyard.actors.context import Agent, RunContext, StopRequested
+from runyard.actors.messages import StartRun
+from runyard.actors.records import JSON
 
 MIB = 1024 * 1024
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-"""The directory holding ``actors/``: the child imports :mod:`actors.code.child` from here."""
+"""The directory holding ``actors/``: the child imports :mod:`runyard.actors.code.child` from here."""
 STDERR_TAIL_BYTES = 2048
 REAP_TIMEOUT_S = 5.0
 
@@ -102,7 +102,7 @@ def child_exception(name: str, message: str, child_traceback: str) -> ChildExcep
 def make_code_agent(settings: CodeSettings | None = None) -> CodeAgentFactory:
     """The registry's ``code_agent``: ``StartRun(code=...)`` -> a :class:`CodeAgent`.
 
-    Refuses invalid code (:class:`~actors.code.validate.InvalidCode`, 422) and
+    Refuses invalid code (:class:`~runyard.actors.code.validate.InvalidCode`, 422) and
     an unusable ``env`` before a run exists, for internal callers too.  The
     factory owns the pool of pre-started children: ``await factory.aclose()``
     at shutdown kills the idle ones.
@@ -111,7 +111,7 @@ def make_code_agent(settings: CodeSettings | None = None) -> CodeAgentFactory:
 
 
 class CodeAgentFactory:
-    """``StartRun`` -> :class:`CodeAgent`, sharing one :class:`~actors.code.pool.WorkerPool`."""
+    """``StartRun`` -> :class:`CodeAgent`, sharing one :class:`~runyard.actors.code.pool.WorkerPool`."""
 
     def __init__(self, settings: CodeSettings) -> None:
         self.settings = settings

@@ -1,20 +1,20 @@
 """The run-code child: runs one submitted agent, in its own process, then exits.
 
-Started by :class:`actors.code.agent.CodeAgent` as
+Started by :class:`runyard.actors.code.agent.CodeAgent` as
 ``python -I -X utf8 -c BOOTSTRAP <package root> <fd>``: isolated mode (no
 ``PYTHON*`` variables, no user site, no current directory on ``sys.path``),
 ``<fd>`` the child's end of the socket described in
-:mod:`actors.code.protocol`.  The bootstrap imports this module from
+:mod:`runyard.actors.code.protocol`.  The bootstrap imports this module from
 ``<package root>`` and takes that entry off ``sys.path`` again before the
 submitted code runs.
 
-A child may be started ahead of its run (:mod:`actors.code.pool`): until
+A child may be started ahead of its run (:mod:`runyard.actors.code.pool`): until
 the job arrives it only answers ``ping`` frames.  ``main`` reads the job,
 takes on the run's environment and temporary directory (:func:`enter_run`),
 lowers its own resource limits (soft = hard, so the
 submitted code cannot raise them back; done here rather than in a
 ``preexec_fn`` because that is unsafe in a threaded server and disables
-``vfork``), locks itself in with Landlock (:mod:`actors.code.sandbox`; while
+``vfork``), locks itself in with Landlock (:mod:`runyard.actors.code.sandbox`; while
 it is still the only thread, so every thread and process it starts later is
 locked in too) and sends a ``sandbox`` frame saying whether that worked,
 then:
@@ -55,8 +55,8 @@ import types
 from collections.abc import Coroutine
 from typing import Any
 
-from actors.code import protocol, sandbox
-from actors.context import StopRequested, check_event_type
+from runyard.actors.code import protocol, sandbox
+from runyard.actors.context import StopRequested, check_event_type
 
 MODULE_NAME = "__agent__"
 FILENAME = "<agent>"
@@ -74,7 +74,7 @@ EXIT_NO_SANDBOX = 72
 BOOTSTRAP = (
     "import sys\n"
     "sys.path.insert(0, sys.argv[1])\n"
-    "from actors.code.child import main\n"
+    "from runyard.actors.code.child import main\n"
     "del sys.path[0]\n"
     "main(int(sys.argv[2]))\n"
 )
@@ -99,7 +99,7 @@ class Channel:
 
 
 class ChildContext:
-    """The submitted code's ``ctx``: the same surface as :class:`actors.context.RunContext`.
+    """The submitted code's ``ctx``: the same surface as :class:`runyard.actors.context.RunContext`.
 
     ``emit`` returns None here (the run actor numbers events in the server;
     waiting for the number would cost a round trip per event).
@@ -127,7 +127,7 @@ class ChildContext:
         return self._stop.is_set()
 
     def check_stop(self) -> None:
-        """Raise :class:`~actors.context.StopRequested` if a stop was requested."""
+        """Raise :class:`~runyard.actors.context.StopRequested` if a stop was requested."""
         if self._stop.is_set():
             raise StopRequested
 

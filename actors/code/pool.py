@@ -3,7 +3,7 @@
 Starting a child costs tens of milliseconds, nearly all of it the
 interpreter coming up and importing :mod:`asyncio`.  The pool keeps
 ``CodeSettings.pool_size`` children that have done exactly that generic part
-and nothing else: the interpreter is up, :mod:`actors.code.child` is
+and nothing else: the interpreter is up, :mod:`runyard.actors.code.child` is
 imported, and the child sits blocked on its socket waiting for a job.  An
 idle worker runs in ``/`` with the environment ``LANG=C.UTF-8`` only; it
 holds nothing that belongs to a run.
@@ -11,7 +11,7 @@ holds nothing that belongs to a run.
 Everything per-run happens in the child after it reads its job (the job
 carries it): the environment is replaced by the run's, the child moves into
 the run's fresh temporary directory, lowers its rlimits and locks itself in
-with Landlock, and only then executes the code (:func:`actors.code.child.main`).
+with Landlock, and only then executes the code (:func:`runyard.actors.code.child.main`).
 
 Each worker serves exactly one run and then exits (its process group is
 killed as today), so nothing can leak from one run to the next.  A taken
@@ -37,9 +37,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.code import protocol
-from actors.code.child import BOOTSTRAP
-from actors.code.settings import CodeSettings
+from runyard.actors.code import protocol
+from runyard.actors.code.child import BOOTSTRAP
+from runyard.actors.code.settings import CodeSettings
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ object whose ``"t"`` names the message:
 ``t``     direction          fields
 ========  =================  ==============================================
 ping      server -> child    (none): a pre-started child answers ``pong``
-                             (:mod:`actors.code.pool`); only before the job
+                             (:mod:`runyard.actors.code.pool`); only before the job
 pong      child -> server    (none)
 job       server -> child    code, input, run_id, user_id, attempt, limits,
                              max_event_bytes, max_result_bytes, sandbox,
@@ -44,7 +44,7 @@ biggest legitimate frame plus an envelope), which only a child that writes
 to the socket behind the ``ctx``'s back can produce.
 
 This module is imported by the child, so it uses the standard library,
-:mod:`actors.jsonsafe` and :mod:`actors.quotas` only.
+:mod:`runyard.actors.jsonsafe` and :mod:`runyard.actors.quotas` only.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ import socket
 import struct
 from typing import Any
 
-from actors.jsonsafe import dumps_safe
-from actors.quotas import encoded_size, truncated
+from runyard.actors.jsonsafe import dumps_safe
+from runyard.actors.quotas import encoded_size, truncated
 
 HEADER = struct.Struct("!I")
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024

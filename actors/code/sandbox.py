@@ -32,7 +32,7 @@ inherits the restriction:
   server's source root, which usually holds ``runyard-data/``; the paths of
   ``CodeSettings.private_paths``) is left out, so the grants can never
   reach them.  Modules the child imported before the lock stay usable from
-  memory (``actors.context`` for ``StopRequested``).
+  memory (``runyard.actors.context`` for ``StopRequested``).
 
 - **Scopes** (ABI >= 6): no signals to processes outside the sandbox (the
   submitted code cannot kill or stop the server or other runs), no

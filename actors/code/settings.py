@@ -1,7 +1,7 @@
 """``CodeSettings``: the limits and knobs of run-code children, one set per runtime.
 
-A module of its own because both the agent (:mod:`actors.code.agent`) and the
-pool of pre-started children (:mod:`actors.code.pool`) read it; neither has
+A module of its own because both the agent (:mod:`runyard.actors.code.agent`) and the
+pool of pre-started children (:mod:`runyard.actors.code.pool`) read it; neither has
 to import the other for it.
 """
 
@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
-from actors.code import protocol
+from runyard.actors.code import protocol
 
 __all__ = ["CodeSettings"]
 
@@ -39,7 +39,7 @@ class CodeSettings:
     exit_grace_s: float = 2.0
     """How long a child that reported its outcome may take to exit before it is killed."""
     landlock: Literal["auto", "require", "off"] = "auto"
-    """Landlock in the child (:mod:`actors.code.sandbox`): ``"auto"`` applies it when the
+    """Landlock in the child (:mod:`runyard.actors.code.sandbox`): ``"auto"`` applies it when the
     kernel can and runs without it otherwise (the run gets a ``sandbox`` event saying
     why); ``"require"`` ends such runs as ``error`` instead; ``"off"`` never applies it."""
     private_paths: tuple[str, ...] = ()
@@ -48,5 +48,5 @@ class CodeSettings:
     announce_sandbox: bool = False
     """Give every run a ``sandbox`` event, not only the runs without Landlock."""
     pool_size: int = 2
-    """Idle, pre-started single-use children kept ready (:mod:`actors.code.pool`);
+    """Idle, pre-started single-use children kept ready (:mod:`runyard.actors.code.pool`);
     0 spawns a fresh child for each run instead."""

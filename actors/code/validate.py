@@ -23,7 +23,7 @@ import functools
 import re
 from collections.abc import Mapping
 
-from actors.errors import InvalidRequest, RunyardError
+from runyard.actors.errors import InvalidRequest, RunyardError
 
 FILENAME = "<agent>"
 """The file name the submitted code compiles under, here and in the child's tracebacks."""
@@ -148,7 +148,7 @@ def env_problem(env: Mapping[str, str]) -> str | None:
 
 
 def check_env(env: Mapping[str, str] | None) -> None:
-    """Raise :class:`~actors.errors.InvalidRequest` if ``env`` is not usable."""
+    """Raise :class:`~runyard.actors.errors.InvalidRequest` if ``env`` is not usable."""
     if env:
         problem = env_problem(env)
         if problem is not None:

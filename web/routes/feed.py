@@ -11,12 +11,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from actors.feed import Feed
-from actors.messages import WatchRuns
-from web.auth import CallerDep
-from web.errors import error_responses
-from web.gateway import GatewayDep
-from web.sse import feed_stream, response_kwargs
+from runyard.actors.feed import Feed
+from runyard.actors.messages import WatchRuns
+from runyard.web.auth import CallerDep
+from runyard.web.errors import error_responses
+from runyard.web.gateway import GatewayDep
+from runyard.web.sse import feed_stream, response_kwargs
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

@@ -7,14 +7,14 @@ import dataclasses
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from actors.asyncio_actor import ask
-from actors.membership import ListMembers, MemberInfo
-from actors.messages import CheckHealth, Health, Introspect, RegistrySnapshot
-from web.auth import AdminDep, CallerDep
-from web.errors import error_responses
-from web.gateway import GatewayDep
-from web.loop_monitor import LoopMonitor, rss_bytes
-from web.models import AgentModel, HealthResponse, LiveRunModel, NodeModel, RegistryView
+from runyard.actors.asyncio_actor import ask
+from runyard.actors.membership import ListMembers, MemberInfo
+from runyard.actors.messages import CheckHealth, Health, Introspect, RegistrySnapshot
+from runyard.web.auth import AdminDep, CallerDep
+from runyard.web.errors import error_responses
+from runyard.web.gateway import GatewayDep
+from runyard.web.loop_monitor import LoopMonitor, rss_bytes
+from runyard.web.models import AgentModel, HealthResponse, LiveRunModel, NodeModel, RegistryView
 
 router = APIRouter()
 

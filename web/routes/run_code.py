@@ -20,13 +20,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse
 
-from actors.code.validate import MAX_ENV_VARS, InvalidCode, check_code, env_problem
-from actors.messages import Caller, RunStarted, StartRun, Subscribe
-from web.auth import CallerDep
-from web.errors import error_responses
-from web.gateway import Gateway, GatewayDep
-from web.models import MAX_DURATION_S, RunStartedResponse
-from web.sse import response_kwargs, run_stream
+from runyard.actors.code.validate import MAX_ENV_VARS, InvalidCode, check_code, env_problem
+from runyard.actors.messages import Caller, RunStarted, StartRun, Subscribe
+from runyard.web.auth import CallerDep
+from runyard.web.errors import error_responses
+from runyard.web.gateway import Gateway, GatewayDep
+from runyard.web.models import MAX_DURATION_S, RunStartedResponse
+from runyard.web.sse import response_kwargs, run_stream
 
 router = APIRouter(prefix="/agents/run-code", tags=["run-code"])
 

@@ -1,4 +1,4 @@
-"""``/runs``: start, list, read, stop and delete runs (streams: :mod:`web.routes.stream`)."""
+"""``/runs``: start, list, read, stop and delete runs (streams: :mod:`runyard.web.routes.stream`)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from actors.messages import DeleteRun, ListRuns, ReadRun, RestartPolicy, StartRun, StopRun
-from actors.records import Event, RunRecord
-from actors.stored_replay import StoredReplay
-from web.auth import CallerDep
-from web.errors import error_responses
-from web.gateway import GatewayDep, gateway_of
-from web.models import (
+from runyard.actors.messages import DeleteRun, ListRuns, ReadRun, RestartPolicy, StartRun, StopRun
+from runyard.actors.records import Event, RunRecord
+from runyard.actors.stored_replay import StoredReplay
+from runyard.web.auth import CallerDep
+from runyard.web.errors import error_responses
+from runyard.web.gateway import GatewayDep, gateway_of
+from runyard.web.models import (
     RunDetail,
     RunListResponse,
     RunStartedResponse,
@@ -23,7 +23,7 @@ from web.models import (
     Status,
     StopResponse,
 )
-from web.wire import event_json, record_head, record_json, summary_dict
+from runyard.web.wire import event_json, record_head, record_json, summary_dict
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

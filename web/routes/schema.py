@@ -13,8 +13,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from web.auth import CallerDep
-from web.errors import error_responses
+from runyard.web.auth import CallerDep
+from runyard.web.errors import error_responses
 
 router = APIRouter()
 

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
-from actors.messages import Subscribe
-from web.auth import CallerDep
-from web.errors import error_responses
-from web.gateway import GatewayDep
-from web.sse import parse_resume_cursor, response_kwargs, run_stream
+from runyard.actors.messages import Subscribe
+from runyard.web.auth import CallerDep
+from runyard.web.errors import error_responses
+from runyard.web.gateway import GatewayDep
+from runyard.web.sse import parse_resume_cursor, response_kwargs, run_stream
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
