@@ -214,7 +214,7 @@ export class Trace {
     const types = [...this._types].sort();
     this._typeSelect.replaceChildren(
       el("option", { value: "" }, "All types"),
-      types.map((t) => el("option", { value: t }, t)),
+      ...types.map((t) => el("option", { value: t }, t)),
     );
     this._typeSelect.value = value;
   }

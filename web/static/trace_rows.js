@@ -55,7 +55,7 @@ export function eventRow(ev) {
   );
 }
 
-/** The whole event: printed text as text, a traceback as written, else indented JSON. */
+/** The whole event (nodes for replaceChildren): printed text as text, a traceback as written, else indented JSON. */
 export function eventDetail(ev) {
   const d = ev.data || {};
   const keys = Object.keys(d);
@@ -63,11 +63,12 @@ export function eventDetail(ev) {
   if (typeof d.text === "string" && keys.every((k) => k === "text" || k === "stream")) {
     body = el("pre", { class: "mono ev-text" }, d.text);
   } else if (typeof d.traceback === "string") {
-    body = [
+    body = el(
+      "div",
+      {},
       el("p", { class: "mono ev-error-head" }, oneLine(ev)),
       el("pre", { class: "mono" }, d.traceback),
-      keys.length > 3 ? el("pre", { class: "mono" }, json(d, 2)) : null,
-    ];
+    );
   } else {
     body = el("pre", { class: "mono" }, keys.length ? json(d, 2) : "(no data)");
   }

@@ -98,7 +98,8 @@ export class TraceWindow {
     this.box.scrollTop = Math.max(0, i * ROW_PX - this.box.clientHeight / 3);
     this._updateJump();
     this.render(true);
-    this._rows.get(this._source.at(i)?.seq)?.focus({ preventScroll: true });
+    // Focus scrolls the page too, should the box itself be out of view.
+    this._rows.get(this._source.at(i)?.seq)?.focus();
   }
 
   /** Mark the picked row (kept across re-renders). */
