@@ -44,9 +44,11 @@ _WALK_TRACE = """async (box) => {
     for (let top = 0; ; top += Math.max(1, box.clientHeight)) {
         box.scrollTop = top;
         await frames();
-        const seqs = [...box.querySelectorAll('.trace-list [data-seq]')].map(e => Number(e.dataset.seq));
+        const rows = box.querySelectorAll('.trace-list [data-seq]');
+        const seqs = [...rows].map(e => Number(e.dataset.seq));
         for (let i = 1; i < seqs.length; i += 1) {
-            if (seqs[i] !== seqs[i - 1] + 1) return {error: `rows ${seqs[i - 1]} then ${seqs[i]}`};
+            const [a, b] = [seqs[i - 1], seqs[i]];
+            if (b !== a + 1) return {error: `rows ${a} then ${b}`};
         }
         for (const s of seqs) if (!seen.length || s > seen[seen.length - 1]) seen.push(s);
         if (box.scrollTop + box.clientHeight >= box.scrollHeight - 1) break;
