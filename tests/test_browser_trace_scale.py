@@ -76,3 +76,44 @@ def test_a_100k_event_run_opens_fast_with_a_bounded_dom(server: LiveServer, page
     expect(page.locator(".trace-list [data-seq]")).to_have_count(1)
     expect(page.locator('.trace-list [data-seq="99999"]')).to_be_visible()
     screenshot(page, "trace-100k.png")
+
+
+# Watches animation frames from now on: the longest gap between two is how
+# long the page was frozen (a janky append shows as a long gap).
+_WATCH_FRAMES = """() => {
+    window.__frames = {last: performance.now(), worst: 0};
+    const tick = (now) => {
+        const f = window.__frames;
+        f.worst = Math.max(f.worst, now - f.last);
+        f.last = now;
+        if (!f.stop) requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+}"""
+
+LIVE_EVENTS = 5_000  # ~1,000 events/s, ticked 1 ms apart
+WORST_FRAME_MS = 1_000  # generous; measured numbers in docs/performance.md
+
+
+@pytest.mark.timeout(180)
+def test_a_live_run_appends_smoothly_and_stays_windowed(server: LiveServer, page: Page) -> None:
+    sign_in(page, server)
+    run_id = start(server, "ticker", n=1, interval=0)  # warms the page's modules
+    page.goto(f"{server.base_url}/ui/runs/{run_id}")
+    expect(page.locator(".run-page")).to_have_attribute("data-status", "success")
+
+    run_id = start(server, "ticker", n=LIVE_EVENTS - 1, interval=0.001)
+    record_url = f"{server.base_url}/runs/{run_id}"
+    with page.expect_response(lambda r: r.url == record_url) as record:
+        page.goto(f"{server.base_url}/ui/runs/{run_id}")
+    page.evaluate(_WATCH_FRAMES)
+    # Most of the trace arrives live, over the stream, while the page watches.
+    assert len(record.value.json()["events"]) < LIVE_EVENTS // 2
+    expect(page.locator(".run-page")).to_have_attribute("data-status", "success", timeout=120_000)
+    wait_seq(page, LIVE_EVENTS)
+    worst_ms = page.evaluate("() => { window.__frames.stop = true; return window.__frames.worst; }")
+    print(f"\nlive {LIVE_EVENTS}-event run: longest frame gap {worst_ms:.0f} ms")
+    assert worst_ms < WORST_FRAME_MS, worst_ms
+    expect(page.locator(f'.trace-list [data-seq="{LIVE_EVENTS}"]')).to_be_visible()
+    expect(page.locator(".trace")).to_have_attribute("data-autoscroll", "on")
+    assert _dom_counts(page)["rows"] <= MAX_ROWS
