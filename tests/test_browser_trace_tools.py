@@ -97,6 +97,20 @@ def test_filter_search_and_jump_to_the_first_error(server: LiveServer, page: Pag
     detail.get_by_role("button", name="Close event details").click()
     expect(detail).to_be_hidden()
 
+    # By keyboard: from the box, arrows walk the rows (past the window's
+    # margin, which is rendered as the focus moves) and Enter opens one.
+    expect(trace).to_be_focused()
+    trace.evaluate("t => { t.scrollTop = 0; }")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator('.trace-list [data-seq="1"]')).to_be_focused()
+    for _ in range(80):
+        page.keyboard.press("ArrowDown")
+    focused = page.locator('.trace-list [data-seq="81"]')
+    expect(focused).to_be_focused()
+    expect(focused).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    expect(detail).to_contain_text('"i": 81')
+
 
 @pytest.mark.timeout(45)
 def test_done_row_is_coloured_by_how_the_run_ended(server: LiveServer, page: Page) -> None:

@@ -59,7 +59,18 @@ export class TraceWindow {
       if (event.key === "Enter" || event.key === " ") {
         event.preventDefault();
         this._pickFrom(event.target);
+      } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        this._moveFocus(event.target, event.key === "ArrowDown" ? 1 : -1);
       }
+    });
+    // From the box itself, an arrow key enters the rows at the first one in view.
+    this.box.addEventListener("keydown", (event) => {
+      if (event.target !== this.box || (event.key !== "ArrowDown" && event.key !== "ArrowUp")) return;
+      const i = Math.min(this._size - 1, Math.ceil(this.box.scrollTop / ROW_PX));
+      if (i < 0) return;
+      event.preventDefault();
+      this._rows.get(this._source.at(i).seq)?.focus({ preventScroll: true });
     });
     // Keep following the end when the box changes size (window resized, rotated).
     this._resize = new ResizeObserver(() => {
@@ -154,17 +165,34 @@ export class TraceWindow {
     this._spacer.style.height = `${this._size * ROW_PX}px`;
   }
 
-  _pickFrom(target) {
+  /** The view index of the row `target` is in, or -1. */
+  _indexOf(target) {
     const row = target.closest?.("li[data-seq]");
-    if (!row) return;
+    if (!row) return -1;
     const seq = Number(row.dataset.seq);
     for (let i = this._first; i < this._last; i += 1) {
-      const ev = this._source.at(i);
-      if (ev?.seq === seq) {
-        this._source.onPick(ev);
-        return;
-      }
+      if (this._source.at(i)?.seq === seq) return i;
     }
+    return -1;
+  }
+
+  _pickFrom(target) {
+    const i = this._indexOf(target);
+    if (i >= 0) this._source.onPick(this._source.at(i));
+  }
+
+  /** Arrow keys walk the rows; the window follows, since the next row may not exist yet. */
+  _moveFocus(target, step) {
+    const i = this._indexOf(target);
+    const j = i + step;
+    if (i < 0 || j < 0 || j >= this._size) return;
+    const top = j * ROW_PX;
+    if (top < this.box.scrollTop) this.box.scrollTop = top;
+    else if (top + ROW_PX > this.box.scrollTop + this.box.clientHeight) {
+      this.box.scrollTop = top + ROW_PX - this.box.clientHeight;
+    }
+    this.render();
+    this._rows.get(this._source.at(j).seq)?.focus({ preventScroll: true });
   }
 
   _scrollToEnd() {
