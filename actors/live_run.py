@@ -30,6 +30,7 @@ class LiveRun:
     owner: str
     agent: str
     started_at: float
+    workspace: str | None = None
     ref: pykka.ActorRef[Any] | None = None
     status: RunStatus = "running"
     trace_length: int = 0
@@ -62,6 +63,7 @@ class LiveRun:
             finished_at=None,
             event_count=self.trace_length,
             error=None,
+            workspace=self.workspace,
         )
 
 
