@@ -11,8 +11,7 @@ A server admin (``Caller.admin``) is no exception here: being an operator
 unlocks introspection, not other users' traces.  Everyone else gets
 :class:`~runyard.actors.errors.NotOwner` (403) on direct access and never sees
 the run listed.  The registry, the stored-run reads, the listing and the
-feed all ask these functions, so the rule cannot drift between them
-(docs/design.md, "Workspaces").
+feed all ask these functions, so the rule cannot drift between them.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class RunSettings:
         if msg.output_schema is not None:
             options["output_schema"] = check_schema(msg.output_schema)
         if msg.code is not None:
-            options["code"] = msg.code  # shown to its owner only, as the whole record
+            options["code"] = msg.code  # shown to its readers only, as the whole record
         return cls(config, msg.max_duration_s, restart, options)
 
     @classmethod

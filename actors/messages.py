@@ -95,7 +95,7 @@ class StartRun:
     ``max_duration_s`` ends the run as ``error`` ("timed out") past that wall
     time.  ``code``/``env`` are for the ``run-code`` agent: submitted code runs
     in a child process with only ``env`` as its environment; the code is kept
-    in the run's ``options`` (its owner sees it), ``env`` never is (it may
+    in the run's ``options`` (its readers see it), ``env`` never is (it may
     hold secrets).  ``output_schema``: a JSON Schema the result is checked
     against when the run succeeds (:mod:`runyard.actors.output_schema`; an invalid
     one is refused, 422, before a run exists).  ``workspace``: share the run
