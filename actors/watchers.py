@@ -68,7 +68,11 @@ class Watchers:
     def watching(self, owner: str, workspace: str | None) -> bool:
         """Whether anyone follows a run of ``owner`` in ``workspace`` (else nothing
         needs publishing)."""
-        return any(topic in self._by_topic for topic in _topics(owner, workspace))
+        # On every lifecycle change: two lookups, no list built.
+        by_topic = self._by_topic
+        return ("user", owner) in by_topic or (
+            workspace is not None and ("workspace", workspace) in by_topic
+        )
 
     def publish(self, kind: str, summary: RunSummary) -> None:
         """``kind`` is ``started``, ``stopping``, ``finished`` or ``deleted``; each

@@ -114,7 +114,8 @@ def test_request_and_record_models_are_complete(schema: dict[str, Any]) -> None:
     detail = models["RunDetail"]["properties"]
     for field in ("run_id", "owner", "agent", "status", "started_at", "finished_at", "events"):
         assert field in detail
-    for field in ("options", "schema_warnings", "ops_log", "workspace"):
+    assert "workspace" in detail
+    for field in ("options", "schema_warnings", "ops_log"):
         assert field in models["RunDetail"]["required"], field
     assert set(models["RunListResponse"]["properties"]) == {"runs", "next_cursor"}
     params = {

@@ -96,8 +96,11 @@ class RunSummaryModel(BaseModel):
     event_count: int
     error: str | None = Field(description="Why the run did not succeed: exception, limit, stop.")
     workspace: str | None = Field(
-        description="The workspace the run is shared with; null for a personal run."
+        default=None,
+        description="The workspace the run is shared with; null for a personal run.",
     )
+    """Defaulted, unlike its neighbours: a client of this version still decodes the
+    answers of a node not upgraded yet (a rolling upgrade behind one address)."""
 
 
 class RunListResponse(BaseModel):
