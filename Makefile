@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-stamp
 INSTALL_INPUTS := pyproject.toml runyard/__init__.py
 COUCH_DIR := tests/couchdb
 
-.PHONY: run test test-fast lint fmt install couchdb-deps browser-deps nginx-deps bench clean
+.PHONY: run test test-fast lint fmt install couchdb-deps browser-deps nginx-deps bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,12 @@ test: $(STAMP) couchdb-deps browser-deps nginx-deps lint
 # still runs everything.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not server and not couchdb and not browser"
+
+# The API fuzzed from its OpenAPI schema against a real server (a few minutes):
+# no answer may be a 5xx.  FUZZ_SECONDS sets the time budget.
+FUZZ_SECONDS ?= 180
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz_api --seconds $(FUZZ_SECONDS)
 
 bench: $(STAMP) couchdb-deps nginx-deps
 	$(PY) -m bench

@@ -76,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "NotAdmin": "runyard.actors.errors",
     "UnknownAgent": "runyard.actors.errors",
     "InvalidRequest": "runyard.actors.errors",
+    "InvalidInput": "runyard.actors.errors",
     "AlreadyFinished": "runyard.actors.errors",
     "StillRunning": "runyard.actors.errors",
     "TooManyLiveRuns": "runyard.actors.errors",
@@ -100,6 +101,7 @@ __all__ = [
     "GetRun",
     "Health",
     "Introspect",
+    "InvalidInput",
     "InvalidRequest",
     "Lagged",
     "ListRuns",
@@ -161,6 +163,7 @@ if TYPE_CHECKING:
     from runyard.actors.context import Agent, RunContext, StopRequested
     from runyard.actors.errors import (
         AlreadyFinished,
+        InvalidInput,
         InvalidRequest,
         NotAdmin,
         NotOwner,

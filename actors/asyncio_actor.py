@@ -226,8 +226,8 @@ class AsyncioActor(pykka.Actor):
         assert loop is not None
         if asyncio._get_running_loop() is loop:
             # on_start in the starter's step: what it sends goes out now, not one
-            # loop iteration later (a run's first write joins the group-commit
-            # window its start opened, with the other starts handled in this step).
+            # loop iteration later (a run's first write joins the group commit
+            # of the other starts handled in this step).
             self._set_up = True
             self._handling = True  # no message is handled before on_start is done
             try:

@@ -59,12 +59,24 @@ class RuntimeConfig:
     """The finished-run cache's bound (event data, encoded), least recently used out
     first, on top of ``retention_s``."""
     write_window_s: float = 0.005
-    """The store link's group-commit window: writes wait this long for company,
-    then cross to the store thread as one batch (one hop and one transaction
-    per batch instead of per write; a run that ends within the window is
-    written once, as its final record).  Events reach subscribers once their
-    batch is stored, so this is also most of the delivery latency.  The server
-    takes each store's own (``commit_window_s``: 5 ms SQLite, 50 ms CouchDB)."""
+    """How long the store link's waiting writes wait, at most, behind a commit not
+    acknowledged yet (a slow or failing store) before they are sent anyway.
+    Not a wait before each commit: the group commit has no timer.  With no
+    commit in flight a write crosses to the store thread at once (after one
+    loop turn, with that step's other writes); writes that arrive while a
+    commit is in flight go as one batch when it is acknowledged (one hop and
+    one transaction per batch; a run that ends meanwhile is written once, as
+    its final record).  Events reach subscribers once their batch is stored,
+    so the commit is most of the delivery latency.  The server takes each
+    store's own (``commit_window_s``: 5 ms SQLite, 50 ms CouchDB)."""
+    commit_gap_s: float = 0.0
+    """The shortest time between the starts of two commits (seconds); 0: the
+    next commit goes as soon as the last one landed.  A store where every
+    commit costs the whole cluster (CouchDB: each is a ``_changes`` row that
+    every node's follower reads, then reads the run doc and the new chunk)
+    keeps its commit rate bounded: one per 50 ms per node, as with the fixed
+    window it replaced, while an idle run still commits at once.  The server
+    takes each store's own (``commit_gap_s``: 0 SQLite, 50 ms CouchDB)."""
 
 
 DEFAULTS = RuntimeConfig()

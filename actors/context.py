@@ -14,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from runyard.actors.loop_budget import SLICE_S, turn_spent
 from runyard.actors.ops_log import OP_TYPE, check_op
 from runyard.actors.records import JSON
 
@@ -122,6 +123,18 @@ class RunContext:
         """
         await asyncio.sleep(0)
         await self.room()
+
+    async def pace(self) -> None:
+        """Call after every emit of a loop: yields (as :meth:`ready`) once the agents
+        have held this turn of the event loop for ``SLICE_S`` (2 ms, together:
+        :mod:`runyard.actors.loop_budget`), and costs a clock read otherwise.
+
+        ``emit`` is synchronous, so an agent that emits in a loop without
+        awaiting holds the loop every run and request shares; ``pace`` bounds
+        that hold by time, whatever one emit costs and however many agents emit.
+        """
+        if turn_spent() >= SLICE_S:
+            await self.ready()
 
     async def room(self) -> None:
         """Only the backpressure wait of :meth:`ready`, without its yield: for a

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 
 from runyard.actors.errors import InvalidRequest
 
@@ -35,6 +36,13 @@ def decode_cursor(cursor: str) -> PageKey:
         not isinstance(started_at, int | float)
         or isinstance(started_at, bool)
         or not isinstance(run_id, str)
+        or not run_id.isascii()  # run ids are hex; a lone surrogate would not reach a store
     ):
         raise bad
-    return float(started_at), run_id
+    try:
+        key = float(started_at)
+    except OverflowError:  # an integer of hundreds of digits
+        raise bad from None
+    if not math.isfinite(key):  # json.loads reads NaN, Infinity and 1e999
+        raise bad
+    return key, run_id

@@ -53,6 +53,13 @@ class InvalidRequest(RunyardError):
     http_status = 400
 
 
+class InvalidInput(RunyardError):
+    """A start's input is out of what its agent accepts; the message names the field and limit."""
+
+    code = "validation_error"
+    http_status = 422
+
+
 class AlreadyFinished(RunyardError):
     """Stop on a run that is over: says how it ended, never a silent 202."""
 

@@ -42,9 +42,10 @@ class FinishedCache:
             self._records.move_to_end(run_id)
         return record
 
-    def add(self, record: RunRecord) -> None:
+    def add(self, record: RunRecord, trace_bytes: int | None = None) -> None:
+        """Keep ``record``; ``trace_bytes``: its event data's size if known (else counted)."""
         self.remove(record.run_id)
-        size = _size(record)
+        size = _size(record) if trace_bytes is None else trace_bytes + 512
         self._records[record.run_id] = record
         self._sizes[record.run_id] = size
         self.bytes += size

@@ -135,7 +135,7 @@ class SaveRuns:
     """Commit these writes; ack with :class:`RunsPersisted` to ``ack_to``.
 
     Sent by every writer to the store link (:mod:`runyard.actors.store_link`), which
-    sends one per group-commit window on to the persistence actor.  Writes of
+    sends one per group commit on to the persistence actor.  Writes of
     one run are joined with :meth:`RunWrite.then` at every step, so a
     terminal header is never overwritten by a stale ``running`` one.
     """

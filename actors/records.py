@@ -52,7 +52,7 @@ updated_at).  A status of None means "nothing stored"."""
 def replaces(new: Version, stored: Version) -> bool:
     """Whether a write of version ``new`` may overwrite ``stored``.
 
-    The one merge rule of every write path (the write window, the persistence
+    The one merge rule of every write path (the store link's waiting writes, the persistence
     actor's backlog, both stores), because writes of one run can arrive out of
     order: a retried batch can land after a newer write of the run, and a
     node that recovered a run may race a late write.

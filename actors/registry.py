@@ -33,6 +33,7 @@ import contextlib
 import logging
 import secrets
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pykka
@@ -108,6 +109,7 @@ from runyard.actors.records import JSON, RunRecord, RunSummary
 from runyard.actors.remote_runs import RemoteRuns
 from runyard.actors.run import RunActor
 from runyard.actors.stats import RuntimeStats
+from runyard.actors.stop_rule import stop_reason
 from runyard.actors.stored_runs import StoredRuns
 from runyard.actors.subscription import Subscription
 from runyard.actors.watchers import Watchers
@@ -233,7 +235,7 @@ class RegistryActor(AsyncioActor):
             if self._code_agent is None:
                 raise InvalidRequest("this runtime does not run submitted code")
             return self._code_agent(msg)
-        return self._catalog.get(msg.agent)
+        return self._catalog.resolve(msg.agent, msg.input)
 
     # -- reading -----------------------------------------------------------
 
@@ -323,25 +325,31 @@ class RegistryActor(AsyncioActor):
     # -- stopping and deleting ---------------------------------------------
 
     def _stop_run(self, msg: StopRun) -> Any:
-        found = self._in_memory(msg.caller, msg.run_id, act=True)
+        # Not _in_memory(): the stop rule is stop_rule.py's (a server admin may
+        # stop another user's live run; the workspace's admins may stop its runs).
+        found: LiveRun | RunRecord | None = self._live.get(msg.run_id)
+        found = found or self._cache.get(msg.run_id)
+        if found is None:
+            return self._stop_stored(msg)
+        live = isinstance(found, LiveRun)
+        reason = stop_reason(msg.caller, found, msg.run_id, msg.reason, live=live)
         if isinstance(found, LiveRun):
             assert found.ref is not None
             if not found.stopping:
                 self._publish("stopping", found)
-            return Forward(found.ref, msg)
-        if found is not None:
-            raise _already_finished(found)
-        return self._stop_stored(msg)
+            return Forward(found.ref, replace(msg, reason=reason))
+        raise _already_finished(found)
 
     async def _stop_stored(self, msg: StopRun) -> Any:
-        stored = await self._stored.header(msg.caller, msg.run_id, act=True)
+        stored = await self._stored.header(msg.caller, msg.run_id, owner_check=False)
         record = stored.header
+        reason = stop_reason(msg.caller, record, msg.run_id, msg.reason, live=not record.finished)
         if record.finished:
             raise _already_finished(record)
         if self._cluster is None or not self._runs_elsewhere(stored):
             raise _elsewhere(record, "stopped")
         # The owner hears of the request through its changes follower and stops the run.
-        request = RequestStop(msg.run_id, record.node or "", msg.caller.user_id, msg.reason)
+        request = RequestStop(msg.run_id, record.node or "", msg.caller.user_id, reason)
         try:
             await ask(self._cluster, request, timeout=self._config.store_timeout_s)
         except TimeoutError:
@@ -377,7 +385,8 @@ class RegistryActor(AsyncioActor):
         record = msg.record
         if self._drop_live(record.run_id):
             self._stats.finished[record.status] += 1
-            self._cache.add(record)  # on record already: the run actor ended once it was stored
+            # On record already: the run actor ended once it was stored.
+            self._cache.add(record, msg.trace_bytes)
             self._publish("finished", record)
 
     def _run_fenced(self, msg: RunFenced) -> None:

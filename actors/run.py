@@ -466,7 +466,7 @@ class RunActor(AsyncioActor):
         self.live.subscribers = 0
         # The registry stops this actor once it has taken the record over, so
         # anything it forwarded before that is still answered from here.
-        self._registry.tell(RunEnded(self._final))
+        self._registry.tell(RunEnded(self._final, self._run_bytes))
 
     def record(self) -> RunRecord:
         """The run as a reader may see it: what the store holds."""

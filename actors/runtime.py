@@ -111,7 +111,10 @@ class Runtime:
         config = self.config
         if self.persistence is not None:
             self._store = StoreLink.start(
-                self.persistence, write_window_s=config.write_window_s, loop=loop
+                self.persistence,
+                write_window_s=config.write_window_s,
+                commit_gap_s=config.commit_gap_s,
+                loop=loop,
             )
         self._registry = RegistryActor.start(
             catalog=self.catalog,

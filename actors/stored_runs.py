@@ -54,18 +54,20 @@ class StoredRuns:
         except pykka.ActorDeadError:
             raise StoreUnavailable("the store is not running (the server is stopping)") from None
 
-    async def header(self, caller: Caller, run_id: str, *, act: bool = False) -> RunWrite:
+    async def header(
+        self, caller: Caller, run_id: str, *, act: bool = False, owner_check: bool = True
+    ) -> RunWrite:
         """The stored run without its trace, after the ownership check: may the
-        caller read it, or with ``act`` stop or delete it (:mod:`runyard.actors.access`)."""
+        caller read it, or with ``act`` delete it (:mod:`runyard.actors.access`);
+        none with ``owner_check`` False (the caller applies its own rule, as a
+        stop does: :mod:`runyard.actors.stop_rule`)."""
         stored: RunWrite | None = None
         if self._store is not None:
             stored = await self.ask(LoadHeader(run_id))
         if stored is None:
             raise RunNotFound(f"no run {run_id}")
-        if act:
-            check_act(caller, stored.header, run_id)
-        else:
-            check_read(caller, stored.header, run_id)
+        if owner_check:
+            (check_act if act else check_read)(caller, stored.header, run_id)
         return stored
 
     async def record(self, caller: Caller, run_id: str) -> RunRecord:

@@ -94,7 +94,7 @@ class Subscription(Outbox[Item]):
 
         The bound is checked before the batch, not per event: one commit can
         release thousands of events at once (an agent that emits faster than the
-        group-commit window), and that is the producer's burst, not a slow
+        store commits), and that is the producer's burst, not a slow
         reader.  A reader still ``max_queue`` items behind when the next commit
         lands is cut off.  The queue holds references to events the trace holds
         anyway, so a burst costs no copies.

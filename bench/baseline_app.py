@@ -40,6 +40,7 @@ from sse_starlette import EventSourceResponse
 from bench.agents import bench_catalog
 from runyard.actors.agents import AgentCatalog
 from runyard.actors.context import StopRequested
+from runyard.actors.loop_budget import SLICE_S, turn_spent
 
 
 def iso(ts: float) -> str:
@@ -127,7 +128,7 @@ class Run:
 
 
 class Ctx:
-    """What an agent sees: emit, stopping, check_stop, sleep."""
+    """What an agent sees: emit, ready, pace, stopping, check_stop, sleep."""
 
     def __init__(self, run: Run) -> None:
         self._run = run
@@ -141,6 +142,11 @@ class Ctx:
 
     async def ready(self) -> None:
         await asyncio.sleep(0)  # nothing to wait for: no store
+
+    async def pace(self) -> None:
+        # The same shared per-turn budget as runyard's ctx, so both pace alike.
+        if turn_spent() >= SLICE_S:
+            await self.ready()
 
     @property
     def stopping(self) -> bool:

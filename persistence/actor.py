@@ -5,11 +5,13 @@ that store I/O and the JSON encoding of big traces happen there, never on
 the server's event loop.
 
 Writes arrive batched (the runtime's store link, :mod:`runyard.actors.store_link`,
-sends one ``SaveRuns`` per group-commit window) and are never dropped: each
-is merged into a pending map, which is written with ``save_many`` once the
-messages already queued behind it have been merged too (or when
-``batch_max`` records are waiting), so a backlog that built up during a slow
-write goes out as one transaction, not one per window.  A failed write keeps
+is the group commit: one ``SaveRuns`` per commit, the next once this one is
+acknowledged) and are never dropped: each is merged into a pending map,
+which is written with ``save_many`` once the messages already queued behind
+it have been merged too (or when ``batch_max`` records are waiting).  That
+merge only matters when the link stopped waiting for an ack (a commit slower
+than its window, a store being retried): what it sent meanwhile goes out as
+one transaction, not one per message.  A failed write keeps
 the records pending and retries with backoff from a timer, while the actor
 goes on answering reads; a read of a pending run answers from memory, so a
 run whose write is late is never "missing".

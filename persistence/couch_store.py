@@ -97,7 +97,13 @@ class CouchStore:
     """The :class:`~runyard.persistence.store.RunStore` on CouchDB, through aiocouch."""
 
     commit_window_s = 0.05
-    """One ``_bulk_docs`` per 50 ms at most: a round trip to CouchDB costs milliseconds."""
+    """A commit is two ``_bulk_docs`` round trips: one still unacknowledged after
+    50 ms stops holding the next batch back."""
+    commit_gap_s = 0.05
+    """Every commit is a ``_changes`` row that each node's follower reads (then
+    the run doc and the chunk): at most one per 50 ms from this node, as with
+    the fixed window this replaced (a commit per event of a 25 ms ticker made
+    the other nodes' delivery tail three times longer; docs/performance.md)."""
     awaits_nothing = False
 
     def __init__(

@@ -19,8 +19,15 @@ PageKey = tuple[float, str]
 
 class RunStore(Protocol):
     commit_window_s: float
-    """The group-commit window that suits this store (seconds): how long the
-    runtime's store link gathers writes before one commit."""
+    """The longest the runtime's store link holds writes back behind a commit of
+    this store that is not acknowledged yet (seconds); then they are sent
+    anyway.  Not a wait before each commit: an idle link commits at once, and
+    a busy one batches what arrives while a commit is in flight."""
+
+    commit_gap_s: float
+    """The shortest time between two commits' starts that suits this store
+    (seconds; 0: none): see :attr:`RuntimeConfig.commit_gap_s
+    <runyard.actors.config.RuntimeConfig.commit_gap_s>`."""
 
     awaits_nothing: bool
     """Its coroutines never suspend (blocking calls inside, as SQLite's): the

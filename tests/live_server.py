@@ -250,6 +250,18 @@ class ServerProcess:
     def client(self, user: str = "alice") -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers=bearer(user), timeout=30)
 
+    def drain_output(self) -> list[bytes]:
+        """Read the server's output in a thread from now on, into the returned list.
+
+        For tests that send many requests: every one is an access-log line, and
+        once the pipe (64 KiB) is full the server blocks writing its log.
+        """
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        lines: list[bytes] = []
+        threading.Thread(target=lines.extend, args=(self.proc.stdout,), daemon=True).start()
+        return lines
+
 
 ServerProcessFactory = Callable[..., ServerProcess]
 

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser_helpers import NARROW, Tab, no_horizontal_overflow, screenshot
-from tests.dashboard_pages import rendered_seqs, sign_in, wait_seq
+from tests.dashboard_pages import sign_in, trace_seqs, wait_seq
 from tests.dashboard_runs import cut_run_streams, run_json, start
 from tests.live_server import LiveServer
 
@@ -55,7 +55,7 @@ def test_trace_survives_reload_cut_stream_and_reopen_without_dup_or_gap(
 
     # The server drops the stream (as it does to a lagging reader): the page
     # reconnects with Last-Event-ID and carries on.
-    shown = len(rendered_seqs(page))
+    shown = int(page.locator(".trace").get_attribute("data-last-seq") or 0)
     assert cut_run_streams(server, run_id) == 1
     wait_seq(page, 30)
     # Each stream request resumes after what that page had already rendered:
@@ -72,7 +72,7 @@ def test_trace_survives_reload_cut_stream_and_reopen_without_dup_or_gap(
 
     total = run_json(server, run_id)["event_count"]
     assert total == 81  # 80 ticks + done
-    assert rendered_seqs(page) == list(range(1, total + 1))
+    assert trace_seqs(page) == list(range(1, total + 1))
     expect(page.locator(".result-card")).to_contain_text('"ticks": 80')
     expect(page.locator(".event-count")).to_have_text(str(total))
 
@@ -97,7 +97,7 @@ def test_trace_autoscroll_pauses_when_scrolled_up(server: LiveServer, page: Page
 
     trace.evaluate("t => { t.scrollTop = 0; }")
     expect(trace).to_have_attribute("data-autoscroll", "off")
-    seen = len(rendered_seqs(page))
+    seen = int(trace.get_attribute("data-last-seq") or 0)
     wait_seq(page, seen + 10)
     assert trace.evaluate("t => t.scrollTop") == 0, "new events must not yank the view down"
     jump = page.locator(".jump")
@@ -126,11 +126,12 @@ def test_stop_then_delete_show_their_outcomes(server: LiveServer, page: Page) ->
     expect(page.locator('.trace-list [data-type="sleeping"]')).to_be_visible()
     outcome = page.locator("#action-outcome")
 
-    # Deleting a running run is refused: the server's 409 message is shown.
-    page.get_by_role("button", name="Delete", exact=True).click()
-    page.get_by_role("button", name="Delete permanently").click()
-    expect(outcome).to_have_text(re.compile("still running; stop it first"))
-    expect(outcome).to_have_attribute("data-kind", "error")
+    # The server refuses to delete a running run (409): the button says so first.
+    delete = page.get_by_role("button", name="Delete", exact=True)
+    expect(delete).to_be_disabled()
+    expect(delete).to_have_attribute("title", re.compile("Stop the run first"))
+    expect(delete).to_have_accessible_description(re.compile("Stop the run first"))
+    screenshot(page, "run-page-delete-disabled.png")
 
     page.get_by_role("button", name="Stop").click()
     expect(page.locator(".run-page")).to_have_attribute("data-status", "stopped")
@@ -138,9 +139,11 @@ def test_stop_then_delete_show_their_outcomes(server: LiveServer, page: Page) ->
     expect(outcome).to_have_text("The run stopped.")
     expect(page.locator(".result-card")).to_contain_text("stopped")
     expect(page.get_by_role("button", name="Stop")).to_be_disabled()
-    assert rendered_seqs(page) == list(range(1, run_json(server, run_id)["event_count"] + 1))
+    assert trace_seqs(page) == list(range(1, run_json(server, run_id)["event_count"] + 1))
 
-    page.get_by_role("button", name="Delete", exact=True).click()
+    expect(delete).to_be_enabled()
+    expect(delete).to_have_attribute("title", "Delete this run and its trace")
+    delete.click()
     page.get_by_role("button", name="Delete permanently").click()
     expect(outcome).to_have_text("Run deleted.")
     expect(page.locator(".run-page")).to_have_attribute("data-status", "deleted")

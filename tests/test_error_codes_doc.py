@@ -60,6 +60,9 @@ def literal_codes() -> set[tuple[int, str]]:
         source = path.read_text(encoding="utf-8")
         for status, code in re.findall(r"error_response\(\s*(\d{3}),\s*\"(\w+)\"", source):
             found.add((int(status), code))
+        for status in re.findall(r"HTTPException\(\s*(\d{3})", source):
+            # raised as HTTPException: the code is the status's generic one
+            found.add((int(status), code_for_status(int(status))))
         if "REFUSED_CODE" in source:
             found.add((403, REFUSED_CODE))
     found.add((413, "payload_too_large"))  # the body guard's own answer (error_payload)

@@ -233,6 +233,26 @@ def test_every_node_stops_a_run_of_another_node(yard: Yard) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_an_admin_stops_another_users_run_of_another_node(yard: Yard) -> None:
+    """The remote stop request carries the admin's reason; non-admins stay refused."""
+    run_id = yard.start_on("n1", "sleeper", seconds=60)
+    try:
+        with yard.node("n2").client("bob") as bob:
+            assert bob.post(f"/runs/{run_id}/stop").status_code == 403
+        assert status_on(yard, "n1", run_id) == "running"
+        with yard.node("n2").client("root") as root:
+            answer = root.post(f"/runs/{run_id}/stop")
+            assert answer.status_code == 202, answer.text
+            assert root.get(f"/runs/{run_id}").status_code == 403  # still not the admin's to read
+        with yard.node("n3").client() as alice:
+            run = wait_finished(alice, run_id, timeout=10)
+        assert (run["status"], run["error"]) == ("stopped", "stopped by admin root")
+    finally:
+        with yard.node("n1").client() as alice:
+            alice.post(f"/runs/{run_id}/stop")
+
+
+@pytest.mark.timeout(60)
 def test_every_node_deletes_a_finished_run_of_another_node_for_all(yard: Yard) -> None:
     runs = {pair: yard.start_on(pair[0], "echo", pair=list(pair)) for pair in PAIRS}
     with yard.client() as client:

@@ -176,3 +176,121 @@ async def test_stopping_the_link_hands_on_what_is_waiting(link: Link) -> None:
     loaded = await ask(persistence, LoadRun("late"), timeout=WAIT)
     assert loaded is not None
     assert loaded.status == "success"
+
+
+class Receiving(PersistenceActor):
+    """A real persistence actor that notes how many writes each ``SaveRuns`` brought."""
+
+    def __init__(self, store: CountingStore) -> None:
+        super().__init__(store)
+        self.received: list[int] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, SaveRuns):
+            self.received.append(len(message.writes))
+        return super().on_receive(message)
+
+
+class Refusing(CountingStore):
+    """Never stores the run ``bad`` (a record the store refuses); the rest as usual."""
+
+    async def save_many(self, records: list[RunWrite]) -> set[str]:
+        if any(r.run_id == "bad" for r in records):
+            self.entered.set()
+            raise ValueError("this store refuses the run 'bad'")
+        return await super().save_many(records)
+
+
+async def test_an_idle_link_commits_at_once_not_after_a_window(tmp_path: Path) -> None:
+    """Group commit without a timer: with nothing in flight a write goes to the
+    store at once, so its ack comes long before a (here 10 s) window."""
+    AsyncioActor.bind_loop(asyncio.get_running_loop())
+    persistence = PersistenceActor.start(CountingStore(tmp_path / "runs.sqlite3"))
+    ref = StoreLink.start(persistence, write_window_s=10.0)
+    acks, saved = writer()
+    try:
+        ref.tell(saves(rec("r1"), ack_to=acks))
+        version = await asyncio.wait_for(saved.get(), 2.0)
+        assert version.run_id == "r1"
+    finally:
+        await ask_stop(ref)
+        await ask_stop(persistence)
+        AsyncioActor.bind_loop(None)
+
+
+async def test_writes_that_arrive_during_a_commit_go_as_one_batch_after_it(
+    tmp_path: Path,
+) -> None:
+    AsyncioActor.bind_loop(asyncio.get_running_loop())
+    store = CountingStore(tmp_path / "runs.sqlite3", hold_first=True)
+    persistence = Receiving.start(store)
+    ref = StoreLink.start(persistence, write_window_s=10.0)
+    acks, saved = writer()
+    try:
+        ref.tell(saves(rec("first"), ack_to=acks))
+        assert await asyncio.to_thread(store.entered.wait, WAIT), "the first write never started"
+        for i in range(20):
+            ref.tell(saves(rec(f"run-{i:02d}"), ack_to=acks))
+            await asyncio.sleep(0)  # each in a loop turn of its own
+        store.gate.set()
+        acked = {(await next_ack(saved)).run_id for _ in range(21)}
+        assert acked == {"first"} | {f"run-{i:02d}" for i in range(20)}
+        received = persistence.proxy().received.get()  # type: ignore[attr-defined]
+        assert received == [1, 20], "the link sent the writes of the commit's time as one"
+        assert store.calls == [1, 20]
+    finally:
+        store.gate.set()
+        await ask_stop(ref)
+        await ask_stop(persistence)
+        AsyncioActor.bind_loop(None)
+
+
+async def test_a_commit_that_never_lands_holds_later_writes_back_only_a_window(
+    tmp_path: Path,
+) -> None:
+    """The window bounds the wait behind an unacknowledged commit: a record the
+    store refuses for good (retried by the persistence actor) must not keep
+    every later write of the link waiting for its ack."""
+    AsyncioActor.bind_loop(asyncio.get_running_loop())
+    store = Refusing(tmp_path / "runs.sqlite3")
+    persistence = PersistenceActor.start(store)
+    ref = StoreLink.start(persistence, write_window_s=WINDOW_S)
+    acks, saved = writer()
+    try:
+        ref.tell(saves(rec("bad"), ack_to=acks))
+        assert await asyncio.to_thread(store.entered.wait, WAIT), "the first write never started"
+        # "bad" is in flight and never acknowledged: "good" waits a window at most.
+        ref.tell(saves(rec("good"), ack_to=acks))
+        assert (await next_ack(saved)).run_id == "good"
+        assert saved.empty()
+    finally:
+        await ask_stop(ref)
+        await ask_stop(persistence)
+        AsyncioActor.bind_loop(None)
+
+
+async def test_commits_of_a_store_with_a_gap_start_that_far_apart(tmp_path: Path) -> None:
+    """``commit_gap_s`` (CouchDB's 50 ms, here 0.3 s): the first write of an
+    idle link goes at once, the next waits until the gap since the last commit
+    began has passed, with what arrived meanwhile."""
+    AsyncioActor.bind_loop(asyncio.get_running_loop())
+    store = CountingStore(tmp_path / "runs.sqlite3")
+    persistence = PersistenceActor.start(store)
+    ref = StoreLink.start(persistence, write_window_s=10.0, commit_gap_s=0.3)
+    acks, saved = writer()
+    loop = asyncio.get_running_loop()
+    try:
+        began = loop.time()
+        ref.tell(saves(rec("r1"), ack_to=acks))
+        await asyncio.wait_for(saved.get(), 2.0)
+        assert loop.time() - began < 0.3  # at once: nothing was committed before
+        ref.tell(saves(rec("r2"), ack_to=acks))
+        ref.tell(saves(rec("r3"), ack_to=acks))
+        got = {(await asyncio.wait_for(saved.get(), 5.0)).run_id for _ in range(2)}
+        assert got == {"r2", "r3"}
+        assert loop.time() - began >= 0.3  # not before the gap
+        assert store.calls == [1, 2]  # and the two together
+    finally:
+        await ask_stop(ref)
+        await ask_stop(persistence)
+        AsyncioActor.bind_loop(None)

@@ -190,7 +190,9 @@ def create_app(
         )
         runs_code = code_agent or make_code_agent(settings.code_settings())
         config = settings.runtime_config(
-            node_id=node_id(settings), write_window_s=the_store.commit_window_s
+            node_id=node_id(settings),
+            write_window_s=the_store.commit_window_s,
+            commit_gap_s=the_store.commit_gap_s,
         )
         runtime = Runtime(
             config,

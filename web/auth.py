@@ -126,10 +126,16 @@ def get_authenticator(request: Request) -> Authenticator:
 
 
 def _bearer_token(request: Request) -> str | None:
-    """The ``Authorization: Bearer`` token; ``None`` without the header; 401 if malformed."""
-    header = request.headers.get("authorization")
-    if header is None:
+    """The ``Authorization: Bearer`` token; ``None`` without the header; 401 if malformed,
+    400 if the header is sent more than once (which one counts would be a guess)."""
+    headers = request.headers.getlist("authorization")
+    if not headers:
         return None
+    if len(headers) > 1:
+        raise HTTPException(
+            400, f"send one Authorization header, not {len(headers)}; which one counts is unclear"
+        )
+    header = headers[0]
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:

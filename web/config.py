@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=MIB, ge=1, description="Largest accepted request body in bytes (else 413)."
     )
+    max_code_chars: int = Field(
+        default=256 * 1024,
+        ge=1,
+        description="Longest code run-code accepts, in characters (else 413); within "
+        "the body limit too.",
+    )
     max_event_bytes: int = Field(
         default=DEFAULTS.max_event_bytes,
         ge=1024,
@@ -234,13 +240,18 @@ class Settings(BaseSettings):
         return origin
 
     def runtime_config(
-        self, *, node_id: str = DEFAULTS.node_id, write_window_s: float = DEFAULTS.write_window_s
+        self,
+        *,
+        node_id: str = DEFAULTS.node_id,
+        write_window_s: float = DEFAULTS.write_window_s,
+        commit_gap_s: float = DEFAULTS.commit_gap_s,
     ) -> RuntimeConfig:
         """The runtime's configuration: these settings over :data:`~runyard.actors.config.DEFAULTS`,
         with this node's id and the store's own group-commit window."""
         return RuntimeConfig(
             node_id=node_id,
             write_window_s=write_window_s,
+            commit_gap_s=commit_gap_s,
             retention_s=self.retention_s,
             store_retention_s=self.store_retention_s,
             stop_grace_s=self.stop_grace_s,

@@ -15,7 +15,9 @@ same shape (declaring 422 there also replaces FastAPI's default
 
 from __future__ import annotations
 
+import difflib
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Final
@@ -29,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.actors.errors import RunyardError
+from runyard.web.allow_header import allowed_methods
 from runyard.web.config import Settings
 
 # --------------------------------------------------------------------------
@@ -140,7 +143,22 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
                 "validation_error",
                 "invalid input: request body: send JSON with Content-Type: application/json",
             )
+    known = _body_fields(request)
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden" and len(loc) == 2 and loc[0] == "body":
+            close = difflib.get_close_matches(str(loc[1]), known, n=1, cutoff=0.6)
+            if close:
+                err["msg"] = f"{err.get('msg', 'not allowed')}; did you mean {close[0]!r}?"
     return error_response(422, "validation_error", describe_validation_errors(errors))
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The top-level fields of the route's JSON body model (none if it has no model)."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if isinstance(fields, dict) else []
 
 
 def describe_validation_errors(errors: Sequence[Any], limit: int = 10) -> str:
@@ -172,10 +190,43 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     """
     assert isinstance(exc, HTTPException)
     status = exc.status_code
+    unreadable = _unreadable_json(exc)
+    if unreadable is not None:
+        return error_response(
+            400, "malformed_json", f"request body is not valid JSON: {unreadable}"
+        )
     message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if status in (404, 405) and message == HTTPStatus(status).phrase:
         message = f"{message}: {request.method} {request.url.path}"
-    return error_response(status, code_for_status(status), message, exc.headers)
+    headers = exc.headers
+    allowed = allowed_methods(request) if status == 405 else None
+    if allowed:
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return error_response(status, code_for_status(status), message, headers)
+
+
+def _unreadable_json(exc: HTTPException) -> str | None:
+    """Why FastAPI could not read a JSON body, when its generic 400 hides it.
+
+    FastAPI turns ``json.JSONDecodeError`` into a validation error (then
+    ``malformed_json``) but any other failure of ``json.loads`` into a plain
+    400 "There was an error parsing the body", the real error as its cause:
+    nesting deeper than the parser's recursion limit, an integer of more than
+    4,300 digits (CPython's guard against quadratic conversions), bytes that
+    are not UTF-8.
+    """
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, RecursionError):
+        return "nested too deeply (the limit is about 1,000 levels)"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8 ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return f"an integer has more than {sys.get_int_max_str_digits()} digits"
+    if isinstance(cause, ValueError):
+        return str(cause)
+    return None
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:

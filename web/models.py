@@ -13,6 +13,7 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from runyard.actors.access import WORKSPACE_ID_PATTERN
+from runyard.web.json_text import JSONObject, Text
 
 Status = Literal["running", "success", "error", "stopped"]
 
@@ -66,8 +67,8 @@ class StartRunRequest(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"agent": "ticker", "input_dict": {"n": 5}}]},
     )
-    agent: str = Field(min_length=1, max_length=64, description="A catalog agent's name.")
-    input_dict: dict[str, Any] = Field(default_factory=dict, description="The agent's input.")
+    agent: Text = Field(min_length=1, max_length=64, description="A catalog agent's name.")
+    input_dict: JSONObject = Field(default_factory=dict, description="The agent's input.")
     max_duration_s: float | None = Field(
         default=None,
         gt=0,
@@ -210,6 +211,10 @@ class WhoAmIResponse(BaseModel):
 class AgentModel(BaseModel):
     name: str
     description: str
+    input_schema: dict[str, Any] = Field(
+        description="The agent's input_dict as JSON Schema (Draft 2020-12): its declared "
+        "numbers with their ranges and defaults; a start outside them is a 422 naming the field."
+    )
 
 
 class HealthResponse(BaseModel):

@@ -68,7 +68,7 @@ from runyard.actors.code import protocol
 from runyard.actors.code.child import EXIT_BAD_JOB, EXIT_OUT_OF_MEMORY, EXIT_REPORT_FAILED
 from runyard.actors.code.pool import IDLE_CWD, IDLE_ENV, Worker, WorkerPool, end, spawn_worker
 from runyard.actors.code.settings import CodeSettings
-from runyard.actors.code.validate import check_code, check_env
+from runyard.actors.code.validate import check_code_if_cheap, check_env
 from runyard.actors.context import Agent, RunContext, StopRequested
 from runyard.actors.messages import StartRun
 from runyard.actors.ops_log import OP_TYPE
@@ -121,7 +121,10 @@ def make_code_agent(settings: CodeSettings | None = None) -> CodeAgentFactory:
     """The registry's ``code_agent``: ``StartRun(code=...)`` -> a :class:`CodeAgent`.
 
     Refuses invalid code (:class:`~runyard.actors.code.validate.InvalidCode`, 422) and
-    an unusable ``env`` before a run exists, for internal callers too.  The
+    an unusable ``env`` before a run exists, for internal callers too (code
+    longer than ``INLINE_CHARS`` only when it was checked off the loop first,
+    :mod:`runyard.actors.code.check_process`; else its run ends with the child's
+    compile error).  The
     factory owns the pool of pre-started children: ``await factory.aclose()``
     at shutdown kills the idle ones.
     """
@@ -140,7 +143,7 @@ class CodeAgentFactory:
         if msg.code is None:
             msg_ = "StartRun carries no code"
             raise ValueError(msg_)
-        check_code(msg.code)
+        check_code_if_cheap(msg.code)
         check_env(msg.env)
         return CodeAgent(
             msg.code,
@@ -305,6 +308,9 @@ class CodeAgent:
                         ctx.emit(type_, **data)
                 except ValueError as exc:  # a type the ctx in the child would have refused
                     raise ChildProtocolError(f"the child sent an invalid event: {exc}") from None
+                # Frames already buffered are read without a yield: a child that
+                # writes fast would otherwise hold the loop for a buffer's worth.
+                await ctx.pace()
             elif kind == "sandbox":
                 status = str(message.get("landlock"))
                 report = {"landlock": status}

@@ -19,8 +19,9 @@ whether it is an ``async def`` cannot be told without executing the code.
 from __future__ import annotations
 
 import ast
-import functools
+import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from runyard.actors.errors import InvalidRequest, RunyardError
@@ -47,19 +48,73 @@ class InvalidCode(RunyardError):
         self.column = column
 
 
+Problem = tuple[str, int | None, int | None]
+"""``(reason, line, column)``: why the code cannot be an agent."""
+
+INLINE_CHARS = 4096
+"""Code up to this long is compiled where it is checked (well under a millisecond);
+longer code is compiled in a child process (:mod:`runyard.actors.code.check_process`):
+``compile()`` holds the GIL throughout, ~0.3 s for 250 KB, so neither the event
+loop nor a thread of the server may do it."""
+
+_VERDICTS: OrderedDict[bytes, Problem | None] = OrderedDict()
+_VERDICTS_KEPT = 256
+
+
 def check_code(code: str) -> None:
     """Raise :class:`InvalidCode` unless ``code`` defines ``async def run(input_dict, ctx)``.
 
-    Results are memoised for the last few sources, so the route's check and
-    the registry's check of the same request compile it once.
+    Compiles ``code`` here, whatever its size: on a server's loop, use
+    :func:`runyard.actors.code.check_process.check_code_off_loop` instead.
     """
-    problem = _check(code)
+    known, problem = known_verdict(code)
+    if not known:
+        problem = problem_of(code)
+        remember(code, problem)
     if problem is not None:
         raise InvalidCode(*problem)
 
 
-@functools.lru_cache(maxsize=16)
-def _check(code: str) -> tuple[str, int | None, int | None] | None:
+def check_code_if_cheap(code: str) -> None:
+    """:func:`check_code` when that is cheap: a verdict is remembered, or the code is short.
+
+    The registry calls this on the loop for every run-code start; a long
+    source nobody checked off the loop (an internal caller's) is let through,
+    and the child's own ``compile()`` then ends its run with the error.
+    """
+    known, problem = known_verdict(code)
+    if not known:
+        if len(code) > INLINE_CHARS:
+            return
+        problem = problem_of(code)
+        remember(code, problem)
+    if problem is not None:
+        raise InvalidCode(*problem)
+
+
+def _key(code: str) -> bytes:
+    return hashlib.blake2b(code.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def known_verdict(code: str) -> tuple[bool, Problem | None]:
+    """``(known, problem)``: whether a verdict on ``code`` is remembered, and which."""
+    key = _key(code)
+    if key not in _VERDICTS:
+        return False, None
+    _VERDICTS.move_to_end(key)
+    return True, _VERDICTS[key]
+
+
+def remember(code: str, problem: Problem | None) -> None:
+    """Keep the verdict on ``code`` (the last few hundred), so the route's check and
+    the registry's check of one request compile it once."""
+    _VERDICTS[_key(code)] = problem
+    while len(_VERDICTS) > _VERDICTS_KEPT:
+        _VERDICTS.popitem(last=False)
+
+
+def problem_of(code: str) -> Problem | None:
+    """Compile and inspect ``code`` (here, holding the GIL): its problem, or None."""
     try:
         tree = ast.parse(code, FILENAME)
         # The parser accepts things the compiler refuses (``return`` at module
@@ -101,7 +156,7 @@ def _binds_run(stmt: ast.stmt) -> bool:
     return any(isinstance(n, ast.Name) and n.id == "run" for t in targets for n in ast.walk(t))
 
 
-def _check_signature(run: ast.AsyncFunctionDef) -> tuple[str, int | None, int | None] | None:
+def _check_signature(run: ast.AsyncFunctionDef) -> Problem | None:
     args = run.args
     positional = [*args.posonlyargs, *args.args]
     if len(positional) < 2 and args.vararg is None:

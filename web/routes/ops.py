@@ -81,7 +81,11 @@ async def readyz(gateway: GatewayDep) -> JSONResponse:
 )
 async def list_agents(caller: CallerDep, gateway: GatewayDep) -> list[AgentModel]:
     return [
-        AgentModel(name=e.name, description=" ".join(e.description.split()))
+        AgentModel(
+            name=e.name,
+            description=" ".join(e.description.split()),
+            input_schema=e.inputs.json_schema(),
+        )
         for e in gateway.runtime.catalog
     ]
 

@@ -7,8 +7,10 @@ carrying the ``run_id``, so a client can come back with
 subscriber set; the run goes on.
 
 The code is checked here first (``compile()`` and ``ast``, never executed in
-the server): a syntax error, a missing ``run`` or a ``run`` that is not
-``async def`` is a 422 whose error names the ``line`` and the ``reason``.
+the server; long code is compiled in a child process, never on the loop): a
+syntax error, a missing ``run`` or a ``run`` that is not ``async def`` is a
+422 whose error names the ``line`` and the ``reason``; code longer than
+``RUNYARD_MAX_CODE_CHARS`` is a 413 before anything compiles it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse
 
-from runyard.actors.code.validate import MAX_ENV_VARS, InvalidCode, check_code, env_problem
+from runyard.actors.code.check_process import check_code_off_loop
+from runyard.actors.code.validate import MAX_ENV_VARS, InvalidCode, env_problem
 from runyard.actors.messages import Caller, RunStarted, StartRun, Subscribe
 from runyard.actors.output_schema import check_schema
 from runyard.web.auth import CallerDep
-from runyard.web.errors import error_responses
+from runyard.web.errors import error_response, error_responses
 from runyard.web.gateway import Gateway, GatewayDep
+from runyard.web.json_text import JSONObject, Text
 from runyard.web.models import (
     MAX_DURATION_S,
     RunStartedResponse,
@@ -38,7 +42,6 @@ from runyard.web.sse import response_kwargs, run_stream
 router = APIRouter(prefix="/agents/run-code", tags=["run-code"])
 
 DEFAULT_AGENT_NAME = "run-code"
-MAX_CODE_CHARS = 256 * 1024
 
 EXAMPLE_CODE = """import asyncio
 
@@ -57,21 +60,21 @@ class RunCodeRequest(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"code": EXAMPLE_CODE, "input_dict": {"n": 3}}]},
     )
-    code: str = Field(
+    code: Text = Field(
         min_length=1,
-        max_length=MAX_CODE_CHARS,
-        description="Python source defining `async def run(input_dict, ctx)`.",
+        description="Python source defining `async def run(input_dict, ctx)`; at most "
+        "`RUNYARD_MAX_CODE_CHARS` characters (256 Ki by default, else 413).",
     )
-    input_dict: dict[str, Any] = Field(
+    input_dict: JSONObject = Field(
         default_factory=dict, description="Passed to `run` as its first argument."
     )
-    agent_name: str | None = Field(
+    agent_name: Text | None = Field(
         default=None,
         min_length=1,
         max_length=64,
         description=f"The name recorded on the run (default `{DEFAULT_AGENT_NAME}`).",
     )
-    env: dict[str, str] = Field(
+    env: dict[Text, Text] = Field(
         default_factory=dict,
         max_length=MAX_ENV_VARS,
         description="The child process's environment variables (names like identifiers); "
@@ -115,8 +118,30 @@ def invalid_code_response(exc: InvalidCode) -> JSONResponse:
     return JSONResponse({"error": detail}, status_code=exc.http_status)
 
 
-async def _start(body: RunCodeRequest, caller: Caller, gateway: Gateway) -> RunStarted:
-    check_code(body.code)
+class CodeTooLong(Exception):
+    """The code is over ``RUNYARD_MAX_CODE_CHARS``: answered 413 before it is compiled."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(
+            f"code is {length} characters long, more than the limit of {limit} "
+            "(RUNYARD_MAX_CODE_CHARS)"
+        )
+
+
+def refusal(exc: InvalidCode | CodeTooLong) -> Response:
+    if isinstance(exc, CodeTooLong):
+        return error_response(413, "payload_too_large", str(exc))
+    return invalid_code_response(exc)
+
+
+async def _start(
+    body: RunCodeRequest, caller: Caller, gateway: Gateway, request: Request
+) -> RunStarted:
+    limit = request.app.state.settings.max_code_chars
+    if len(body.code) > limit:
+        raise CodeTooLong(len(body.code), limit)
+    # Off the loop: compiling long code holds the GIL for a good fraction of a second.
+    await check_code_off_loop(body.code)
     if body.output_schema is not None:  # slow for a big schema: not on the loop (then cached)
         await asyncio.to_thread(check_schema, body.output_schema)
     started: RunStarted = await gateway.ask(
@@ -142,13 +167,17 @@ async def _start(body: RunCodeRequest, caller: Caller, gateway: Gateway) -> RunS
     summary="Run submitted agent code in the background",
 )
 async def start_code_run(
-    body: RunCodeRequest, caller: CallerDep, gateway: GatewayDep, response: Response
+    body: RunCodeRequest,
+    caller: CallerDep,
+    gateway: GatewayDep,
+    request: Request,
+    response: Response,
 ) -> Response | RunStartedResponse:
     """Answers at once with the `run_id`; follow it with `GET /runs/{run_id}/stream`."""
     try:
-        started = await _start(body, caller, gateway)
-    except InvalidCode as exc:
-        return invalid_code_response(exc)
+        started = await _start(body, caller, gateway, request)
+    except (InvalidCode, CodeTooLong) as exc:
+        return refusal(exc)
     response.headers["Location"] = f"/runs/{started.run_id}"
     return RunStartedResponse(run_id=started.run_id, status=started.status)
 
@@ -172,9 +201,9 @@ async def stream_code_run(
 ) -> Response:
     """The streaming start: same body as `/start`, answered with the run's events."""
     try:
-        started = await _start(body, caller, gateway)
-    except InvalidCode as exc:
-        return invalid_code_response(exc)
+        started = await _start(body, caller, gateway, request)
+    except (InvalidCode, CodeTooLong) as exc:
+        return refusal(exc)
     # Subscribed from seq 0 before the response starts: nothing the run emits is missed.
     sub = await gateway.ask(Subscribe(caller=caller, run_id=started.run_id))
     heartbeat_s = request.app.state.settings.heartbeat_s

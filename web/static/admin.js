@@ -1,4 +1,8 @@
 // Operators' view of GET /ops/registry (admins only; others get the 403 message).
+//
+// A runaway run of any user can be stopped here (POST /runs/{id}/stop; the
+// run records "stopped by admin <id>").  Only the admin's own runs link to
+// their page: another user's trace stays private, even to an admin.
 
 import { api } from "./api.js";
 import { el, fmtBytes, fmtDuration, shortId, statusBadge } from "./dom.js";
@@ -37,7 +41,64 @@ export function adminView(app) {
   const stat = (label, value, extra = "") =>
     el("div", { class: `stat ${extra}` }, el("div", { class: "stat-value" }, value), el("div", { class: "stat-label" }, label));
 
+  const confirming = new Set(); // run ids whose stop waits for a second click
+  const outcome = el("p", { class: "outcome", id: "admin-outcome", role: "status", "aria-live": "polite" });
+  let lastView = null;
+
+  function runCell(r) {
+    if (r.owner !== app.user?.user_id) return shortId(r.run_id);
+    return el("a", { href: `/ui/runs/${encodeURIComponent(r.run_id)}` }, shortId(r.run_id));
+  }
+
+  function stopCell(r) {
+    if (r.stopping) return el("span", { class: "muted" }, "stopping…");
+    const whose = r.owner === app.user?.user_id ? "your" : `${r.owner}'s`;
+    if (confirming.has(r.run_id)) {
+      return el(
+        "span",
+        { class: "confirm", role: "group", "aria-label": `Confirm stopping run ${shortId(r.run_id)}` },
+        el("button", { type: "button", class: "danger small", onclick: () => stopRun(r) }, `Stop ${whose} run`),
+        el("button", { type: "button", class: "secondary small", onclick: () => setConfirm(r.run_id, false) }, "Cancel"),
+      );
+    }
+    return el(
+      "button",
+      {
+        type: "button",
+        class: "danger-outline small",
+        "aria-label": `Stop run ${shortId(r.run_id)} of ${r.owner}`,
+        title: "Stop this run (its owner sees who stopped it)",
+        onclick: () => setConfirm(r.run_id, true),
+      },
+      "Stop",
+    );
+  }
+
+  function setConfirm(runId, on) {
+    if (on) confirming.add(runId);
+    else confirming.delete(runId);
+    if (lastView) render(lastView);
+  }
+
+  async function stopRun(r) {
+    confirming.delete(r.run_id);
+    outcome.dataset.kind = "pending";
+    outcome.textContent = `Stopping run ${shortId(r.run_id)} of ${r.owner}…`;
+    try {
+      await api("POST", `/runs/${encodeURIComponent(r.run_id)}/stop`);
+      if (destroyed) return;
+      outcome.dataset.kind = "ok";
+      outcome.textContent = `Stop requested for run ${r.run_id} of ${r.owner}.`;
+    } catch (err) {
+      if (destroyed) return;
+      outcome.dataset.kind = "error";
+      outcome.textContent = err.message;
+    }
+    load();
+  }
+
   function render(view) {
+    lastView = view;
     const byStatus = Object.entries(view.runs_by_status || {});
     const live = view.live || [];
     body.replaceChildren(
@@ -68,6 +129,7 @@ export function adminView(app) {
         "section",
         { class: "card", "aria-labelledby": "live-runs-title" },
         el("h2", { id: "live-runs-title" }, `Live runs (${live.length})`),
+        outcome,
         live.length
           ? el(
               "div",
@@ -81,7 +143,7 @@ export function adminView(app) {
                   el(
                     "tr",
                     {},
-                    ["Run", "Owner", "Agent", "Age", "Events", "Watchers", "State"].map((h) =>
+                    ["Run", "Owner", "Agent", "Age", "Events", "Watchers", "State", "Action"].map((h) =>
                       el("th", { scope: "col", class: ["Age", "Events", "Watchers"].includes(h) ? "num" : null }, h),
                     ),
                   ),
@@ -93,13 +155,14 @@ export function adminView(app) {
                     el(
                       "tr",
                       { dataset: { runId: r.run_id } },
-                      el("td", { "data-label": "Run", class: "mono", title: r.run_id }, shortId(r.run_id)),
+                      el("td", { "data-label": "Run", class: "mono run", title: r.run_id }, runCell(r)),
                       el("td", { "data-label": "Owner" }, r.owner),
                       el("td", { "data-label": "Agent" }, r.agent),
                       el("td", { "data-label": "Age", class: "num" }, fmtDuration(r.age_s)),
                       el("td", { "data-label": "Events", class: "num" }, String(r.trace_length)),
                       el("td", { "data-label": "Watchers", class: "num" }, String(r.subscribers)),
                       el("td", { "data-label": "State" }, statusBadge("running", { stopping: r.stopping })),
+                      el("td", { "data-label": "Action", class: "action" }, stopCell(r)),
                     ),
                   ),
                 ),

@@ -15,10 +15,13 @@ export function runView(app, { runId }) {
   const root = el("div", { class: "run-page" });
   const body = el("div", { class: "run-body" }, el("p", { class: "muted" }, "Loading run…"));
   // The three parts call each other only after loading has begun, when all exist.
-  const trace = new Trace({
-    onFlush: () => header.render(),
-    onDone: (done, ts) => loader.finish(done, ts),
-  });
+  const trace = new Trace(
+    {
+      onFlush: () => header.render(),
+      onDone: (done, ts) => loader.finish(done, ts),
+    },
+    runId,
+  );
   const header = new RunHeader(app, runId, root, {
     eventCount: () => trace.lastSeq,
     onDeleted: () => loader.runDeleted(),

@@ -6,6 +6,7 @@
 // trace has caught up.
 
 import { api } from "./api.js";
+import { copyButton } from "./copy_button.js";
 import {
   el,
   fmtDuration,
@@ -45,7 +46,17 @@ export class RunHeader {
 
     this._meta = el("dl", { class: "meta" });
     this._stop = el("button", { type: "button", class: "danger-outline", id: "stop-run" }, "Stop");
-    this._del = el("button", { type: "button", class: "danger", id: "delete-run" }, "Delete");
+    this._del = el("button", { type: "button", class: "danger", id: "delete-run", "aria-describedby": "delete-hint" }, "Delete");
+    // A disabled button gets no pointer events, so its tooltip sits on a wrapper too.
+    this._delWrap = el("span", { class: "delete-wrap" }, this._del);
+    this._delHint = el("span", { class: "visually-hidden", id: "delete-hint" });
+    this._copyId = copyButton({ id: "copy-run-id", label: "Copy id", title: "Copy the run id", text: () => runId });
+    this._copyUrl = copyButton({
+      id: "copy-run-url",
+      label: "Copy link",
+      title: "Copy this page's address",
+      text: () => `${location.origin}/ui/runs/${encodeURIComponent(runId)}`,
+    });
     this._outcome = el("p", { class: "outcome", id: "action-outcome", role: "status", "aria-live": "polite" });
     this._confirm = el(
       "div",
@@ -61,7 +72,15 @@ export class RunHeader {
       "section",
       { class: "card summary-card", "aria-label": "Run details" },
       this._meta,
-      el("div", { class: "actions" }, this._stop, this._del, this._confirm),
+      el(
+        "div",
+        { class: "actions" },
+        this._stop,
+        this._delWrap,
+        this._delHint,
+        this._confirm,
+        el("span", { class: "copy-row" }, this._copyId, this._copyUrl),
+      ),
       this._outcome,
       el("details", { class: "input" }, el("summary", {}, "Input"), this._input),
     );
@@ -92,7 +111,12 @@ export class RunHeader {
       ...item("Events", el("span", { class: "event-count" }, String(this._eventCount()))),
     );
     this._stop.disabled = !running || this.deleted || stopping; // a second stop would change nothing
-    this._del.disabled = this.deleted;
+    // The server refuses to delete a running run (409): say so before the click.
+    const why = this.deleted ? "This run was deleted." : running ? "Stop the run first: a running run cannot be deleted." : "";
+    this._del.disabled = this.deleted || running;
+    this._del.title = why || "Delete this run and its trace";
+    this._delWrap.title = this._del.title;
+    this._delHint.textContent = why;
     this.page.dataset.status = this.deleted ? "deleted" : summary.status;
   }
 

@@ -1,54 +1,18 @@
-// A run's trace card: the event rows, kept 1..N, and the box that follows the end.
+// A run's trace card: every event kept 1..N, shown through a windowed list
+// (trace_window.js), with a filter by type, a search box, "jump to the first
+// error", a detail pane for the picked event and a JSON Lines download.
 //
-// Events are queued by add() and appended by flush() (once per network chunk),
-// so a burst costs one layout.  Each event is taken only if its seq is the next
-// one: older seqs are dropped as duplicates, a jump is refused so the caller
-// can ask the server again from lastSeq.  While the box is scrolled to the end
-// it stays there; scrolled up, it stays put and counts what arrived below.
+// Events are queued by add() and shown by flush() (once per network chunk),
+// so a burst costs one window render.  Each event is taken only if its seq is
+// the next one: older seqs are dropped as duplicates, a jump is refused so the
+// caller can ask the server again from lastSeq.
 
-import { el, fmtClock, fmtFull, json } from "./dom.js";
+import { el } from "./dom.js";
+import { downloadJsonLines } from "./trace_export.js";
+import { eventDetail, eventText, isErrorEvent } from "./trace_rows.js";
+import { TraceWindow } from "./trace_window.js";
 
-const STICK_SLACK_PX = 24;
-const LONG_DATA = 400;
-
-/** How one event's data reads best: printed text as text, tracebacks folded, else JSON. */
-function eventData(ev) {
-  const d = ev.data || {};
-  const keys = Object.keys(d);
-  if (typeof d.text === "string" && keys.every((k) => k === "text" || k === "stream")) {
-    return el("span", { class: "ev-data ev-text mono" }, d.text.replace(/\n$/, ""));
-  }
-  if (typeof d.traceback === "string") {
-    const head = [d.type, d.message].filter((x) => typeof x === "string" && x).join(": ") || "traceback";
-    return el(
-      "details",
-      { class: "ev-data" },
-      el("summary", { class: "mono" }, head),
-      el("pre", { class: "mono" }, d.traceback),
-    );
-  }
-  const text = keys.length ? json(d) : "";
-  if (text.length > LONG_DATA) {
-    return el(
-      "details",
-      { class: "ev-data" },
-      el("summary", { class: "mono" }, `${text.slice(0, 120)}… (${text.length} chars)`),
-      el("pre", { class: "mono" }, json(d, 2)),
-    );
-  }
-  return el("code", { class: "ev-data mono" }, text);
-}
-
-function eventRow(ev) {
-  return el(
-    "li",
-    { class: `ev ev-type-${/^[\w-]+$/.test(ev.type) ? ev.type : "other"}`, dataset: { seq: String(ev.seq), type: ev.type } },
-    el("span", { class: "ev-seq mono" }, String(ev.seq)),
-    el("time", { class: "ev-time mono", datetime: ev.ts, title: fmtFull(ev.ts) }, fmtClock(ev.ts)),
-    el("span", { class: "ev-type" }, ev.type),
-    eventData(ev),
-  );
-}
+const SEARCH_DELAY_MS = 150;
 
 /** A trace event frame: `id` equals data.seq and the event name equals data.type. */
 export function traceEvent(frame) {
@@ -70,44 +34,82 @@ export class Trace {
    * @param {object} hooks
    *   onFlush() — after rows were appended (the header shows the new count)
    *   onDone(data, ts) — the `done` event was taken, after its row was flushed
+   * @param {string} runId — names the download
    */
-  constructor({ onFlush, onDone }) {
+  constructor({ onFlush, onDone }, runId = "run") {
     this.lastSeq = 0;
+    this.events = []; // events[i].seq === i + 1
     this._onFlush = onFlush;
     this._onDone = onDone;
-    this._pending = [];
-    this._unseen = 0;
-    this._stick = true;
+    this._shown = 0; // events already flushed to the view
+    this._view = null; // indices into events that pass the filter; null: all
+    this._types = new Set();
+    this._texts = []; // eventText() per event, filled on the first search
+    this._firstError = -1;
+    this._type = "";
+    this._query = "";
+    this._searchTimer = 0;
 
-    this.list = el("ol", { class: "trace-list", "aria-label": "Events" });
-    this.box = el("div", { class: "trace", tabindex: "0", dataset: { autoscroll: "on" } }, this.list);
-    this.jump = el("button", { type: "button", class: "jump", hidden: true }, "↓ Jump to latest");
-    this.jump.addEventListener("click", () => {
-      this._stick = true;
-      this._scrollToEnd();
-      this._updateJump();
-      this.box.focus({ preventScroll: true });
+    this.window = new TraceWindow({
+      size: () => (this._view ? this._view.length : this._shown),
+      at: (i) => this.events[this._view ? this._view[i] : i],
+      onPick: (ev) => this._pick(ev),
     });
-    this.box.addEventListener("scroll", () => {
-      const end = this._atEnd();
-      if (end !== this._stick) {
-        this._stick = end;
-        if (this._stick) this._unseen = 0;
-        this._updateJump();
-      }
+    this.list = this.window.list;
+    this.box = this.window.box;
+
+    this._typeSelect = el("select", { id: "trace-type", name: "type" }, el("option", { value: "" }, "All types"));
+    this._typeSelect.addEventListener("change", () => {
+      this._type = this._typeSelect.value;
+      this._applyFilter();
     });
-    // Keep following the end when the box changes size (window resized, rotated).
-    this._resize = new ResizeObserver(() => {
-      if (this._stick) this._scrollToEnd();
+    this._search = el("input", {
+      id: "trace-search",
+      type: "search",
+      name: "search",
+      placeholder: "Search events",
+      autocomplete: "off",
+      spellcheck: "false",
     });
-    this._resize.observe(this.box);
+    this._search.addEventListener("input", () => {
+      clearTimeout(this._searchTimer);
+      this._searchTimer = setTimeout(() => {
+        this._query = this._search.value.trim().toLowerCase();
+        this._applyFilter();
+      }, SEARCH_DELAY_MS);
+    });
+    this._errorButton = el(
+      "button",
+      { type: "button", class: "secondary small", id: "jump-error", disabled: true, title: "No error in this trace" },
+      "Jump to first error",
+    );
+    this._errorButton.addEventListener("click", () => this.jumpToFirstError());
+    this._download = el("button", { type: "button", class: "secondary small", id: "download-trace" }, "Download JSONL");
+    this._download.addEventListener("click", () => downloadJsonLines(this.events, `run-${runId}.jsonl`));
+    this._matches = el("span", { class: "trace-matches muted", "aria-live": "polite" });
+
+    this._detail = el("div", { class: "trace-detail", id: "trace-detail", hidden: true, "aria-live": "polite" });
+
     this.count = el("span", { class: "count" }, "(0)");
     this.conn = el("span", { class: "conn", "aria-live": "polite" });
     this.card = el(
       "section",
       { class: "card trace-card", "aria-labelledby": "trace-title" },
       el("div", { class: "card-head" }, el("h2", { id: "trace-title" }, "Trace ", this.count), this.conn),
-      el("div", { class: "trace-wrap" }, this.box, this.jump),
+      el(
+        "div",
+        { class: "trace-tools", role: "group", "aria-label": "Find events" },
+        el("label", { class: "visually-hidden", for: "trace-type" }, "Event type"),
+        this._typeSelect,
+        el("label", { class: "visually-hidden", for: "trace-search" }, "Search events"),
+        this._search,
+        this._matches,
+        el("span", { class: "tools-gap" }),
+        this._errorButton,
+        this._download,
+      ),
+      el("div", { class: "trace-wrap" }, this.box, this.window.jump),
+      this._detail,
     );
   }
 
@@ -116,7 +118,7 @@ export class Trace {
     if (ev.seq <= this.lastSeq) return true; // already shown: a duplicate, drop it
     if (ev.seq !== this.lastSeq + 1) return false;
     this.lastSeq = ev.seq;
-    this._pending.push(eventRow(ev));
+    this.events.push(ev);
     if (ev.type === "done") {
       this.flush(); // before onDone() closes the stream, which ends its batch early
       this._onDone(ev.data || {}, ev.ts);
@@ -125,18 +127,49 @@ export class Trace {
   }
 
   flush() {
-    if (!this._pending.length) return;
-    const rows = this._pending;
-    this._pending = [];
-    // The user may have scrolled away since the last (asynchronous) scroll
-    // event: trust where the view is now, or we would yank it back down.
-    if (this._stick && !this._atEnd()) this._stick = false;
-    this.list.append(...rows);
-    if (this._stick) this._scrollToEnd();
-    else this._unseen += rows.length;
-    this._updateJump();
+    const from = this._shown;
+    const to = this.events.length;
+    if (from === to) return;
+    this._shown = to;
+    let added = to - from;
+    let newType = false;
+    for (let i = from; i < to; i += 1) {
+      const ev = this.events[i];
+      if (!this._types.has(ev.type)) {
+        this._types.add(ev.type);
+        newType = true;
+      }
+      if (this._firstError < 0 && isErrorEvent(ev)) this._firstError = i;
+    }
+    if (newType) this._fillTypes();
+    if (this._view) {
+      const before = this._view.length;
+      for (let i = from; i < to; i += 1) if (this._passes(i)) this._view.push(i);
+      added = this._view.length - before;
+      this._showMatches();
+    }
+    this._errorButton.disabled = this._firstError < 0;
+    this._errorButton.title = this._firstError < 0 ? "No error in this trace" : "Show the first error event";
+    this.window.setLastSeq(this.lastSeq);
+    this.window.appended(added);
     this.count.textContent = `(${this.lastSeq})`;
     this._onFlush();
+  }
+
+  /** Clear a filter that hides it, then scroll to the first error and open it. */
+  jumpToFirstError() {
+    const index = this._firstError;
+    if (index < 0) return;
+    if (this._view && !this._passes(index)) {
+      this._typeSelect.value = "";
+      this._search.value = "";
+      this._type = "";
+      this._query = "";
+      this._applyFilter();
+    }
+    const row = this._view ? lowerBound(this._view, index) : index;
+    this._pick(this.events[index]);
+    this.window.scrollToRow(row);
   }
 
   /** The stream's state beside the title: text, and kind ("live" | "reconnecting" | "done" | "error"). */
@@ -146,22 +179,68 @@ export class Trace {
   }
 
   destroy() {
-    this._resize.disconnect();
+    clearTimeout(this._searchTimer);
+    this.window.destroy();
   }
 
-  _scrollToEnd() {
-    this.box.scrollTop = this.box.scrollHeight;
+  _passes(i) {
+    const ev = this.events[i];
+    if (this._type && ev.type !== this._type) return false;
+    if (!this._query) return true;
+    this._texts[i] ??= eventText(ev);
+    return this._texts[i].includes(this._query);
   }
 
-  _atEnd() {
-    return this.box.scrollHeight - this.box.scrollTop - this.box.clientHeight <= STICK_SLACK_PX;
+  _applyFilter() {
+    if (!this._type && !this._query) {
+      this._view = null;
+    } else {
+      const view = [];
+      for (let i = 0; i < this._shown; i += 1) if (this._passes(i)) view.push(i);
+      this._view = view;
+    }
+    this._showMatches();
+    this.window.reset();
   }
 
-  _updateJump() {
-    this.box.dataset.autoscroll = this._stick ? "on" : "off";
-    this.jump.hidden = this._stick;
-    this.jump.textContent = this._unseen
-      ? `↓ ${this._unseen} new event${this._unseen === 1 ? "" : "s"}`
-      : "↓ Jump to latest";
+  _showMatches() {
+    const n = this._view?.length;
+    this._matches.textContent = this._view ? `${n} of ${this._shown} event${this._shown === 1 ? "" : "s"}` : "";
+    this.box.dataset.filtered = this._view ? "on" : "off";
   }
+
+  _fillTypes() {
+    const value = this._typeSelect.value;
+    const types = [...this._types].sort();
+    this._typeSelect.replaceChildren(
+      el("option", { value: "" }, "All types"),
+      ...types.map((t) => el("option", { value: t }, t)),
+    );
+    this._typeSelect.value = value;
+  }
+
+  _pick(ev) {
+    this.window.select(ev.seq);
+    const close = el("button", { type: "button", class: "secondary small close", "aria-label": "Close event details" }, "Close");
+    close.addEventListener("click", () => {
+      this._detail.hidden = true;
+      this.window.select(null);
+      this.box.focus({ preventScroll: true });
+    });
+    this._detail.dataset.seq = String(ev.seq);
+    this._detail.replaceChildren(close, ...eventDetail(ev));
+    this._detail.hidden = false;
+  }
+}
+
+/** The first position in sorted `arr` whose value is >= `value`. */
+function lowerBound(arr, value) {
+  let lo = 0;
+  let hi = arr.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (arr[mid] < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

@@ -133,7 +133,7 @@ export function runsTable(app) {
     row.tr.dataset.status = s.status;
     row.cells.status.replaceChildren(statusBadge(s.status, { stopping }));
     // replaceChildren() would render a null argument as the text "null".
-    const errorLine = s.status === "error" && s.error ? [el("div", { class: "row-error" }, s.error)] : [];
+    const errorLine = s.status === "error" && s.error ? [el("div", { class: "row-error", title: s.error }, s.error)] : [];
     row.cells.run.replaceChildren(runLink(s), ...errorLine);
     row.cells.started.replaceChildren(
       el("time", { datetime: s.started_at, title: fmtFull(s.started_at) }, fmtTime(s.started_at)),
