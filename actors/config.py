@@ -76,7 +76,7 @@ class RuntimeConfig:
     every node's follower reads, then reads the run doc and the new chunk)
     keeps its commit rate bounded: one per 50 ms per node, as with the fixed
     window it replaced, while an idle run still commits at once.  The server
-    takes each store's own (``commit_gap_s``: 0 SQLite, 50 ms CouchDB)."""
+    takes each store's own (``commit_gap_s``: 5 ms SQLite, 50 ms CouchDB)."""
 
 
 DEFAULTS = RuntimeConfig()

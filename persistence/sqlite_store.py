@@ -153,8 +153,11 @@ class SQLiteStore:
     commit_window_s = 0.005
     """A local fsync-free WAL commit is short: one still unacknowledged after
     5 ms stops holding the next batch back."""
-    commit_gap_s = 0.0
-    """A commit costs only this process: the next goes as soon as the last landed."""
+    commit_gap_s = 0.005
+    """At most 200 commits/s: with none, the worst agent inputs made a commit per
+    loop turn and left the one store thread no time for a list query within
+    the store timeout (tests/test_loop_fairness.py); an idle run still commits
+    at once."""
     awaits_nothing = True
     """Plain blocking ``sqlite3`` calls inside: run without the actor's loop."""
 
