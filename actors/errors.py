@@ -34,6 +34,13 @@ class NotAdmin(RunyardError):
     http_status = 403
 
 
+class NotMember(RunyardError):
+    """A start, list or feed in a workspace the caller does not belong to."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class UnknownAgent(RunyardError):
     code = "unknown_agent"
     http_status = 422

@@ -1,4 +1,4 @@
-"""``Feed``: one watcher's stream of lifecycle changes of their own runs.
+"""``Feed``: one watcher's stream of lifecycle changes of the runs it may read.
 
 A dashboard's run list updates from this instead of polling.  It is bounded
 like a subscription: a watcher that stops reading is cut off with
@@ -8,6 +8,7 @@ simply lists its runs again when it comes back.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeAlias
 
 from runyard.actors.outbox import Outbox
@@ -17,9 +18,19 @@ FeedItem: TypeAlias = RunChange | Lagged | Closing
 
 
 class Feed(Outbox[FeedItem]):
-    def __init__(self, user_id: str, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        user_id: str,
+        loop: asyncio.AbstractEventLoop,
+        max_queue: int,
+        *,
+        topics: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """``topics``: what it follows, for :class:`~runyard.actors.watchers.Watchers`
+        (``("user", id)``, ``("workspace", id)``)."""
+        super().__init__(loop, max_queue)
         self.user_id = user_id
+        self.topics = topics
 
     def push(self, change: RunChange) -> bool:
         """Queue a change; False when the watcher lagged and was cut off."""

@@ -2,7 +2,10 @@
 
 A user's runs live in three places (live, cached finished, stored), and a
 page must be the true newest slice of all three without skipping or
-repeating a run while runs start and finish.  The order is
+repeating a run while runs start and finish.  The runs a user may read are
+its own plus those shared with its workspaces (:mod:`runyard.actors.access`):
+the store is asked once per such scope (the owner, each workspace), each
+query on its own index, and the pages are merged here.  The order is
 (``started_at``, ``run_id``) descending, which never changes for a run, and
 the cursor is that key (:mod:`runyard.actors.cursor`).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from runyard.actors.access import check_member
 from runyard.actors.cursor import PageKey, decode_cursor, encode_cursor
 from runyard.actors.errors import InvalidRequest
 from runyard.actors.messages import ListRuns, RunPage
@@ -37,6 +41,8 @@ class Listing:
             raise InvalidRequest(
                 f"status must be one of {', '.join(sorted(ALL_STATUSES))}, not {msg.status!r}"
             )
+        if msg.workspace is not None:
+            check_member(msg.caller, msg.workspace)
         self.msg = msg
         self.before = decode_cursor(msg.cursor) if msg.cursor else None
 
@@ -45,6 +51,7 @@ class Listing:
         return (
             (msg.status is None or summary.status == msg.status)
             and (msg.agent is None or summary.agent == msg.agent)
+            and (msg.workspace is None or summary.workspace == msg.workspace)
             and (self.before is None or page_key(summary) < self.before)
         )
 
@@ -62,10 +69,34 @@ class Listing:
         in_memory: dict[str, RunSummary],
         ask_store: Callable[[QueryRuns], Awaitable[Any]],
     ) -> RunPage:
-        """The page from ``in_memory`` (the caller's runs memory holds, freshest
-        version) and the store, which supplies the rest."""
+        """The page from ``in_memory`` (the runs memory holds that the caller may
+        read, freshest version) and the store, which supplies the rest."""
+        found: dict[str, RunSummary] = {}
+        for owner, workspace in self._scopes():
+            for row in await self._from_store(owner, workspace, in_memory, ask_store):
+                found[row.run_id] = (
+                    row  # one run can be in two scopes: its owner's and its workspace's
+                )
+        return self.page([*(s for s in in_memory.values() if self.matches(s)), *found.values()])
+
+    def _scopes(self) -> list[tuple[str | None, str | None]]:
+        """``(owner, workspace)`` of each store query: one filled, the other None."""
+        msg = self.msg
+        if msg.workspace is not None:
+            return [(None, msg.workspace)]
+        return [(msg.caller.user_id, None), *((None, w) for w in sorted(msg.caller.workspaces))]
+
+    async def _from_store(
+        self,
+        owner: str | None,
+        workspace: str | None,
+        in_memory: dict[str, RunSummary],
+        ask_store: Callable[[QueryRuns], Awaitable[Any]],
+    ) -> list[RunSummary]:
+        """The scope's newest limit+1 stored runs that memory does not hold: with
+        those of every scope, the merged page is the true newest slice."""
         # Keep paging the store until it gave limit+1 runs memory does not hold
-        # (or ran out), so the merged page is the true newest slice.
+        # (or ran out).
         msg = self.msg
         wanted = msg.limit + 1
         found: list[RunSummary] = []
@@ -73,7 +104,8 @@ class Listing:
         while True:
             rows: list[RunSummary] = await ask_store(
                 QueryRuns(
-                    owner=msg.caller.user_id,
+                    owner=owner,
+                    workspace=workspace,
                     status=msg.status,
                     agent=msg.agent,
                     limit=wanted,
@@ -82,6 +114,5 @@ class Listing:
             )
             found.extend(r for r in rows if r.run_id not in in_memory)
             if len(rows) < wanted or len(found) >= wanted:
-                break
+                return found
             cursor = page_key(rows[-1])
-        return self.page([*(s for s in in_memory.values() if self.matches(s)), *found])

@@ -30,6 +30,7 @@ class LiveRun:
     owner: str
     agent: str
     started_at: float
+    workspace: str | None = None
     ref: pykka.ActorRef[Any] | None = None
     status: RunStatus = "running"
     trace_length: int = 0
@@ -62,6 +63,7 @@ class LiveRun:
             finished_at=None,
             event_count=self.trace_length,
             error=None,
+            workspace=self.workspace,
         )
 
 
@@ -103,7 +105,7 @@ class RunSettings:
         if msg.output_schema is not None:
             options["output_schema"] = check_schema(msg.output_schema)
         if msg.code is not None:
-            options["code"] = msg.code  # shown to its owner only, as the whole record
+            options["code"] = msg.code  # shown to its readers only, as the whole record
         return cls(config, msg.max_duration_s, restart, options)
 
     @classmethod

@@ -55,12 +55,17 @@ if TYPE_CHECKING:
 class Caller:
     """The identity every message that names a run carries.
 
-    Ownership is checked by the registry against ``user_id``; ``admin`` only
+    Ownership is checked by the registry against ``user_id`` and the
+    workspaces (:mod:`runyard.actors.access`): ``workspaces`` are those the
+    caller belongs to (it reads their runs), ``workspace_admin`` those of them
+    it administers (it may also stop and delete their runs).  ``admin`` only
     unlocks introspection, never someone else's trace.
     """
 
     user_id: str
     admin: bool = False
+    workspaces: frozenset[str] = frozenset()
+    workspace_admin: frozenset[str] = frozenset()
 
 
 SYSTEM = Caller(user_id="system", admin=True)
@@ -90,10 +95,12 @@ class StartRun:
     ``max_duration_s`` ends the run as ``error`` ("timed out") past that wall
     time.  ``code``/``env`` are for the ``run-code`` agent: submitted code runs
     in a child process with only ``env`` as its environment; the code is kept
-    in the run's ``options`` (its owner sees it), ``env`` never is (it may
+    in the run's ``options`` (its readers see it), ``env`` never is (it may
     hold secrets).  ``output_schema``: a JSON Schema the result is checked
     against when the run succeeds (:mod:`runyard.actors.output_schema`; an invalid
-    one is refused, 422, before a run exists).
+    one is refused, 422, before a run exists).  ``workspace``: share the run
+    with that workspace's members (the caller must be one, else 403); None
+    keeps it personal.
     """
 
     caller: Caller
@@ -104,6 +111,7 @@ class StartRun:
     code: str | None = None
     env: dict[str, str] | None = None
     output_schema: dict[str, JSON] | None = None
+    workspace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +145,10 @@ class ReadRun:
 
 @dataclass(frozen=True, slots=True)
 class ListRuns:
-    """The caller's runs, newest first.
+    """The runs the caller may read, newest first: its own and its workspaces'.
+
+    ``workspace`` keeps only the runs of that workspace (the caller must be a
+    member, else 403).
 
     ``cursor`` is the opaque ``next_cursor`` of the previous page; the order
     is (``started_at``, ``run_id``) descending, which never changes for a run,
@@ -149,6 +160,7 @@ class ListRuns:
     agent: str | None = None
     limit: int = 50
     cursor: str | None = None
+    workspace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +283,9 @@ class Shutdown:
 
 @dataclass(frozen=True, slots=True)
 class WatchRuns:
-    """Follow the caller's run lifecycle (started, stopping, finished, deleted).
+    """Follow the lifecycle (started, stopping, finished, deleted) of the runs
+    the caller may read: its own and its workspaces' (only ``workspace``'s
+    when given; the caller must be a member, else 403).
 
     Reply: a :class:`~runyard.actors.feed.Feed` of :class:`~runyard.actors.stream_items.RunChange`.
     Changes are not numbered: a watcher that reconnects lists the runs again,
@@ -280,6 +294,7 @@ class WatchRuns:
 
     caller: Caller
     max_queue: int = 1_000
+    workspace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,9 +193,12 @@ class LoadEvents:
 
 @dataclass(frozen=True, slots=True)
 class QueryRuns:
-    """A page of one owner's stored runs, newest first, strictly after ``before``."""
+    """A page of one owner's stored runs, or with ``workspace`` of the runs shared
+    with that workspace (then ``owner`` is None), newest first, strictly after
+    ``before``."""
 
-    owner: str
+    owner: str | None = None
+    workspace: str | None = None
     status: RunStatus | None = None
     agent: str | None = None
     limit: int = 50

@@ -93,6 +93,8 @@ class RunSummary:
     finished_at: float | None
     event_count: int
     error: str | None
+    workspace: str | None = None
+    """The workspace the run is shared with (:mod:`runyard.actors.access`); None: personal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,9 @@ class RunRecord:
     ops_log: dict[str, JSON] = field(default_factory=dict)
     """The run's operations summed per kind (:mod:`runyard.actors.ops_log`), once it ended;
     ``{}`` while it runs and for a run without ops."""
+    workspace: str | None = None
+    """The workspace whose members may read it (and whose admins stop or delete
+    it: :mod:`runyard.actors.access`); None for a personal run."""
 
     @property
     def finished(self) -> bool:
@@ -154,4 +159,5 @@ class RunRecord:
             finished_at=self.finished_at,
             event_count=len(self.events),
             error=self.error,
+            workspace=self.workspace,
         )

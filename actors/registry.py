@@ -1,7 +1,9 @@
 """``RegistryActor``: the run table, ownership, routing and the finished-run cache.
 
 Every message that names a run comes here first.  The registry checks who is
-asking against who owns the run, then answers from what it holds or forwards
+asking against who owns the run and the workspace it is shared with (one
+rule, :mod:`runyard.actors.access`: members read, the owner and the
+workspace's admins stop and delete), then answers from what it holds or forwards
 the message, with the asker's reply future, to the run's actor
 (:class:`~runyard.actors.asyncio_actor.Forward`), so a live run answers for itself
 without a second round trip.
@@ -36,6 +38,7 @@ from typing import Any
 
 import pykka
 
+from runyard.actors.access import check_act, check_member, check_read, may_read
 from runyard.actors.agents import AgentCatalog
 from runyard.actors.asyncio_actor import AsyncioActor, Forward, ask, tell_stop
 from runyard.actors.clock import Clock, SystemClock
@@ -107,7 +110,7 @@ from runyard.actors.remote_runs import RemoteRuns
 from runyard.actors.run import RunActor
 from runyard.actors.stats import RuntimeStats
 from runyard.actors.stop_rule import stop_reason
-from runyard.actors.stored_runs import StoredRuns, check_owner
+from runyard.actors.stored_runs import StoredRuns
 from runyard.actors.subscription import Subscription
 from runyard.actors.watchers import Watchers
 
@@ -165,6 +168,8 @@ class RegistryActor(AsyncioActor):
     def _start(self, msg: StartRun) -> Any:
         if not self._accepting:
             raise ShuttingDown("the server is shutting down; start the run again shortly")
+        if msg.workspace is not None:
+            check_member(msg.caller, msg.workspace)
         agent = self._resolve_agent(msg)
         user = msg.caller.user_id
         cap = self._config.max_live_runs_per_user
@@ -176,13 +181,19 @@ class RegistryActor(AsyncioActor):
         settings = RunSettings.of(msg, self._config)  # InvalidRequest for bad limits
         run_id = secrets.token_hex(16)  # uuid4().hex's shape, at a quarter of its cost
         started_at = self._clock.now()
-        live = LiveRun(run_id=run_id, owner=user, agent=msg.agent, started_at=started_at)
+        live = LiveRun(
+            run_id=run_id,
+            owner=user,
+            agent=msg.agent,
+            started_at=started_at,
+            workspace=msg.workspace,
+        )
         started = RunStarted(run_id=run_id, status="running", started_at=started_at)
         # With a store, acknowledged only once the run is on record (group-committed
         # with the other starts): the run actor answers the asker itself.
         ack = None if self._store is None else StartAck(started, self.take_reply())
         self._launch(live, msg.input, agent, settings, start_ack=ack)
-        self._publish(user, "started", live)
+        self._publish("started", live)
         if ack is None:
             return started
         return None  # the run actor answers, once its header is stored
@@ -228,11 +239,17 @@ class RegistryActor(AsyncioActor):
 
     # -- reading -----------------------------------------------------------
 
-    def _in_memory(self, caller: Caller, run_id: str) -> LiveRun | RunRecord | None:
-        """The run if memory holds it, after the ownership check; None: ask the store."""
+    def _in_memory(
+        self, caller: Caller, run_id: str, *, act: bool = False
+    ) -> LiveRun | RunRecord | None:
+        """The run if memory holds it, after the ownership check (may the caller
+        read it, or with ``act`` stop or delete it); None: ask the store."""
         found: LiveRun | RunRecord | None = self._live.get(run_id) or self._cache.get(run_id)
         if found is not None:
-            check_owner(caller, found.owner, run_id)
+            if act:
+                check_act(caller, found, run_id)
+            else:
+                check_read(caller, found, run_id)
         return found
 
     def _get(self, msg: GetRun) -> Any:
@@ -293,13 +310,13 @@ class RegistryActor(AsyncioActor):
 
     def _list(self, msg: ListRuns) -> Any:
         listing = Listing(msg)
-        user = msg.caller.user_id
+        caller = msg.caller
         in_memory: dict[str, RunSummary] = {}
         for live in self._live.values():
-            if live.owner == user:
+            if may_read(caller, live):
                 in_memory[live.run_id] = live.summary()
         for record in self._cache:
-            if record.owner == user:
+            if may_read(caller, record):
                 in_memory[record.run_id] = record.summary()
         if self._store is None:
             return listing.page(s for s in in_memory.values() if listing.matches(s))
@@ -308,26 +325,25 @@ class RegistryActor(AsyncioActor):
     # -- stopping and deleting ---------------------------------------------
 
     def _stop_run(self, msg: StopRun) -> Any:
-        # Not _in_memory(): an admin may stop another user's run (stop_rule.py).
+        # Not _in_memory(): the stop rule is stop_rule.py's (a server admin may
+        # stop another user's live run; the workspace's admins may stop its runs).
         found: LiveRun | RunRecord | None = self._live.get(msg.run_id)
         found = found or self._cache.get(msg.run_id)
         if found is None:
             return self._stop_stored(msg)
         live = isinstance(found, LiveRun)
-        reason = stop_reason(msg.caller, found.owner, msg.run_id, msg.reason, live=live)
+        reason = stop_reason(msg.caller, found, msg.run_id, msg.reason, live=live)
         if isinstance(found, LiveRun):
             assert found.ref is not None
             if not found.stopping:
-                self._publish(found.owner, "stopping", found)
+                self._publish("stopping", found)
             return Forward(found.ref, replace(msg, reason=reason))
         raise _already_finished(found)
 
     async def _stop_stored(self, msg: StopRun) -> Any:
         stored = await self._stored.header(msg.caller, msg.run_id, owner_check=False)
         record = stored.header
-        reason = stop_reason(
-            msg.caller, record.owner, msg.run_id, msg.reason, live=not record.finished
-        )
+        reason = stop_reason(msg.caller, record, msg.run_id, msg.reason, live=not record.finished)
         if record.finished:
             raise _already_finished(record)
         if self._cluster is None or not self._runs_elsewhere(stored):
@@ -338,30 +354,30 @@ class RegistryActor(AsyncioActor):
             await ask(self._cluster, request, timeout=self._config.store_timeout_s)
         except TimeoutError:
             raise StoreUnavailable("the stop request could not be recorded in time") from None
-        self._publish(record.owner, "stopping", stored)
+        self._publish("stopping", stored)
         return StopAccepted(msg.run_id)
 
     def _delete(self, msg: DeleteRun) -> Any:
-        found = self._in_memory(msg.caller, msg.run_id)
+        found = self._in_memory(msg.caller, msg.run_id, act=True)
         if isinstance(found, LiveRun):
             raise StillRunning(f"run {msg.run_id} is still running; stop it first")
         if found is None:
             return self._delete_stored(msg)
         self._cache.remove(msg.run_id)
-        self._publish(found.owner, "deleted", found)
+        self._publish("deleted", found)
         if self._store is None:
             return None
         # Through the link: a write of this run still waiting there is dropped.
         return self._stored.ask(DeleteStored(msg.run_id))
 
     async def _delete_stored(self, msg: DeleteRun) -> None:
-        stored = await self._stored.header(msg.caller, msg.run_id)
+        stored = await self._stored.header(msg.caller, msg.run_id, act=True)
         record = stored.header
         if not record.finished:
             # Running on another node (sharing the store): never delete it under it.
             raise StillRunning(f"run {msg.run_id} is still running; stop it first")
         await self._stored.ask(DeleteStored(msg.run_id))
-        self._publish(record.owner, "deleted", stored)
+        self._publish("deleted", stored)
 
     # -- lifecycle of finished runs ----------------------------------------
 
@@ -371,7 +387,7 @@ class RegistryActor(AsyncioActor):
             self._stats.finished[record.status] += 1
             # On record already: the run actor ended once it was stored.
             self._cache.add(record, msg.trace_bytes)
-            self._publish(record.owner, "finished", record)
+            self._publish("finished", record)
 
     def _run_fenced(self, msg: RunFenced) -> None:
         """Another node owns the run now: readers here go to the store (and
@@ -405,17 +421,20 @@ class RegistryActor(AsyncioActor):
 
     def _watch(self, msg: WatchRuns) -> Feed:
         assert self.actor_loop is not None
-        return self._watchers.watch(msg.caller.user_id, self.actor_loop, msg.max_queue)
+        if msg.workspace is not None:
+            check_member(msg.caller, msg.workspace)
+        return self._watchers.watch(msg.caller, msg.workspace, self.actor_loop, msg.max_queue)
 
     def _unwatch(self, msg: Unwatch) -> None:
         self._watchers.unwatch(msg.feed)
 
-    def _publish(
-        self, user_id: str, kind: str, run: LiveRun | RunRecord | RunWrite | RunSummary
-    ) -> None:
-        if self._watchers.watching(user_id):  # most runs have no watcher: no summary to build
+    def _publish(self, kind: str, run: LiveRun | RunRecord | RunWrite | RunSummary) -> None:
+        """Tell the run's readers' feeds (its owner's, its workspace members')."""
+        header = run.header if isinstance(run, RunWrite) else run
+        # Most runs have no watcher: no summary to build.
+        if self._watchers.watching(header.owner, header.workspace):
             summary = run if isinstance(run, RunSummary) else run.summary()
-            self._watchers.publish(user_id, kind, summary)
+            self._watchers.publish(kind, summary)
 
     # -- other nodes (a shared store) ----------------------------------------
 
@@ -437,23 +456,23 @@ class RegistryActor(AsyncioActor):
         if self._remote is None:
             return
         for kind in self._remote.changed(msg.write):
-            self._publish(msg.write.header.owner, kind, msg.write)
+            self._publish(kind, msg.write)
 
     def _run_deleted(self, msg: RunDeleted) -> None:
         """Deleted by any node: out of the cache, and announced if its owner is known."""
         record = self._cache.remove(msg.run_id)
         seen = self._remote.deleted(msg.run_id) if self._remote is not None else None
         if record is not None:
-            self._publish(record.owner, "deleted", record)
+            self._publish("deleted", record)
         elif seen is not None:
-            self._publish(seen.owner, "deleted", seen)
+            self._publish("deleted", seen)
 
     def _stop_requested(self, msg: StopRequested) -> None:
         live = self._live.get(msg.run_id)
         if live is None or live.ref is None:
             return  # finished meanwhile
         if not live.stopping:
-            self._publish(live.owner, "stopping", live)
+            self._publish("stopping", live)
         live.ref.tell(StopRun(Caller(live.owner), msg.run_id, reason=msg.reason))
 
     def _mirror_ended(self, msg: MirrorEnded) -> None:
@@ -527,10 +546,11 @@ class RegistryActor(AsyncioActor):
             agent=record.agent,
             started_at=record.started_at,
             trace_length=len(record.events),
+            workspace=record.workspace,
         )
         resume = Resume(record.events, attempt, reason, record.epoch)
         self._launch(live, record.input, self._catalog.get(record.agent), settings, resume=resume)
-        self._publish(record.owner, "started", live)
+        self._publish("started", live)
         return True
 
     # -- operators ---------------------------------------------------------

@@ -487,6 +487,7 @@ class RunActor(AsyncioActor):
         return RunRecord(
             run_id=live.run_id,
             owner=live.owner,
+            workspace=live.workspace,
             agent=live.agent,
             status=status,
             input=self._input,

@@ -5,6 +5,7 @@ or busy store is :class:`~runyard.actors.errors.StoreUnavailable`, a 503, never 
 500 nor a hung request), and every run read for a caller passes the same
 ownership check as a run in memory.  Traces are never loaded whole for a
 reader: :meth:`replay` pages them (:class:`~runyard.actors.stored_replay.StoredReplay`).
+The check is :mod:`runyard.actors.access`'s, the same rule as everywhere.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 import pykka
 
+from runyard.actors.access import check_act, check_read
 from runyard.actors.asyncio_actor import ask
 from runyard.actors.config import RuntimeConfig
-from runyard.actors.errors import NotOwner, RunNotFound, StoreUnavailable
+from runyard.actors.errors import RunNotFound, StoreUnavailable
 from runyard.actors.messages import Caller
 from runyard.actors.persistence_protocol import (
     LoadEvents,
@@ -30,13 +32,7 @@ from runyard.actors.persistence_protocol import (
 from runyard.actors.records import Event, RunRecord
 from runyard.actors.stored_replay import StoredReplay
 
-__all__ = ["StoredRuns", "check_owner"]
-
-
-def check_owner(caller: Caller, owner: str, run_id: str) -> None:
-    """:class:`NotOwner` (403) unless ``caller`` owns the run."""
-    if caller.user_id != owner:
-        raise NotOwner(f"run {run_id} belongs to another user")
+__all__ = ["StoredRuns"]
 
 
 class StoredRuns:
@@ -58,16 +54,20 @@ class StoredRuns:
         except pykka.ActorDeadError:
             raise StoreUnavailable("the store is not running (the server is stopping)") from None
 
-    async def header(self, caller: Caller, run_id: str, *, owner_check: bool = True) -> RunWrite:
-        """The stored run without its trace, after the ownership check (unless
-        ``owner_check`` is False: the caller applies its own rule, as a stop does)."""
+    async def header(
+        self, caller: Caller, run_id: str, *, act: bool = False, owner_check: bool = True
+    ) -> RunWrite:
+        """The stored run without its trace, after the ownership check: may the
+        caller read it, or with ``act`` delete it (:mod:`runyard.actors.access`);
+        none with ``owner_check`` False (the caller applies its own rule, as a
+        stop does: :mod:`runyard.actors.stop_rule`)."""
         stored: RunWrite | None = None
         if self._store is not None:
             stored = await self.ask(LoadHeader(run_id))
         if stored is None:
             raise RunNotFound(f"no run {run_id}")
         if owner_check:
-            check_owner(caller, stored.header.owner, run_id)
+            (check_act if act else check_read)(caller, stored.header, run_id)
         return stored
 
     async def record(self, caller: Caller, run_id: str) -> RunRecord:
@@ -77,7 +77,7 @@ class StoredRuns:
             record = await self.ask(LoadRun(run_id))
         if record is None:
             raise RunNotFound(f"no run {run_id}")
-        check_owner(caller, record.owner, run_id)
+        check_read(caller, record, run_id)
         return record
 
     def replay(

@@ -111,6 +111,7 @@ def _rows(records: list[RunRecord]) -> tuple[list[tuple[Any, ...]], list[tuple[A
             None,  # node
             None,  # schema_warnings
             None,  # ops_log
+            None,  # workspace
         )
         for r in records
     ]

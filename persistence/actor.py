@@ -59,7 +59,7 @@ from runyard.actors.records import Event, RunRecord, RunSummary
 from runyard.persistence.backoff_timer import BackoffTimer
 from runyard.persistence.credentials_hold import CredentialsHold
 from runyard.persistence.loop_actor import LoopThreadActor, describe
-from runyard.persistence.pending_page import merge_page, store_limit
+from runyard.persistence.pending_page import in_scope, merge_page, store_limit
 from runyard.persistence.stop_report import StopReport
 from runyard.persistence.store import RunStore
 from runyard.persistence.store_errors import CredentialsRefused
@@ -435,17 +435,18 @@ class PersistenceActor(LoopThreadActor):
         """The store's page with pending records merged in, as the store will have them."""
         if q.limit < 1:
             return []
-        mine = [p.write for p in self._pending.values() if p.write.header.owner == q.owner]
-        stored = self._call(
-            self._store.list_for_user(
-                q.owner,
-                status=q.status,
-                agent=q.agent,
-                limit=store_limit(q, mine),
-                before=q.before,
+        mine = [p.write for p in self._pending.values() if in_scope(p.write, q)]
+        limit = store_limit(q, mine)
+        if q.workspace is not None:
+            query = self._store.list_for_workspace(
+                q.workspace, status=q.status, agent=q.agent, limit=limit, before=q.before
             )
-        )
-        return merge_page(stored, mine, q)
+        else:
+            assert q.owner is not None
+            query = self._store.list_for_user(
+                q.owner, status=q.status, agent=q.agent, limit=limit, before=q.before
+            )
+        return merge_page(self._call(query), mine, q)
 
     def _delete(self, run_id: str) -> bool:
         entry = self._pending.pop(run_id, None)

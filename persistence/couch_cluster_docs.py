@@ -16,7 +16,7 @@ id without one is a run doc, even once deleted (a tombstone carries no
 deleted chunk without reading anything.
 
 Neither kind has a field any of CouchStore's Mango indexes is built on
-(``owner``, ``status``, ``finished_at``; a JSON index holds only documents
+(``owner``, ``workspace``, ``status``, ``finished_at``; a JSON index holds only documents
 that have all its fields), so no run query ever meets them. No I/O here.
 """
 

@@ -91,6 +91,7 @@ SUMMARY_FIELDS: Final = [
     "finished_at",
     "event_count",
     "error",
+    "workspace",
 ]
 
 DOC_OVERHEAD: Final = 256
@@ -159,6 +160,8 @@ def _run_doc(header: RunRecord, event_count: int) -> dict[str, Any]:
     }
     if header.node is not None:
         run_doc["node"] = header.node
+    if header.workspace is not None:  # absent, not null: keeps it out of the workspace index
+        run_doc["workspace"] = header.workspace
     if header.epoch:
         run_doc["epoch"] = header.epoch
     if header.finished_at is not None:
@@ -402,6 +405,7 @@ def header_from_doc(
         epoch=int(run_doc.get("epoch") or 0),
         schema_warnings=_as_list_or_none(fields.get("schema_warnings")),
         ops_log=_as_object(fields.get("ops_log") or {}),
+        workspace=run_doc.get("workspace"),
     )
 
 
@@ -416,4 +420,5 @@ def summary_from_doc(doc: Mapping[str, Any]) -> RunSummary:
         finished_at=_float_or_none(doc.get("finished_at")),
         event_count=doc.get("event_count", 0),
         error=doc.get("error"),
+        workspace=doc.get("workspace"),
     )

@@ -34,6 +34,7 @@ __all__ = [
     "INDEX_BY_FINISHED",
     "INDEX_BY_OWNER",
     "INDEX_BY_STATUS",
+    "INDEX_BY_WORKSPACE",
     "Index",
     "bulk_docs",
     "changes_longpoll",
@@ -58,9 +59,15 @@ Index = tuple[str, str, list[str]]
 # Queries sort on *all* fields of the index they use (equality fields too),
 # which every CouchDB 3 accepts.
 INDEX_BY_OWNER: Final[Index] = ("runyard-by-owner", "by-owner", ["owner", "started_at", "run_id"])
+INDEX_BY_WORKSPACE: Final[Index] = (
+    "runyard-by-workspace",
+    "by-workspace",
+    ["workspace", "started_at", "run_id"],
+)
+"""Only run docs with a ``workspace`` field (a personal run has none) are in it."""
 INDEX_BY_STATUS: Final[Index] = ("runyard-by-status", "by-status", ["status", "run_id"])
 INDEX_BY_FINISHED: Final[Index] = ("runyard-by-finished", "by-finished", ["finished_at"])
-INDEXES: Final = (INDEX_BY_OWNER, INDEX_BY_STATUS, INDEX_BY_FINISHED)
+INDEXES: Final = (INDEX_BY_OWNER, INDEX_BY_WORKSPACE, INDEX_BY_STATUS, INDEX_BY_FINISHED)
 
 _BULK_MAX_DOCS = 500
 

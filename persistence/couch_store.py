@@ -54,7 +54,6 @@ from runyard.persistence.couch_deletes import delete_run, purge_finished
 from runyard.persistence.couch_fencing import fence_running
 from runyard.persistence.couch_layout import (
     RUN_TYPE,
-    SUMMARY_FIELDS,
     CouchStoreError,
     DocLayout,
     WritePlan,
@@ -62,9 +61,9 @@ from runyard.persistence.couch_layout import (
     header_from_doc,
     run_doc_meta,
     stored_version,
-    summary_from_doc,
     write_wins,
 )
+from runyard.persistence.couch_listing import list_runs
 from runyard.persistence.couch_reads import (
     read_event_page,
     read_events,
@@ -75,9 +74,9 @@ from runyard.persistence.couch_reads import (
 from runyard.persistence.couch_requests import (
     INDEX_BY_OWNER,
     INDEX_BY_STATUS,
+    INDEX_BY_WORKSPACE,
     bulk_docs,
     docs_by_id,
-    find,
     find_all,
     open_database,
     ping,
@@ -412,31 +411,34 @@ class CouchStore:
         limit: int = 50,
         before: PageKey | None = None,
     ) -> list[RunSummary]:
-        if limit < 1:
-            return []
-        selector: dict[str, Any] = {"owner": owner}
-        if before is not None:
-            started, run_id = float(before[0]), before[1]
-            # The $lte bounds the index range; the $or breaks ties by run_id.
-            selector["started_at"] = {"$lte": started}
-            selector["$or"] = [
-                {"started_at": {"$lt": started}},
-                {"started_at": started, "run_id": {"$lt": run_id}},
-            ]
-        if status is not None:
-            selector["status"] = status
-        if agent is not None:
-            selector["agent"] = agent
-        ddoc, name, fields = INDEX_BY_OWNER
-        answer = await find(
+        return await list_runs(
             self._database(),
-            selector,
-            sort=[{f: "desc"} for f in fields],
+            INDEX_BY_OWNER,
+            owner,
+            status=status,
+            agent=agent,
             limit=limit,
-            fields=SUMMARY_FIELDS,
-            use_index=[ddoc, name],
+            before=before,
         )
-        return [summary_from_doc(doc) for doc in answer["docs"]]
+
+    async def list_for_workspace(
+        self,
+        workspace: str,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        before: PageKey | None = None,
+    ) -> list[RunSummary]:
+        return await list_runs(
+            self._database(),
+            INDEX_BY_WORKSPACE,
+            workspace,
+            status=status,
+            agent=agent,
+            limit=limit,
+            before=before,
+        )
 
     async def find_unfinished(self, node: str | None = None) -> list[RunWrite]:
         rows = await find_all(

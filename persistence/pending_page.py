@@ -11,18 +11,25 @@ from __future__ import annotations
 from runyard.actors.persistence_protocol import QueryRuns, RunWrite
 from runyard.actors.records import RunSummary, replaces
 
-__all__ = ["merge_page", "store_limit"]
+__all__ = ["in_scope", "merge_page", "store_limit"]
+
+
+def in_scope(w: RunWrite, q: QueryRuns) -> bool:
+    """Whether ``q`` asks for ``w``'s run at all: its owner's, or its workspace's."""
+    if q.workspace is not None:
+        return w.header.workspace == q.workspace
+    return w.header.owner == q.owner
 
 
 def store_limit(q: QueryRuns, mine: list[RunWrite]) -> int:
     """How many rows to ask the store for: pending versions can push stored rows
-    out of the filter, so ``limit`` plus the owner's pending runs always fills the page."""
+    out of the filter, so ``limit`` plus the scope's pending runs always fills the page."""
     return q.limit + len(mine)
 
 
 def merge_page(stored: list[RunSummary], mine: list[RunWrite], q: QueryRuns) -> list[RunSummary]:
-    """``stored`` (the store's rows for ``q``) with ``mine`` (the owner's pending
-    writes) applied, newest first by (started_at, run_id), cut at ``q.limit``."""
+    """``stored`` (the store's rows for ``q``) with ``mine`` (the scope's pending
+    writes: :func:`in_scope`) applied, newest first by (started_at, run_id), cut at ``q.limit``."""
     if not mine:
         return stored[: q.limit]
     pending = {w.run_id: w for w in mine}

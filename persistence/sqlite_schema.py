@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS runs (
     node        TEXT,
     -- JSON, NULL when there is none: schema_warnings (a list), ops_log (an object)
     schema_warnings TEXT,
-    ops_log     TEXT
+    ops_log     TEXT,
+    workspace   TEXT
 );
 -- The list query: one owner, newest first, keyset pagination on the sort key.
 CREATE INDEX IF NOT EXISTS runs_owner_started
@@ -36,6 +37,9 @@ CREATE INDEX IF NOT EXISTS runs_owner_status_started
     ON runs (owner, status, started_at DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_owner_agent_started
     ON runs (owner, agent, started_at DESC, run_id DESC);
+-- The list query of a workspace's members; personal runs (NULL) stay out of it.
+CREATE INDEX IF NOT EXISTS runs_workspace_started
+    ON runs (workspace, started_at DESC, run_id DESC) WHERE workspace IS NOT NULL;
 -- Recovery after a crash: tiny, holds only the runs still running.
 CREATE INDEX IF NOT EXISTS runs_running ON runs (run_id) WHERE status = 'running';
 -- Retention purge.
@@ -52,12 +56,17 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_run_seq ON events (run_id, seq);
 """
 
-SCHEMA_VERSION = 4
-"""``PRAGMA user_version`` of this layout: 4 added ``runs.schema_warnings`` and
-``runs.ops_log``; 3 ``runs.node``; 2 the rowid events table; 0 or 1 is the
-first layout (events ``WITHOUT ROWID``)."""
+SCHEMA_VERSION = 5
+"""``PRAGMA user_version`` of this layout: 5 added ``runs.workspace`` (and its
+index); 4 ``runs.schema_warnings`` and ``runs.ops_log``; 3 ``runs.node``; 2 the
+rowid events table; 0 or 1 is the first layout (events ``WITHOUT ROWID``)."""
 
-_ADDED_RUN_COLUMNS = (("node", "TEXT"), ("schema_warnings", "TEXT"), ("ops_log", "TEXT"))
+_ADDED_RUN_COLUMNS = (
+    ("node", "TEXT"),
+    ("schema_warnings", "TEXT"),
+    ("ops_log", "TEXT"),
+    ("workspace", "TEXT"),
+)
 """Columns later layouts added to ``runs``, all nullable: an older row reads as "none"."""
 
 _MIGRATE_EVENTS = """

@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from runyard.actors.jsonsafe import dumps_safe
 from runyard.actors.persistence_protocol import RunWrite
@@ -50,7 +50,8 @@ __all__ = ["SQLiteStore", "decode_json", "encode_json"]
 # RunRecord.replaces, inside the write transaction (see _write).
 _UPSERT = """
 INSERT INTO runs (run_id, owner, agent, status, started_at, finished_at, updated_at,
-                  error, input, result, options, event_count, node, schema_warnings, ops_log)
+                  error, input, result, options, event_count, node, schema_warnings, ops_log,
+                  workspace)
 VALUES {values}
 ON CONFLICT (run_id) DO UPDATE SET
     owner = excluded.owner,
@@ -66,20 +67,23 @@ ON CONFLICT (run_id) DO UPDATE SET
     event_count = excluded.event_count,
     node = excluded.node,
     schema_warnings = excluded.schema_warnings,
-    ops_log = excluded.ops_log
+    ops_log = excluded.ops_log,
+    workspace = excluded.workspace
 """
 
 _INSERT_EVENTS = "INSERT OR IGNORE INTO events (run_id, seq, ts, type, data) VALUES {values}"
-_RUN_VALUES = 15  # per row of _UPSERT
+_RUN_VALUES = 16  # per row of _UPSERT
 _EVENT_VALUES = 5  # per row of _INSERT_EVENTS
 
 _BATCH_KEYS = 500
 """Run ids per ``IN (...)`` query: far below SQLite's limit on bound parameters."""
 
-_SUMMARY_COLUMNS = "run_id, owner, agent, status, started_at, finished_at, event_count, error"
+_SUMMARY_COLUMNS = (
+    "run_id, owner, agent, status, started_at, finished_at, event_count, error, workspace"
+)
 _RECORD_COLUMNS = (
     "run_id, owner, agent, status, started_at, finished_at, updated_at, error, "
-    "input, result, options, node, schema_warnings, ops_log, event_count"
+    "input, result, options, node, schema_warnings, ops_log, workspace, event_count"
 )
 
 
@@ -127,6 +131,7 @@ def _header_row(write: RunWrite) -> tuple[Any, ...]:
         header.node,
         None if header.schema_warnings is None else encode_json(header.schema_warnings),
         encode_json(header.ops_log) if header.ops_log else None,
+        header.workspace,
     )
 
 
@@ -336,7 +341,7 @@ class SQLiteStore:
     @staticmethod
     def _record(row: tuple[Any, ...], events: Iterable[tuple[Any, ...]]) -> RunRecord:
         (run_id, owner, agent, status, started_at, finished_at, updated_at, error) = row[:8]
-        input_, result, options, node, warnings, ops_log = row[8:14]
+        input_, result, options, node, warnings, ops_log, workspace = row[8:15]
         return RunRecord(
             run_id=run_id,
             owner=owner,
@@ -353,6 +358,7 @@ class SQLiteStore:
             node=node,
             schema_warnings=_decode_list(warnings),
             ops_log={} if ops_log is None else _decode_object(ops_log),
+            workspace=workspace,
         )
 
     async def list_for_user(
@@ -364,10 +370,34 @@ class SQLiteStore:
         limit: int = 50,
         before: PageKey | None = None,
     ) -> list[RunSummary]:
+        return self._list("owner", owner, status, agent, limit, before)
+
+    async def list_for_workspace(
+        self,
+        workspace: str,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        before: PageKey | None = None,
+    ) -> list[RunSummary]:
+        return self._list("workspace", workspace, status, agent, limit, before)
+
+    def _list(
+        self,
+        column: Literal["owner", "workspace"],
+        value: str,
+        status: RunStatus | None,
+        agent: str | None,
+        limit: int,
+        before: PageKey | None,
+    ) -> list[RunSummary]:
+        """The page of runs whose ``column`` (``owner`` or ``workspace``, both
+        indexed with the sort key) is ``value``."""
         if limit < 1:
             return []
-        where = ["owner = ?"]
-        params: list[Any] = [owner]
+        where = [f"{column} = ?"]
+        params: list[Any] = [value]
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -393,6 +423,7 @@ class SQLiteStore:
                 finished_at=finished_at,
                 event_count=event_count,
                 error=error,
+                workspace=workspace,
             )
             for (
                 run_id,
@@ -403,6 +434,7 @@ class SQLiteStore:
                 finished_at,
                 event_count,
                 error,
+                workspace,
             ) in self._db().execute(sql, params)
         ]
 

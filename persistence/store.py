@@ -77,6 +77,17 @@ class RunStore(Protocol):
     ) -> list[RunSummary]:
         """Newest first by (started_at, run_id) descending, strictly after ``before``."""
 
+    async def list_for_workspace(
+        self,
+        workspace: str,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        before: PageKey | None = None,
+    ) -> list[RunSummary]:
+        """The runs shared with ``workspace`` (any owner), in :meth:`list_for_user`'s order."""
+
     async def delete(self, run_id: str) -> bool:
         """Remove the run and all its trace chunks; False if it was not there."""
 

@@ -107,12 +107,14 @@ def test_request_and_record_models_are_complete(schema: dict[str, Any]) -> None:
         "max_duration_s",
         "restart",
         "output_schema",
+        "workspace",
     }
     assert start["required"] == ["agent"]
     assert start.get("additionalProperties") is False
     detail = models["RunDetail"]["properties"]
     for field in ("run_id", "owner", "agent", "status", "started_at", "finished_at", "events"):
         assert field in detail
+    assert "workspace" in detail
     for field in ("options", "schema_warnings", "ops_log"):
         assert field in models["RunDetail"]["required"], field
     assert set(models["RunListResponse"]["properties"]) == {"runs", "next_cursor"}
@@ -121,4 +123,6 @@ def test_request_and_record_models_are_complete(schema: dict[str, Any]) -> None:
     }
     assert params == {"run_id": "path", "after": "query", "Last-Event-ID": "header"}
     names = {p["name"] for p in schema["paths"]["/runs"]["get"]["parameters"]}
-    assert names == {"status", "agent", "limit", "cursor"}
+    assert names == {"status", "agent", "limit", "cursor", "workspace"}
+    feed = {p["name"] for p in schema["paths"]["/runs/feed"]["get"]["parameters"]}
+    assert feed == {"workspace"}

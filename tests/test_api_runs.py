@@ -94,7 +94,9 @@ def test_list_is_newest_first_filterable_and_paginated(live: LiveServer) -> None
             "duration_s",
             "event_count",
             "error",
+            "workspace",
         }
+        assert summary["workspace"] is None  # started without one: a personal run
         assert summary["status"] == "running"
         assert summary["finished_at"] is None
 

@@ -28,6 +28,7 @@ def test_mango_indexes_exist(stores: Stores, http: httpx.Client, couch_db_name: 
     }
     assert fields == {
         "_design/runyard-by-owner": ["owner", "started_at", "run_id"],
+        "_design/runyard-by-workspace": ["workspace", "started_at", "run_id"],
         "_design/runyard-by-status": ["status", "run_id"],
         "_design/runyard-by-finished": ["finished_at"],
     }

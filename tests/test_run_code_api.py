@@ -233,6 +233,7 @@ def test_both_endpoints_are_in_the_openapi_schema(live: LiveServer) -> None:
         "env",
         "max_duration_s",
         "output_schema",
+        "workspace",
     }
     assert request["required"] == ["code"]
 

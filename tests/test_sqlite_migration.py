@@ -33,7 +33,7 @@ CREATE TABLE runs (
     input       TEXT NOT NULL,
     result      TEXT NOT NULL,
     options     TEXT NOT NULL,
-    event_count INTEGER NOT NULL{node}
+    event_count INTEGER NOT NULL{node}{v4}
 );
 CREATE TABLE events (
     id     INTEGER PRIMARY KEY,
@@ -48,10 +48,12 @@ CREATE UNIQUE INDEX events_run_seq ON events (run_id, seq);
 
 
 def write_old_file(path: Path, version: int) -> None:
-    """A file of layout ``version`` (3: with ``runs.node``; 2: without) holding run ``old``."""
+    """A file of layout ``version`` (4: with ``runs.schema_warnings`` and ``runs.ops_log``;
+    3: with ``runs.node``; 2: without) holding run ``old``."""
     conn = sqlite3.connect(path)
     try:
-        conn.executescript(V3_RUNS.format(node=",\n    node TEXT" if version >= 3 else ""))
+        v4 = ",\n    schema_warnings TEXT,\n    ops_log TEXT" if version >= 4 else ""
+        conn.executescript(V3_RUNS.format(node=",\n    node TEXT" if version >= 3 else "", v4=v4))
         columns = "run_id, owner, agent, status, started_at, finished_at, updated_at, error, "
         columns += "input, result, options, event_count"
         values: tuple[object, ...] = (
@@ -74,7 +76,7 @@ def write_old_file(path: Path, version: int) -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_an_older_file_opens_keeps_its_runs_and_stores_todays_fields(
     tmp_path: Path, version: int
 ) -> None:
@@ -99,6 +101,7 @@ def test_an_older_file_opens_keeps_its_runs_and_stores_todays_fields(
                 options={"output_schema": {"type": "object"}},
                 schema_warnings=[{"path": "", "message": "1 is not of type 'object'"}],
                 ops_log={"llm": {"count": 1, "tokens": 3}},
+                workspace="ml",
             )
             await store.save(new)
             return old, new, await store.get("new")
@@ -113,13 +116,16 @@ def test_an_older_file_opens_keeps_its_runs_and_stores_todays_fields(
     assert old.node == ("n1" if version >= 3 else None)
     assert old.schema_warnings is None
     assert old.ops_log == {}
+    assert old.workspace is None  # a run from before workspaces is personal
     assert got == new
 
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-        assert {"node", "schema_warnings", "ops_log"} <= columns
+        assert {"node", "schema_warnings", "ops_log", "workspace"} <= columns
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(runs)")}
+        assert "runs_workspace_started" in indexes
     finally:
         conn.close()
 
@@ -150,3 +156,37 @@ def test_opening_a_current_file_again_changes_nothing(tmp_path: Path) -> None:
     got = asyncio.run(open_twice())
     assert got is not None
     assert got.ops_log == {"x": {"count": 1}}
+
+
+@pytest.mark.timeout(30)
+def test_a_migrated_file_lists_a_workspace_through_its_index(tmp_path: Path) -> None:
+    """After the migration to layout 5, the workspace list query reads the new
+    partial index (not a scan of every run) and finds only the workspace's runs."""
+    path = tmp_path / "runs.sqlite3"
+    write_old_file(path, 4)
+
+    async def scenario() -> list[str]:
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            for run_id, workspace in (("w1", "ml"), ("w2", "ops"), ("p", None)):
+                await store.save(
+                    RunRecord(run_id, "bob", "echo", "running", {}, T0 + 9, workspace=workspace)
+                )
+            return [s.run_id for s in await store.list_for_workspace("ml")]
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == ["w1"]
+    conn = sqlite3.connect(path)
+    try:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT run_id FROM runs WHERE workspace = ? "
+            "ORDER BY started_at DESC, run_id DESC LIMIT 5",
+            ("ml",),
+        ).fetchall()
+    finally:
+        conn.close()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "runs_workspace_started" in details, details
+    assert "TEMP B-TREE" not in details, details  # the index gives the order: no sort

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from runyard.actors.access import WORKSPACE_ID_PATTERN
 from runyard.web.json_text import JSONObject, Text
 
 Status = Literal["running", "success", "error", "stopped"]
@@ -26,6 +28,29 @@ def output_schema_field() -> Any:
         "the result is checked against when the run succeeds. Mismatches become the record's "
         "`schema_warnings`; the status stays `success`. An invalid schema, or one over 64 KiB "
         "of JSON, is refused with 422 `invalid_output_schema` before a run exists.",
+    )
+
+
+WORKSPACE_PATTERN = f"^{WORKSPACE_ID_PATTERN.pattern}$"
+"""A workspace id as the API takes it (a malformed one is a 422 before anything runs)."""
+
+
+def workspace_field() -> Any:
+    """The ``workspace`` field of the start requests (a fresh ``Field`` per model)."""
+    return Field(
+        default=None,
+        pattern=WORKSPACE_PATTERN,
+        description="Start the run in this workspace: its members can list, read and stream "
+        "it, its admins stop and delete it (you must be a member: 403 otherwise). "
+        "Omitted: a personal run.",
+    )
+
+
+def workspace_query() -> Any:
+    """The ``?workspace=`` filter of the run list and the feed (a fresh ``Query`` each)."""
+    return Query(
+        pattern=WORKSPACE_PATTERN,
+        description="Only the runs of this workspace (you must be a member: 403 otherwise).",
     )
 
 
@@ -54,6 +79,7 @@ class StartRunRequest(BaseModel):
         default=None, description="Restart policy for crashes; default: never restart."
     )
     output_schema: dict[str, Any] | None = output_schema_field()
+    workspace: str | None = workspace_field()
 
 
 class RunStartedResponse(BaseModel):
@@ -70,6 +96,12 @@ class RunSummaryModel(BaseModel):
     duration_s: float | None
     event_count: int
     error: str | None = Field(description="Why the run did not succeed: exception, limit, stop.")
+    workspace: str | None = Field(
+        default=None,
+        description="The workspace the run is shared with; null for a personal run.",
+    )
+    """Defaulted, unlike its neighbours: a client of this version still decodes the
+    answers of a node not upgraded yet (a rolling upgrade behind one address)."""
 
 
 class RunListResponse(BaseModel):

@@ -2,8 +2,11 @@
 
 Users come from ``RUNYARD_TOKENS`` (``user:token[:admin],...``) and/or
 ``RUNYARD_TOKENS_FILE`` (TOML ``[[users]]`` with ``id``, ``token`` or
-``token_sha256``, ``admin``).  Malformed configuration is refused at start-up
-with a :class:`runyard.web.config.ConfigError` naming the entry, never the token.
+``token_sha256``, ``admin``, and the workspaces the user belongs to,
+``workspaces``, and administers, ``workspace_admin``: docs/operations.md).
+Workspaces are declared only in the file: the one-line env form stays short.
+Malformed configuration is refused at start-up with a
+:class:`runyard.web.config.ConfigError` naming the entry, never the token.
 Only SHA-256 digests of tokens are kept in memory.
 """
 
@@ -14,10 +17,11 @@ import re
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from runyard.actors.access import WORKSPACE_ID_PATTERN
 from runyard.actors.messages import Caller
 from runyard.web.config import ConfigError, Settings
 
@@ -36,9 +40,17 @@ class User:
     user_id: str
     token_sha256: bytes = field(repr=False)
     admin: bool = False
+    workspaces: frozenset[str] = frozenset()
+    workspace_admin: frozenset[str] = frozenset()
+    """A subset of ``workspaces``: an admin of a workspace is a member of it."""
 
     def caller(self) -> Caller:
-        return Caller(user_id=self.user_id, admin=self.admin)
+        return Caller(
+            user_id=self.user_id,
+            admin=self.admin,
+            workspaces=self.workspaces,
+            workspace_admin=self.workspace_admin,
+        )
 
 
 def hash_token(token: str) -> bytes:
@@ -73,7 +85,8 @@ def parse_tokens_env(value: str, source: str = "RUNYARD_TOKENS") -> list[User]:
 
 
 def parse_tokens_toml(path: Path) -> list[User]:
-    """Users from a TOML file of ``[[users]]`` (``id``, ``token``/``token_sha256``, ``admin``)."""
+    """Users from a TOML file of ``[[users]]`` (``id``, ``token``/``token_sha256``, ``admin``,
+    ``workspaces``, ``workspace_admin``)."""
     try:
         with path.open("rb") as fh:
             document = tomllib.load(fh)
@@ -84,7 +97,9 @@ def parse_tokens_toml(path: Path) -> list[User]:
     return parse_users_document(document, f"RUNYARD_TOKENS_FILE {path}")
 
 
-_USER_KEYS: Final = frozenset({"id", "token", "token_sha256", "admin"})
+_USER_KEYS: Final = frozenset(
+    {"id", "token", "token_sha256", "admin", "workspaces", "workspace_admin"}
+)
 
 
 def parse_users_document(document: Mapping[str, Any], source: str) -> list[User]:
@@ -120,8 +135,37 @@ def parse_users_document(document: Mapping[str, Any], source: str) -> list[User]
             raise ConfigError(
                 f"{where}: token_sha256 must be 64 hex digits (sha256sum of the token)"
             )
-        users.append(_make_user(where, user_id, token=token, token_sha256=digest, admin=admin))
+        user = _make_user(where, user_id, token=token, token_sha256=digest, admin=admin)
+        users.append(_with_workspaces(where, user, entry))
     return users
+
+
+def _with_workspaces(where: str, user: User, entry: Mapping[str, Any]) -> User:
+    """``user`` with the entry's ``workspaces`` and ``workspace_admin``, validated."""
+    member = _workspace_list(where, "workspaces", entry.get("workspaces", []))
+    admin_of = _workspace_list(where, "workspace_admin", entry.get("workspace_admin", []))
+    outside = [w for w in admin_of if w not in member]
+    if outside:
+        raise ConfigError(
+            f"{where}: workspace_admin {outside} not in workspaces; "
+            "the admin of a workspace must also be listed as a member"
+        )
+    return replace(user, workspaces=frozenset(member), workspace_admin=frozenset(admin_of))
+
+
+def _workspace_list(where: str, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise ConfigError(f'{where}: {key} must be a list of workspace ids, like ["ml", "ops"]')
+    for workspace in value:
+        if not WORKSPACE_ID_PATTERN.fullmatch(workspace):
+            raise ConfigError(
+                f"{where}: {key}: workspace id {workspace!r} must be 1-64 characters of "
+                "letters, digits, '_', '.', '-' and start with a letter or digit"
+            )
+    if len(set(value)) != len(value):
+        twice = sorted({w for w in value if value.count(w) > 1})
+        raise ConfigError(f"{where}: {key} lists {twice} more than once")
+    return value
 
 
 def _make_user(

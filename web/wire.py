@@ -38,6 +38,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "duration_s": None if finished is None else round(finished - summary.started_at, 6),
         "event_count": summary.event_count,
         "error": summary.error,
+        "workspace": summary.workspace,
     }
 
 

@@ -31,7 +31,12 @@ from runyard.web.auth import CallerDep
 from runyard.web.errors import error_response, error_responses
 from runyard.web.gateway import Gateway, GatewayDep
 from runyard.web.json_text import JSONObject, Text
-from runyard.web.models import MAX_DURATION_S, RunStartedResponse, output_schema_field
+from runyard.web.models import (
+    MAX_DURATION_S,
+    RunStartedResponse,
+    output_schema_field,
+    workspace_field,
+)
 from runyard.web.sse import response_kwargs, run_stream
 
 router = APIRouter(prefix="/agents/run-code", tags=["run-code"])
@@ -82,6 +87,7 @@ class RunCodeRequest(BaseModel):
         description="Wall-time limit; past it the child is killed and the run ends `error`.",
     )
     output_schema: dict[str, Any] | None = output_schema_field()
+    workspace: str | None = workspace_field()
 
     @field_validator("env")
     @classmethod
@@ -92,7 +98,7 @@ class RunCodeRequest(BaseModel):
         return env
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = error_responses(400, 401, 413, 422, 429, 503)
+RESPONSES: dict[int | str, dict[str, Any]] = error_responses(400, 401, 403, 413, 422, 429, 503)
 RESPONSES[422] = {
     **RESPONSES[422],
     "description": "The code is not a run-code agent: code `invalid_code`, and besides "
@@ -147,6 +153,7 @@ async def _start(
             code=body.code,
             env=dict(body.env),
             output_schema=body.output_schema,
+            workspace=body.workspace,
         )
     )
     return started

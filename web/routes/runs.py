@@ -23,6 +23,7 @@ from runyard.web.models import (
     StartRunRequest,
     Status,
     StopResponse,
+    workspace_query,
 )
 from runyard.web.wire import event_json, record_head, record_json, summary_dict
 
@@ -36,11 +37,14 @@ LARGE_TRACE = 2_000
     "",
     status_code=202,
     response_model=RunStartedResponse,
-    responses=error_responses(400, 401, 413, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 413, 422, 429, 503),
     summary="Start a catalog agent in the background",
 )
 async def start_run(body: StartRunRequest, caller: CallerDep, request: Request) -> JSONResponse:
-    """Answers at once with the `run_id`; the run goes on whether or not anyone watches."""
+    """Answers at once with the `run_id`; the run goes on whether or not anyone watches.
+
+    With `workspace`, the run is shared with that workspace (403 if you are not a member).
+    """
     gateway = gateway_of(request)  # not a dependency here: see gateway_of
     if body.output_schema is not None:  # slow for a big schema: not on the loop (then cached)
         await asyncio.to_thread(check_schema, body.output_schema)
@@ -55,6 +59,7 @@ async def start_run(body: StartRunRequest, caller: CallerDep, request: Request) 
             max_duration_s=body.max_duration_s,
             restart=restart,
             output_schema=body.output_schema,
+            workspace=body.workspace,
         )
     )
     # A plain JSONResponse: this is the hottest route, and the model above
@@ -69,8 +74,8 @@ async def start_run(body: StartRunRequest, caller: CallerDep, request: Request) 
 @router.get(
     "",
     response_model=RunListResponse,
-    responses=error_responses(400, 401, 422),
-    summary="List your runs, newest first",
+    responses=error_responses(400, 401, 403, 422),
+    summary="List your runs and your workspaces' runs, newest first",
 )
 async def list_runs(
     caller: CallerDep,
@@ -81,9 +86,19 @@ async def list_runs(
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
     ] = None,
+    workspace: Annotated[str | None, workspace_query()] = None,
 ) -> JSONResponse:
+    """Your own runs and those shared with your workspaces; `workspace` keeps one
+    workspace's runs only (403 if you are not a member)."""
     page = await gateway.ask(
-        ListRuns(caller=caller, status=status, agent=agent, limit=limit, cursor=cursor)
+        ListRuns(
+            caller=caller,
+            status=status,
+            agent=agent,
+            limit=limit,
+            cursor=cursor,
+            workspace=workspace,
+        )
     )
     return JSONResponse(
         {"runs": [summary_dict(s) for s in page.runs], "next_cursor": page.next_cursor}
