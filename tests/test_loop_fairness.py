@@ -54,7 +54,9 @@ def test_healthz_stays_fast_while_the_worst_inputs_run(
         registry = admin.get("/ops/registry")
     assert registry.status_code == 200, registry.text
     live = registry.json()["live"]
-    assert {"chatty", "ticker", "sleeper", "stubborn"} <= {run["agent"] for run in live}
+    running = {run["agent"] for run in live}
+    assert {"sleeper", "stubborn"} <= running
+    assert running & {"chatty", "ticker"}  # a burst (on a quiet machine one may be done)
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)]
     assert p99 < P99_S, (
