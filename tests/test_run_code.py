@@ -167,7 +167,10 @@ async def run(input_dict, ctx):
         started = await runtime.ask(StartRun(ALICE, "run-code", code=code))
         sub = await runtime.ask(Subscribe(ALICE, started.run_id))
         await next_event(sub, "spawned")
-        assert len(marked_processes(marker)) == 1
+        # Popen returns after the fork; the exec that shows the marker may lag it.
+        await wait_until_async(
+            lambda: len(marked_processes(marker)) == 1, timeout=5, what="the grandchild's exec"
+        )
         await runtime.ask(StopRun(ALICE, started.run_id))
         _, terminal = await collect(sub)
         assert terminal.record.status == "stopped"
