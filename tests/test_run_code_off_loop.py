@@ -32,9 +32,10 @@ def broken_code(size: int, salt: int) -> tuple[str, int]:
     return code, code.count("\n")
 
 
-async def _longest_gap_s(stop: asyncio.Event) -> float:
+async def _longest_gap_s(stop: asyncio.Event, started: asyncio.Event) -> float:
     longest = 0.0
     last = time.perf_counter()
+    started.set()
     while not stop.is_set():
         await asyncio.sleep(0.002)
         now = time.perf_counter()
@@ -48,8 +49,9 @@ async def _longest_gap_s(stop: asyncio.Event) -> float:
 async def test_long_code_is_checked_without_stalling_the_loop() -> None:
     sources = [broken_code(240_000, salt) for salt in range(4)]
     stop = asyncio.Event()
-    probe = asyncio.create_task(_longest_gap_s(stop))
-    await asyncio.sleep(0.01)
+    started = asyncio.Event()
+    probe = asyncio.create_task(_longest_gap_s(stop, started))
+    await started.wait()  # the probe measures from before the first check
     outcomes = await asyncio.gather(
         *(check_code_off_loop(code) for code, _ in sources), return_exceptions=True
     )

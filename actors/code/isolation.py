@@ -292,15 +292,7 @@ def _init(libc: ctypes.CDLL, status_w: int, keep: list[int]) -> None:
         return
     for fd in keep:
         os.close(fd)
-    status = 0
-    while True:
-        try:
-            pid, st = os.wait()
-        except ChildProcessError:
-            break
-        if pid == runner:
-            status = st
-            break
+    status = _wait_status(runner)
     with contextlib.suppress(OSError):
         os.write(status_w, STATUS.pack(status))
     os._exit(0)  # the kernel kills what is left in the namespace
@@ -354,15 +346,18 @@ def _subreaper_split(libc: ctypes.CDLL, keep: list[int], why: str, net: str) -> 
     for fd in keep:
         os.close(fd)
     signal.signal(signal.SIGTERM, lambda *_: _kill_all([runner, *_children()]))
-    status = 0
-    while True:
-        try:
-            pid, st = os.wait()
-        except ChildProcessError:
-            break
-        if pid == runner:
-            status = st
-            break
+    status = _wait_status(runner)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _reap_everything()
     _exit_like(status)
+
+
+def _wait_status(runner: int) -> int:
+    """Reap children until ``runner`` ends; its wait status (0 if it was already gone)."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return 0
+        if pid == runner:
+            return status
